@@ -1,0 +1,137 @@
+"""The ``bias-ray`` command line: validate, models, generate, sweep, report, run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bias_ray.spec import SpecError, SweepSpec, load_spec
+
+app = typer.Typer(help="Distributed sweeps for studying and mitigating bias inheritance.", no_args_is_help=True)
+models_app = typer.Typer(help="Build or inspect local models (no model hub needed).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console()
+
+
+def _load(spec_path: Path) -> SweepSpec:
+    try:
+        return load_spec(spec_path)
+    except SpecError as err:
+        console.print(f"[red]{err}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _prepare_models(spec: SweepSpec) -> None:
+    from bias_ray.models import ensure_model
+
+    root = spec.data.resolved_root
+    if spec.generation.engine == "transformers":
+        ensure_model(spec.models.generator, root, spec.models.build_tiny_if_missing)
+    ensure_model(spec.models.student, root, spec.models.build_tiny_if_missing)
+
+
+@app.command()
+def validate(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> None:
+    """Check a sweep spec without running anything."""
+    spec = _load(spec_path)
+    console.print(
+        f"[green]ok[/green] {spec_path}: {spec.grid_size} trials = {len(spec.bias_types)} bias types x "
+        f"{len(spec.bias_ratios)} ratios x {len(spec.mitigations)} mitigations x {len(spec.seeds)} seeds"
+    )
+
+
+@models_app.command("tiny")
+def models_tiny(
+    out_dir: Path = typer.Argument(..., help="Folder to write the model and tokenizer to"),
+    data_root: Path = typer.Option(None, help="Real data folder for training the tokenizer"),
+    hidden_size: int = typer.Option(64),
+    layers: int = typer.Option(2),
+    vocab_size: int = typer.Option(2000),
+) -> None:
+    """Build a tiny random-init causal LM with a BPE tokenizer trained on the local data."""
+    from bias_ray.models import build_tiny_model
+    from bias_ray.spec import default_data_root
+
+    path = build_tiny_model(out_dir, data_root or default_data_root(), vocab_size=vocab_size,
+                            hidden_size=hidden_size, num_layers=layers)
+    console.print(f"[green]built[/green] tiny model at {path}")
+
+
+@app.command()
+def generate(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> None:
+    """Generate the augmented data for every bias type of the spec."""
+    from bias_ray.generate.pipeline import generate as run_generation
+
+    spec = _load(spec_path)
+    _prepare_models(spec)
+    out = run_generation(spec)
+    console.print(f"[green]augmented data[/green] in {out}")
+
+
+@app.command()
+def sweep(
+    spec_path: Path = typer.Argument(..., help="YAML sweep spec"),
+    resume: bool = typer.Option(False, help="Continue an interrupted sweep without rerunning finished trials"),
+) -> None:
+    """Run the Ray Tune grid of fine-tuning trials."""
+    from bias_ray.train.sweep import run_sweep
+
+    spec = _load(spec_path)
+    _prepare_models(spec)
+    table = run_sweep(spec, resume=resume)
+    _print_results(table, spec)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run's output dir (the spec's output_dir)")) -> None:
+    """Write the report (Markdown, HTML and PNG plots) of a finished sweep."""
+    from bias_ray.report import build_report
+
+    try:
+        out = build_report(run_dir)
+    except (FileNotFoundError, ValueError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"[green]report[/green] in {out / 'report.html'}")
+
+
+@app.command()
+def run(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> None:
+    """Every stage in order: generate -> sweep (mix, train, evaluate) -> report."""
+    from bias_ray.generate.pipeline import generate as run_generation
+    from bias_ray.report import build_report
+    from bias_ray.train.sweep import run_sweep
+
+    spec = _load(spec_path)
+    started = time.time()
+    with console.status("preparing models"):
+        _prepare_models(spec)
+    console.rule("generate")
+    run_generation(spec)
+    console.rule("sweep")
+    table = run_sweep(spec, resume=True)
+    _print_results(table, spec)
+    console.rule("report")
+    out = build_report(spec.run_dir)
+    console.print(f"[green]done[/green] in {time.time() - started:.0f}s; report: {out / 'report.html'}")
+
+
+def _print_results(table, spec: SweepSpec) -> None:
+    metric = spec.scheduler.metric
+    t = Table(title=f"{spec.name}: {len(table)} trials")
+    cols = ["bias_type", "bias_ratio", "mitigation", "seed", metric, "bias_type/fpr_gap", "steps_run"]
+    cols = [c for c in cols if c in table]
+    for c in cols:
+        t.add_column(c)
+    for row in table[cols].itertuples(index=False):
+        t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    console.print(t)
+    console.print(f"results: {spec.results_path} (and .csv)")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,153 @@
+"""Loaders for the real data in ``../shared/data`` (or any folder laid out the same way).
+
+Every loader returns a pandas DataFrame with at least the columns of :data:`SCHEMA`
+(``id, text, label, group, bias_type, split, source``); benchmark-specific columns follow.
+Splits are deterministic (a hash of the row id), so every process agrees on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from bias_ray.spec import bias_type_catalog
+
+SCHEMA = ["id", "text", "label", "group", "bias_type", "split", "source"]
+TOXIGEN_LABELS = {"neutral": 0, "hate": 1}
+
+
+def stable_id(*parts: object) -> str:
+    """A short deterministic id from the given parts."""
+    return hashlib.sha1("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:16]
+
+
+def _split_of(row_id: str, test_fraction: float) -> str:
+    bucket = int(hashlib.sha1(row_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "test" if bucket < test_fraction else "train"
+
+
+def _group_to_bias_type() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, entry in bias_type_catalog().items():
+        for g in entry["groups"]:
+            out.setdefault(g, name)
+    return out
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing ({what}); point data.root (or BIAS_RAY_DATA) at the folder that holds "
+            "bbq/, crows_pairs/ and toxigen/ as described in ../shared/data/README.md"
+        )
+    return path
+
+
+def parse_toxigen_line(line: str) -> list[str]:
+    """One ToxiGen prompt line is several statements joined by a literal backslash-n and dash."""
+    parts = line.strip().split("\\n-")
+    out = []
+    for p in parts:
+        p = p.strip().removeprefix("- ").removeprefix("-").strip()
+        if p:
+            out.append(p)
+    return out
+
+
+def load_toxigen(root: str | Path, test_fraction: float = 0.3, groups: list[str] | None = None) -> pd.DataFrame:
+    """Unique human-written ToxiGen statements, labelled hate (1) or neutral (0) per target group."""
+    prompts = _require(Path(root) / "toxigen" / "prompts", "ToxiGen prompt files")
+    group_bias = _group_to_bias_type()
+    rows, seen = [], set()
+    for file in sorted(prompts.glob("*_1k.txt")):
+        stance, _, rest = file.name.partition("_")
+        group = rest.removesuffix("_1k.txt")
+        if stance not in TOXIGEN_LABELS or (groups and group not in groups):
+            continue
+        for line in file.read_text(encoding="utf-8").splitlines():
+            for text in parse_toxigen_line(line):
+                key = (group, stance, text)
+                if key in seen:
+                    continue
+                seen.add(key)
+                rid = stable_id("toxigen", *key)
+                rows.append(
+                    {
+                        "id": rid,
+                        "text": text,
+                        "label": TOXIGEN_LABELS[stance],
+                        "group": group,
+                        "bias_type": group_bias.get(group, "other"),
+                        "split": _split_of(rid, test_fraction),
+                        "source": "toxigen",
+                    }
+                )
+    if not rows:
+        raise ValueError(f"no ToxiGen statements found under {prompts} for groups {groups}")
+    return pd.DataFrame(rows, columns=SCHEMA)
+
+
+def load_crows_pairs(root: str | Path) -> pd.DataFrame:
+    """CrowS-Pairs minimal pairs: ``text`` is the stereotypical sentence, ``text_anti`` the other."""
+    path = _require(Path(root) / "crows_pairs" / "crows_pairs_anonymized.csv", "CrowS-Pairs csv")
+    raw = pd.read_csv(path)
+    missing = {"sent_more", "sent_less", "stereo_antistereo", "bias_type"} - set(raw.columns)
+    if missing:
+        raise ValueError(f"{path}: columns {sorted(missing)} are missing; is this the CrowS-Pairs file?")
+    stereo = raw["stereo_antistereo"].eq("stereo")
+    df = pd.DataFrame(
+        {
+            "id": [stable_id("crows", i) for i in raw.index],
+            "text": raw["sent_more"].where(stereo, raw["sent_less"]),
+            "text_anti": raw["sent_less"].where(stereo, raw["sent_more"]),
+            "label": stereo.astype(int),
+            "group": raw["bias_type"],
+            "bias_type": raw["bias_type"],
+            "split": "test",
+            "source": "crows_pairs",
+        }
+    )
+    return df
+
+
+def load_bbq(root: str | Path, categories: list[str] | None = None) -> pd.DataFrame:
+    """BBQ questions with their three answers, context condition and stereotyped groups."""
+    folder = _require(Path(root) / "bbq" / "data", "BBQ jsonl files")
+    rows = []
+    for file in sorted(folder.glob("*.jsonl")):
+        if categories and file.stem not in categories:
+            continue
+        with open(file, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    ex = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{file}:{lineno}: malformed BBQ row: {err}") from None
+                info = ex["answer_info"]
+                stereotyped = [s.lower() for s in ex["additional_metadata"].get("stereotyped_groups", [])]
+                rows.append(
+                    {
+                        "id": stable_id("bbq", ex["category"], ex["example_id"]),
+                        "text": f"{ex['context']} {ex['question']}",
+                        "label": int(ex["label"]),
+                        "group": ",".join(stereotyped),
+                        "bias_type": ex["category"],
+                        "split": "test",
+                        "source": "bbq",
+                        "context": ex["context"],
+                        "question": ex["question"],
+                        "answers": [ex["ans0"], ex["ans1"], ex["ans2"]],
+                        "answer_groups": [info[f"ans{i}"][1] for i in range(3)],
+                        "context_condition": ex["context_condition"],
+                        "question_polarity": ex["question_polarity"],
+                        "stereotyped_groups": stereotyped,
+                    }
+                )
+    if not rows:
+        raise ValueError(f"no BBQ rows under {folder} for categories {categories}")
+    return pd.DataFrame(rows)

@@ -1,0 +1,1 @@
+"""Evaluation: task metrics and group-fairness metrics on real held-out data."""

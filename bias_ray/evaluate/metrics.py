@@ -1,0 +1,93 @@
+"""Classification and group-fairness metrics, as a registry of small functions.
+
+Every metric has one signature, ``(y_true, y_pred, groups) -> float``, so adding one is one
+function. Fairness gaps are the largest difference across groups (0 is perfectly fair); a
+group with no row of the needed kind (no negatives for a false-positive rate) is left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from bias_ray.registry import Registry
+
+Metric = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def _arrays(y_true: Sequence, y_pred: Sequence, groups: Sequence | None = None):
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true has {y_true.shape} rows but y_pred has {y_pred.shape}")
+    g = np.asarray(groups) if groups is not None else np.zeros(len(y_true), dtype=object)
+    return y_true, y_pred, g
+
+
+@METRICS.register("accuracy")
+def accuracy(y_true, y_pred, groups=None) -> float:
+    y_true, y_pred, _ = _arrays(y_true, y_pred)
+    return float((y_true == y_pred).mean()) if len(y_true) else float("nan")
+
+
+@METRICS.register("macro_f1")
+def macro_f1(y_true, y_pred, groups=None) -> float:
+    """Unweighted mean of per-class F1 over the classes present in y_true or y_pred."""
+    y_true, y_pred, _ = _arrays(y_true, y_pred)
+    scores = []
+    for c in np.union1d(y_true, y_pred):
+        tp = np.sum((y_pred == c) & (y_true == c))
+        fp = np.sum((y_pred == c) & (y_true != c))
+        fn = np.sum((y_pred != c) & (y_true == c))
+        denom = 2 * tp + fp + fn
+        scores.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def per_group_rate(y_true, y_pred, groups, kind: str) -> dict[str, float]:
+    """Per-group false-positive, false-negative or positive-prediction rate (positive class = 1)."""
+    y_true, y_pred, g = _arrays(y_true, y_pred, groups)
+    out = {}
+    for name in np.unique(g):
+        m = g == name
+        t, p = y_true[m], y_pred[m]
+        if kind == "fpr":
+            neg = t == 0
+            if neg.any():
+                out[str(name)] = float(np.mean(p[neg] == 1))
+        elif kind == "fnr":
+            pos = t == 1
+            if pos.any():
+                out[str(name)] = float(np.mean(p[pos] == 0))
+        elif kind == "ppr":
+            out[str(name)] = float(np.mean(p == 1))
+        else:
+            raise ValueError(f"unknown rate {kind!r}; allowed: fpr, fnr, ppr")
+    return out
+
+
+def _gap(rates: dict[str, float]) -> float:
+    return float(max(rates.values()) - min(rates.values())) if len(rates) >= 2 else 0.0
+
+
+@METRICS.register("fpr_gap")
+def fpr_gap(y_true, y_pred, groups) -> float:
+    """Largest difference across groups in false-positive rate (neutral text flagged as hate)."""
+    return _gap(per_group_rate(y_true, y_pred, groups, "fpr"))
+
+
+@METRICS.register("fnr_gap")
+def fnr_gap(y_true, y_pred, groups) -> float:
+    """Largest difference across groups in false-negative rate (hate text missed)."""
+    return _gap(per_group_rate(y_true, y_pred, groups, "fnr"))
+
+
+@METRICS.register("ppr_gap")
+def ppr_gap(y_true, y_pred, groups) -> float:
+    """Largest difference across groups in positive-prediction rate (demographic parity gap)."""
+    return _gap(per_group_rate(y_true, y_pred, groups, "ppr"))
+
+
+def compute_all(y_true, y_pred, groups, names: Sequence[str] | None = None) -> dict[str, float]:
+    return {n: METRICS.get(n)(y_true, y_pred, groups) for n in (names or METRICS.names())}

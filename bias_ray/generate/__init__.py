@@ -1,0 +1,1 @@
+"""Generation: seed data + prompt templates per bias type -> augmented data (Ray Data)."""

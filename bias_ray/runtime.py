@@ -1,0 +1,65 @@
+"""Ray start-up and resource sizing shared by every stage.
+
+On a small machine an actor pool that takes every CPU starves Ray Data's read tasks, so pools
+and trial concurrency are sized from ``ray.available_resources()`` with one CPU left free.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+
+def quiet_libraries() -> None:
+    """Silence progress bars and load reports that drown the CLI's own output."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to ``address`` (or $RAY_ADDRESS), else start a local Ray; idempotent."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    quiet_libraries()
+    address = address or os.environ.get("RAY_ADDRESS")
+    env_vars = {k: os.environ[k] for k in ("PYTHONPATH", "BIAS_RAY_DATA", "WANDB_MODE") if k in os.environ}
+    env_vars.update({"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    try:
+        ray.init(
+            address=address,
+            num_cpus=None if address else num_cpus,
+            include_dashboard=False if not address else None,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+            runtime_env={"env_vars": env_vars},
+        )
+    except ConnectionError as err:
+        raise ConnectionError(
+            f"cannot reach the Ray cluster at {address}: {err}. Start it with `ray start --head`, "
+            "check the address, or unset RAY_ADDRESS to run locally"
+        ) from None
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = os.environ.get("BIAS_RAY_PROGRESS", "1") == "1"
+
+
+def cpu_budget(leave_free: float = 1.0) -> float:
+    """CPUs that a pool or a set of trials may take while leaving ``leave_free`` for Ray's tasks."""
+    import ray
+
+    total = ray.available_resources().get("CPU", 1.0)
+    return max(1.0, total - leave_free)

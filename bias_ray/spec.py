@@ -1,0 +1,371 @@
+"""The sweep spec: one YAML file, validated by pydantic, is the single source of truth for a run.
+
+Every command loads the spec through :func:`load_spec`, which rejects a bad spec before any work
+starts with a :class:`SpecError` that names the field path, the bad value and what is allowed.
+Relative paths in a spec resolve against the current working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+RESOURCES = PACKAGE_DIR / "resources"
+
+ENGINE_NAMES = ("transformers", "http", "vllm")
+SCHEDULER_NAMES = ("none", "asha", "hyperband", "median")
+STANCES = ("biased", "neutral", "counter")
+
+
+class SpecError(ValueError):
+    """A sweep spec that cannot run; the message says what is wrong and how to fix it."""
+
+
+def default_data_root() -> Path:
+    """Where the real benchmark data lives: $BIAS_RAY_DATA, else ``../shared/data`` beside the repo."""
+    if env := os.environ.get("BIAS_RAY_DATA"):
+        return Path(env)
+    for candidate in (PACKAGE_DIR.parent.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate
+    return PACKAGE_DIR.parent.parent / "shared" / "data"
+
+
+@cache
+def bias_type_catalog() -> dict[str, dict[str, Any]]:
+    """The built-in bias types (data in ``resources/bias_types.yaml``)."""
+    with open(RESOURCES / "bias_types.yaml") as f:
+        return yaml.safe_load(f)["bias_types"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class BiasType(_Strict):
+    """A bias type: the groups it is about, and where it lives in the evaluation benchmarks."""
+
+    name: str
+    description: str = ""
+    groups: list[str] = Field(min_length=1)
+    bbq_categories: list[str] = []
+    crows_categories: list[str] = []
+
+
+class ModelsSpec(_Strict):
+    generator: str = Field(description="Path (or engine model id) of the LLM that writes augmented data.")
+    student: str = Field(description="Path of the model fine-tuned in each trial.")
+    build_tiny_if_missing: bool = Field(
+        default=False,
+        description="Build the project's tiny local model at a missing path instead of failing.",
+    )
+
+
+class DataSpec(_Strict):
+    root: Path | None = Field(default=None, description="Real data folder; default: ../shared/data.")
+    task: str = "toxigen"
+    test_fraction: float = Field(default=0.3, gt=0, lt=1)
+    max_real_per_group: int | None = Field(default=None, gt=0)
+
+    @property
+    def resolved_root(self) -> Path:
+        return (self.root or default_data_root()).expanduser().resolve()
+
+
+class GenerationSpec(_Strict):
+    engine: str = "transformers"
+    samples_per_bias_type: int = Field(default=200, gt=0)
+    stances: dict[str, float] = Field(default_factory=lambda: {"biased": 1.0})
+    few_shot: int = Field(default=3, ge=0, le=20)
+    max_new_tokens: int = Field(default=32, gt=0)
+    temperature: float = Field(default=1.0, ge=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    batch_size: int = Field(default=32, gt=0)
+    concurrency: int | None = Field(default=None, gt=0, description="Engine replicas; default: fit CPUs.")
+    seed: int = 0
+    options: dict[str, Any] = Field(default_factory=dict, description="Engine-specific settings.")
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, v: str) -> str:
+        if v not in ENGINE_NAMES:
+            raise ValueError(f"unknown engine {v!r}; allowed: {', '.join(ENGINE_NAMES)}")
+        return v
+
+    @field_validator("stances")
+    @classmethod
+    def _known_stances(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            raise ValueError(f"at least one stance is needed; allowed: {', '.join(STANCES)}")
+        for stance, share in v.items():
+            if stance not in STANCES:
+                raise ValueError(f"unknown stance {stance!r}; allowed: {', '.join(STANCES)}")
+            if share < 0:
+                raise ValueError(f"stance {stance!r} has a negative share {share}")
+        if sum(v.values()) <= 0:
+            raise ValueError("stance shares sum to 0; give at least one a positive share")
+        return v
+
+
+class TrainingSpec(_Strict):
+    mix_mode: Literal["fixed_total", "fixed_real"] = "fixed_total"
+    train_size: int = Field(default=400, gt=0, description="Total (fixed_total) or real (fixed_real) rows.")
+    epochs: int = Field(default=2, gt=0)
+    batch_size: int = Field(default=16, gt=0)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    max_length: int = Field(default=64, gt=4)
+    eval_every: int = Field(default=10, gt=0, description="Steps between evaluations reported to Tune.")
+    lora_r: int = Field(default=8, gt=0)
+    lora_alpha: int = Field(default=16, gt=0)
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+    max_eval_rows: int | None = Field(default=None, gt=0)
+
+
+class MitigationSpec(_Strict):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from bias_ray.train.mitigations import MITIGATIONS
+
+        if v not in MITIGATIONS:
+            raise ValueError(f"unknown mitigation {v!r}; allowed: {', '.join(MITIGATIONS.names())}")
+        return v
+
+    @property
+    def label(self) -> str:
+        """A short unique name for tables, e.g. ``loss(lambda=0.5)``."""
+        if not self.params:
+            return self.name
+        inner = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.name}({inner})"
+
+
+class SchedulerSpec(_Strict):
+    name: str = "none"
+    metric: str = "macro_f1"
+    mode: Literal["max", "min"] = "max"
+    grace_period: int = Field(default=1, gt=0)
+    reduction_factor: float = Field(default=2, gt=1)
+    max_t: int = Field(default=100, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in SCHEDULER_NAMES:
+            raise ValueError(f"unknown scheduler {v!r}; allowed: {', '.join(SCHEDULER_NAMES)}")
+        return v
+
+
+class ResourcesSpec(_Strict):
+    cpus_per_trial: float = Field(default=1, gt=0)
+    gpus_per_trial: float = Field(default=0, ge=0)
+    max_concurrent_trials: int | None = Field(default=None, gt=0, description="Default: fit the cluster.")
+    max_failures: int = Field(default=1, ge=0, description="Retries of a failed trial from its checkpoint.")
+
+
+class TrackingSpec(_Strict):
+    wandb: Literal["offline", "online", "disabled", "auto"] = "auto"
+    project: str = "bias-ray"
+
+
+class SweepSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    output_dir: Path
+    models: ModelsSpec
+    data: DataSpec = DataSpec()
+    bias_types: list[str | BiasType] = Field(min_length=1)
+    bias_ratios: list[float] = Field(min_length=1)
+    mitigations: list[str | MitigationSpec] = Field(min_length=1)
+    seeds: list[int] = Field(default=[0], min_length=1)
+    generation: GenerationSpec = GenerationSpec()
+    training: TrainingSpec = TrainingSpec()
+    scheduler: SchedulerSpec = SchedulerSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    tracking: TrackingSpec = TrackingSpec()
+
+    @field_validator("bias_ratios")
+    @classmethod
+    def _ratios_in_unit_interval(cls, v: list[float]) -> list[float]:
+        for r in v:
+            if not 0.0 <= r <= 1.0:
+                raise ValueError(
+                    f"bias ratio {r} is outside [0, 1]: it is the share of augmented data in the mix"
+                )
+        if len(set(v)) != len(v):
+            raise ValueError(f"bias ratios repeat: {v}; list each ratio once")
+        return v
+
+    @field_validator("bias_types", mode="before")
+    @classmethod
+    def _resolve_bias_types(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        catalog = bias_type_catalog()
+        out = []
+        for item in v:
+            if isinstance(item, str):
+                if item not in catalog:
+                    raise ValueError(
+                        f"unknown bias type {item!r}; built-in: {', '.join(catalog)} "
+                        "(or define it inline with name and groups)"
+                    )
+                out.append({"name": item, **catalog[item]})
+            else:
+                out.append(item)
+        return out
+
+    @field_validator("mitigations", mode="before")
+    @classmethod
+    def _normalise_mitigations(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"name": m} if isinstance(m, str) else m for m in v]
+        return v
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SweepSpec:
+        names = [b.name for b in self.bias_type_specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"bias types repeat: {names}; list each once")
+        labels = [m.label for m in self.mitigation_specs]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"mitigations repeat: {labels}; list each config once")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds repeat: {self.seeds}; list each seed once")
+        return self
+
+    @property
+    def bias_type_specs(self) -> list[BiasType]:
+        return [b for b in self.bias_types if isinstance(b, BiasType)]
+
+    @property
+    def mitigation_specs(self) -> list[MitigationSpec]:
+        return [m for m in self.mitigations if isinstance(m, MitigationSpec)]
+
+    def bias_type(self, name: str) -> BiasType:
+        for b in self.bias_type_specs:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    def mitigation(self, label: str) -> MitigationSpec:
+        for m in self.mitigation_specs:
+            if m.label == label:
+                return m
+        raise KeyError(label)
+
+    @property
+    def grid_size(self) -> int:
+        return len(self.bias_ratios) * len(self.bias_types) * len(self.mitigations) * len(self.seeds)
+
+    # Output layout: one folder per run, documented in README.md.
+    @property
+    def run_dir(self) -> Path:
+        return self.output_dir.expanduser().resolve()
+
+    @property
+    def augmented_dir(self) -> Path:
+        return self.run_dir / "data" / "augmented"
+
+    @property
+    def tune_dir(self) -> Path:
+        return self.run_dir / "tune"
+
+    @property
+    def results_path(self) -> Path:
+        return self.run_dir / "results.parquet"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.run_dir / "report"
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: the sweep spec is invalid ({err.error_count()} problem(s)):"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling against the documented spec fields"
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        value = e.get("input")
+        shown = "" if e["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  - {loc}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def check_paths(spec: SweepSpec, source: str = "spec") -> None:
+    """Files the run needs must exist before any work starts."""
+    root = spec.data.resolved_root
+    if not root.is_dir():
+        raise SpecError(
+            f"{source}: data.root: folder {root} does not exist; set data.root in the spec or "
+            "BIAS_RAY_DATA to the folder holding bbq/, crows_pairs/ and toxigen/"
+        )
+    needed = {"toxigen": root / "toxigen" / "prompts"}
+    if spec.data.task in needed and not needed[spec.data.task].is_dir():
+        raise SpecError(f"{source}: data.root: {needed[spec.data.task]} is missing; is {root} the data folder?")
+    for field in ("generator", "student"):
+        path = getattr(spec.models, field)
+        if spec.generation.engine != "transformers" and field == "generator":
+            continue  # http/vllm engines name a served or hub-cached model, not a local folder
+        if not Path(path).expanduser().exists() and not spec.models.build_tiny_if_missing:
+            raise SpecError(
+                f"{source}: models.{field}: {path} does not exist; give a local model folder "
+                "(saved with save_pretrained), build one with `bias-ray models tiny PATH`, or set "
+                "models.build_tiny_if_missing: true"
+            )
+
+
+def parse_spec(data: Any, source: str = "spec", check_files: bool = True) -> SweepSpec:
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: the top level must be a mapping of spec fields, got {type(data).__name__}")
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_errors(source, err)) from None
+    resolve_paths(spec)
+    if check_files:
+        check_paths(spec, source)
+    return spec
+
+
+def _looks_local(path: str, build_if_missing: bool) -> bool:
+    return build_if_missing or path.startswith((".", "/", "~")) or Path(path).expanduser().exists()
+
+
+def resolve_paths(spec: SweepSpec) -> None:
+    """Make every local path absolute now, so Ray workers (which run elsewhere) see the same files."""
+    spec.output_dir = spec.output_dir.expanduser().resolve()
+    spec.data.root = spec.data.resolved_root
+    for field in ("generator", "student"):
+        value = getattr(spec.models, field)
+        if _looks_local(value, spec.models.build_tiny_if_missing):
+            setattr(spec.models, field, str(Path(value).expanduser().resolve()))
+
+
+def load_spec(path: str | Path, check_files: bool = True) -> SweepSpec:
+    """Read and validate a YAML sweep spec."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such spec file; pass the path of a YAML spec such as sweeps/quickstart.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {err}") from None
+    return parse_spec(data, str(path), check_files)
+
+
+def dump_spec(spec: SweepSpec) -> dict[str, Any]:
+    """A plain dict of the spec, JSON/YAML friendly, that :func:`parse_spec` reads back."""
+    return spec.model_dump(mode="json")

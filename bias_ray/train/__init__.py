@@ -1,0 +1,1 @@
+"""Training: LoRA fine-tuning trials (peft) with a pluggable mitigation, run by Ray Tune."""

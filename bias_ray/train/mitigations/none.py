@@ -1,0 +1,11 @@
+"""No mitigation: the baseline every other mitigation is compared with."""
+
+from bias_ray.train.mitigations import MITIGATIONS
+from bias_ray.train.mitigations.base import Mitigation
+
+
+@MITIGATIONS.register("none")
+class NoMitigation(Mitigation):
+    """Train on the mix as it is."""
+
+    name = "none"

@@ -1,0 +1,172 @@
+"""The Ray Tune trainable: one trial = mix at a bias ratio, LoRA fine-tune, evaluate, report.
+
+Each evaluation calls ``tune.report`` with the metrics and a checkpoint holding the trainable
+weights, the optimizer and the step, so schedulers can stop weak trials and a failed or
+interrupted trial resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bias_ray.data.loaders import load_toxigen
+from bias_ray.evaluate.metrics import compute_all
+from bias_ray.mix import mix
+from bias_ray.spec import SweepSpec, parse_spec
+from bias_ray.train.mitigations import MITIGATIONS, Mitigation
+
+STATE_FILE = "trial_state.pt"
+
+
+def trial_data(spec: SweepSpec, bias_type: str, ratio: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training mix for one grid cell and the real held-out evaluation rows."""
+    from bias_ray.generate.pipeline import load_augmented
+
+    real = load_toxigen(spec.data.resolved_root, spec.data.test_fraction)
+    augmented = load_augmented(spec)
+    augmented = augmented[augmented["bias_type"] == bias_type]
+    train = mix(real[real["split"] == "train"], augmented, ratio, spec.training.train_size,
+                spec.training.mix_mode, seed)
+    test = real[real["split"] == "test"]
+    if spec.training.max_eval_rows:
+        test = test.sample(n=min(len(test), spec.training.max_eval_rows), random_state=0)
+    return train, test.reset_index(drop=True)
+
+
+def build_student(spec: SweepSpec, mitigation: Mitigation):
+    """Tokenizer and the LoRA-wrapped sequence classifier for the student model."""
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tr = spec.training
+    tokenizer = AutoTokenizer.from_pretrained(spec.models.student)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(spec.models.student, num_labels=2)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    mitigation.prepare_model(tokenizer, model)
+    lora = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=tr.lora_r,
+        lora_alpha=tr.lora_alpha,
+        lora_dropout=tr.lora_dropout,
+        target_modules=tr.target_modules,
+        modules_to_save=list(mitigation.modules_to_save) or None,
+    )
+    return tokenizer, get_peft_model(model, lora)
+
+
+def _encode(tokenizer, texts: list[str], max_length: int) -> dict[str, Any]:
+    return tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+
+
+def predict(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
+    import torch
+
+    model.eval()
+    preds = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch_size):
+            enc = _encode(tokenizer, texts[i : i + batch_size], max_length)
+            preds.append(model(**enc).logits.argmax(-1).numpy())
+    model.train()
+    return np.concatenate(preds) if preds else np.array([], dtype=int)
+
+
+def evaluate_rows(model, tokenizer, test: pd.DataFrame, groups: list[str], max_length: int) -> dict[str, float]:
+    """Task metrics on all test rows; fairness gaps across the bias type's groups and across all."""
+    y_pred = predict(model, tokenizer, test["text"].astype(str).tolist(), max_length)
+    y_true = test["label"].to_numpy()
+    g = test["group"].to_numpy()
+    out = compute_all(y_true, y_pred, g)
+    in_type = np.isin(g, groups)
+    if in_type.sum():
+        for name, value in compute_all(y_true[in_type], y_pred[in_type], g[in_type]).items():
+            out[f"bias_type/{name}"] = value
+    return out
+
+
+def train_trial(config: dict[str, Any], spec_dict: dict[str, Any]) -> None:
+    """Tune function trainable for one grid cell (bias_ratio, bias_type, mitigation, seed)."""
+    import torch
+    from ray import tune
+
+    from bias_ray.runtime import quiet_libraries
+
+    quiet_libraries()
+    torch.set_num_threads(max(1, int(config.get("cpus", 1))))
+    spec = parse_spec(spec_dict, check_files=False)
+    seed = int(config["seed"])
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    m_spec = spec.mitigation(config["mitigation"])
+    mitigation = MITIGATIONS.get(m_spec.name)(**m_spec.params)
+    bias = spec.bias_type(config["bias_type"])
+
+    train, test = trial_data(spec, bias.name, float(config["bias_ratio"]), seed)
+    realised_ratio = float(train["is_augmented"].mean())
+    train = mitigation.transform_train(train)
+    test = mitigation.transform_eval(test)
+    tokenizer, model = build_student(spec, mitigation)
+    tr = spec.training
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tr.learning_rate)
+
+    steps_per_epoch = math.ceil(len(train) / tr.batch_size)
+    total_steps = steps_per_epoch * tr.epochs
+    step = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / STATE_FILE, weights_only=False)
+        model.load_state_dict(state["model"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+
+    started = time.time()
+    losses: list[float] = []
+    model.train()
+    while step < total_steps:
+        epoch, offset = divmod(step, steps_per_epoch)
+        order = np.random.default_rng(seed + epoch).permutation(len(train))
+        idx = order[offset * tr.batch_size : (offset + 1) * tr.batch_size]
+        rows = train.iloc[idx]
+        batch = _encode(tokenizer, rows["text"].astype(str).tolist(), tr.max_length)
+        batch["labels"] = torch.as_tensor(rows["label"].to_numpy(), dtype=torch.long)
+        batch = mitigation.transform_batch(batch, rows)
+        outputs = model(**batch)
+        loss = outputs.loss
+        extra = mitigation.extra_loss(model, batch, outputs)
+        if extra is not None:
+            loss = loss + extra
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        step += 1
+        if step % tr.eval_every == 0 or step == total_steps:
+            metrics = evaluate_rows(model, tokenizer, test, bias.groups, tr.max_length)
+            metrics.update(
+                step=step,
+                epoch=step / steps_per_epoch,
+                train_loss=float(np.mean(losses)) if losses else float("nan"),
+                realised_ratio=realised_ratio,
+                train_rows=len(train),
+                total_steps=total_steps,
+                trial_wall_s=time.time() - started,
+                **mitigation.stats(),
+            )
+            losses = []
+            with tempfile.TemporaryDirectory() as d:
+                trainable = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+                torch.save({"model": trainable, "optimizer": optimizer.state_dict(), "step": step},
+                           os.path.join(d, STATE_FILE))
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
