@@ -41,6 +41,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(
             address=address,
             num_cpus=None if address else num_cpus,
+            # a local Ray takes 30% of RAM for objects by default; streaming needs far less
+            object_store_memory=None if address else int(os.environ.get("BIAS_RAY_OBJECT_STORE_BYTES", 2 << 30)),
             include_dashboard=False if not address else None,
             logging_level=logging.WARNING,
             log_to_driver=True,
