@@ -1,0 +1,122 @@
+"""The sweep spec rejects bad input before any work starts, with distinct, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bias_ray.spec import SpecError, load_spec, parse_spec
+
+QUICKSTART = Path(__file__).resolve().parent.parent / "sweeps" / "quickstart.yaml"
+
+
+def good(tmp_path: Path, data_root: Path) -> dict:
+    spec = yaml.safe_load(QUICKSTART.read_text())
+    spec["output_dir"] = str(tmp_path / "run")
+    spec["data"]["root"] = str(data_root)
+    return spec
+
+
+def test_quickstart_is_valid(tmp_path, data_root):
+    spec = parse_spec(good(tmp_path, data_root))
+    assert spec.grid_size == 2 * 3 * 2 * 1
+    assert [b.name for b in spec.bias_type_specs] == ["gender", "religion"]
+    assert spec.bias_type("gender").groups  # catalog entries are expanded into data
+    assert spec.output_dir.is_absolute()
+
+
+def _set(d: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for p in parents:
+        d = d[p]
+    d[last] = value
+
+
+def _del(d: dict, dotted: str) -> None:
+    *parents, last = dotted.split(".")
+    for p in parents:
+        d = d[p]
+    del d[last]
+
+
+BROKEN = [
+    # (id, mutation, substrings the message must contain)
+    ("unknown_key", lambda s: _set(s, "trainig", {}), ["trainig", "unknown key"]),
+    ("nested_unknown_key", lambda s: _set(s, "training.lr", 0.1), ["training.lr", "unknown key"]),
+    ("ratio_above_one", lambda s: _set(s, "bias_ratios", [0.0, 1.5]), ["bias_ratios", "1.5", "[0, 1]"]),
+    ("ratio_negative", lambda s: _set(s, "bias_ratios", [-0.1]), ["bias_ratios", "-0.1", "[0, 1]"]),
+    ("unknown_bias_type", lambda s: _set(s, "bias_types", ["gender", "astrology"]), ["bias_types", "astrology",
+                                                                                     "built-in"]),
+    ("unknown_mitigation", lambda s: _set(s, "mitigations", ["none", "magic"]), ["mitigations", "magic", "allowed"]),
+    ("unknown_engine", lambda s: _set(s, "generation.engine", "gpt9"), ["generation.engine", "gpt9", "allowed"]),
+    ("empty_ratios", lambda s: _set(s, "bias_ratios", []), ["bias_ratios", "at least 1"]),
+    ("empty_seeds", lambda s: _set(s, "seeds", []), ["seeds", "at least 1"]),
+    ("unknown_scheduler", lambda s: _set(s, "scheduler.name", "fifo9"), ["scheduler.name", "fifo9", "asha"]),
+    ("bad_mode", lambda s: _set(s, "scheduler.mode", "biggest"), ["scheduler.mode", "biggest"]),
+    ("negative_lr", lambda s: _set(s, "training.learning_rate", -1), ["training.learning_rate", "greater than 0"]),
+    ("missing_models", lambda s: _del(s, "models"), ["models", "required"]),
+    ("missing_data_root", lambda s: _set(s, "data.root", "/nonexistent/data"), ["data.root", "/nonexistent/data",
+                                                                               "BIAS_RAY_DATA"]),
+    ("missing_student", lambda s: (_set(s, "models.build_tiny_if_missing", False),
+                                   _set(s, "models.student", "/nonexistent/student")),
+     ["models.student", "/nonexistent/student", "bias-ray models tiny"]),
+    ("repeated_ratio", lambda s: _set(s, "bias_ratios", [0.5, 0.5]), ["bias_ratios", "repeat"]),
+    ("bad_stance", lambda s: _set(s, "generation.stances", {"angry": 1.0}), ["generation.stances", "angry"]),
+    ("bad_name", lambda s: _set(s, "name", "my sweep!"), ["name", "my sweep!"]),
+    ("wrong_type", lambda s: _set(s, "training.epochs", "many"), ["training.epochs", "many"]),
+]
+
+
+@pytest.mark.parametrize("case,mutate,expected", BROKEN, ids=[b[0] for b in BROKEN])
+def test_broken_specs_give_clear_errors(tmp_path, data_root, case, mutate, expected):
+    spec = good(tmp_path, data_root)
+    mutate(spec)
+    with pytest.raises(SpecError) as err:
+        parse_spec(spec, source="broken.yaml")
+    message = str(err.value)
+    assert message.startswith("broken.yaml")
+    for part in expected:
+        assert part in message, f"{case}: {part!r} not in:\n{message}"
+
+
+def test_broken_spec_messages_are_distinct(tmp_path, data_root):
+    messages = set()
+    for _, mutate, _ in BROKEN:
+        spec = good(tmp_path, data_root)
+        mutate(spec)
+        with pytest.raises(SpecError) as err:
+            parse_spec(spec)
+        messages.add(str(err.value))
+    assert len(messages) == len(BROKEN)
+
+
+def test_file_level_errors(tmp_path):
+    with pytest.raises(SpecError, match="no such spec file"):
+        load_spec(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(bad)
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(SpecError, match="top level must be a mapping"):
+        load_spec(bad)
+
+
+def test_validate_command_exit_codes(tmp_path, data_root):
+    from typer.testing import CliRunner
+
+    from bias_ray.cli import app
+
+    spec = good(tmp_path, data_root)
+    path = tmp_path / "ok.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    ok = CliRunner().invoke(app, ["validate", str(path)])
+    assert ok.exit_code == 0, ok.output
+    assert "12 trials" in " ".join(ok.output.split())
+    spec["bias_ratios"] = [2.0]
+    path.write_text(yaml.safe_dump(spec))
+    bad = CliRunner().invoke(app, ["validate", str(path)])
+    assert bad.exit_code == 2
+    assert "bias_ratios" in bad.output
