@@ -60,6 +60,7 @@ BROKEN = [
     ("missing_data_root", lambda s: _set(s, "data.root", "/nonexistent/data"), ["data.root", "/nonexistent/data",
                                                                                "BIAS_RAY_DATA"]),
     ("missing_student", lambda s: (_set(s, "models.build_tiny_if_missing", False),
+                                   _set(s, "models.generator", "/"),  # exists; only the student is missing
                                    _set(s, "models.student", "/nonexistent/student")),
      ["models.student", "/nonexistent/student", "bias-ray models tiny"]),
     ("repeated_ratio", lambda s: _set(s, "bias_ratios", [0.5, 0.5]), ["bias_ratios", "repeat"]),
