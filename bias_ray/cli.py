@@ -1,4 +1,4 @@
-"""The ``bias-ray`` command line: validate, models, generate, sweep, report, run."""
+"""The ``bias-ray`` command line: validate, models, generate, sweep, analyze, report, run."""
 
 from __future__ import annotations
 
@@ -98,6 +98,32 @@ def report(run_dir: Path = typer.Argument(..., help="A run's output dir (the spe
         raise typer.Exit(2) from None
     console.print(f"[green]report[/green] in {out / 'report.html'}")
 
+
+@app.command()
+def analyze(
+    spec_path: Path = typer.Argument(..., help="YAML sweep spec of a run whose generation has finished"),
+    max_rows: int = typer.Option(2000, help="Rows sampled per set and bias type"),
+) -> None:
+    """Misalignment analysis of augmented vs real data: values, group data, data distribution."""
+    from bias_ray.analysis import analyze as run_analysis
+
+    spec = _load(spec_path)
+    try:
+        out = run_analysis(spec, max_rows=max_rows)
+    except (FileNotFoundError, ValueError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    import pandas as pd
+
+    summary = pd.read_csv(out / "summary.csv")
+    t = Table(title=f"{spec.name}: augmented vs real")
+    cols = ["bias_type", "value_gap", "stance_diff", "group_js", "mmd", "frechet", "unigram_js"]
+    for c in cols:
+        t.add_column(c)
+    for row in summary[cols].itertuples(index=False):
+        t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    console.print(t)
+    console.print(f"[green]analysis[/green] in {out}")
 
 @app.command()
 def run(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> None:

@@ -55,8 +55,11 @@ class StanceClassifier:
         """P(hate) per text."""
         if len(texts) == 0:
             return np.zeros(0)
-        z = encode(list(texts), self.encoder) @ self.weight + self.bias
-        return 1.0 / (1.0 + np.exp(-z))
+        return self.proba_from_embeddings(encode(list(texts), self.encoder))
+
+    def proba_from_embeddings(self, emb: np.ndarray) -> np.ndarray:
+        """P(hate) from embeddings made by :func:`encode` with this classifier's encoder."""
+        return 1.0 / (1.0 + np.exp(-(emb @ self.weight + self.bias)))
 
 
 def cache_dir() -> Path:

@@ -30,19 +30,31 @@ def _load(path: str):
     return tokenizer, model
 
 
+_MEMO: dict[tuple[str, str], np.ndarray] = {}
+_MEMO_LIMIT = 50_000  # ~80 MB of MiniLM vectors; the analysis and the planted test re-embed the same real rows
+
+
 def encode(texts: list[str], path: str, batch_size: int = 64, max_length: int = 128) -> np.ndarray:
-    """Embeddings of ``texts``, shape (n, dim), float32, unit length."""
+    """Embeddings of ``texts``, shape (n, dim), float32, unit length (memoised per process)."""
     import torch
 
     tokenizer, model = _load(str(path))
-    out = []
+    todo = list(dict.fromkeys(t for t in texts if (str(path), t) not in _MEMO))
     with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            enc = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True,
-                            max_length=max_length, return_tensors="pt")
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
             hidden = model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
-    dim = model.config.hidden_size
-    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), dtype=np.float32)
+            vecs = torch.nn.functional.normalize(pooled, dim=-1).numpy().astype(np.float32)
+            if len(_MEMO) + len(chunk) > _MEMO_LIMIT:
+                _MEMO.clear()
+            _MEMO.update({(str(path), t): v for t, v in zip(chunk, vecs)})
+    if not texts:
+        return np.zeros((0, model.config.hidden_size), dtype=np.float32)
+    missing = [t for t in texts if (str(path), t) not in _MEMO]
+    if missing:  # the memo was cleared mid-call: embed the rest directly
+        _MEMO.clear()
+        return encode(texts, path, batch_size, max_length)
+    return np.stack([_MEMO[(str(path), t)] for t in texts])
