@@ -87,12 +87,24 @@ def sweep(
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="A run's output dir (the spec's output_dir)")) -> None:
-    """Write the report (Markdown, HTML and PNG plots) of a finished sweep."""
+def report(
+    run_dir: Path = typer.Argument(..., help="A run's output dir (the spec's output_dir)"),
+    wandb: str = typer.Option("auto", help="Log the report tables to W&B: auto (when the sweep used W&B), "
+                              "offline, online or disabled"),
+    project: str = typer.Option("bias-ray", help="W&B project"),
+) -> None:
+    """Write the report (Markdown, self-contained HTML, PNG plots) of a finished sweep."""
     from bias_ray.report import build_report
 
+    if wandb not in ("auto", "offline", "online", "disabled"):
+        console.print(f"[red]--wandb {wandb!r}: use auto, offline, online or disabled[/red]")
+        raise typer.Exit(2)
+    if wandb == "auto":
+        from bias_ray.train.sweep import wandb_mode
+
+        wandb = wandb_mode("auto") if (run_dir / "wandb").is_dir() else "disabled"
     try:
-        out = build_report(run_dir)
+        out = build_report(run_dir, wandb=wandb, project=project)
     except (FileNotFoundError, ValueError) as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None
