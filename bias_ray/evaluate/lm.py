@@ -19,6 +19,7 @@ class LMScorer:
     model: Any
     tokenizer: Any
     batch_size: int = 16
+    prompt_prefix: str = ""  # e.g. the token mitigation's "<real> " tag, so tasks see what evaluation sees
 
     def __post_init__(self) -> None:
         cfg = getattr(self.model, "config", None)
@@ -34,6 +35,7 @@ class LMScorer:
 
     def _ids(self, prompt: str, continuation: str) -> tuple[list[int], int]:
         tok = self.tokenizer
+        prompt = self.prompt_prefix + prompt
         p = tok(prompt, add_special_tokens=False)["input_ids"] if prompt else []
         c = tok(continuation, add_special_tokens=False)["input_ids"]
         if not c:
@@ -88,7 +90,7 @@ class LMScorer:
             with torch.random.fork_rng(devices=[]), torch.inference_mode():
                 torch.manual_seed(seed)
                 for start in range(0, len(prompts), self.batch_size):
-                    batch = prompts[start : start + self.batch_size]
+                    batch = [self.prompt_prefix + p for p in prompts[start : start + self.batch_size]]
                     enc = tok(batch, return_tensors="pt", padding=True, truncation=True,
                               max_length=max(8, self.max_length - max_new_tokens))
                     enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}

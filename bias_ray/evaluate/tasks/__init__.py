@@ -148,19 +148,21 @@ def run_tasks(
     bias_types: list[str | BiasType] | None = None,
     data_root: str | Path | None = None,
     seed: int = 0,
+    prompt_prefix: str = "",
 ) -> dict[str, float]:
     """Run downstream tasks on a causal LM; returns ``{"task/<task>/<metric>": value}``.
 
     ``task_names`` defaults to the settings' ``tasks``; ``bias_types`` (names or BiasType) defaults
     to the spec's bias types (all built-in ones without a spec); ``data_root`` to the spec's data
-    root. The model is left in the train/eval mode it came in, and the caller's RNG is untouched.
+    root. ``prompt_prefix`` goes before every prompt (the token mitigation passes its ``"<real> "`` tag).
+    The model is left in the train/eval mode it came in, and the caller's RNG is untouched.
     """
     from bias_ray.evaluate.lm import LMScorer
 
     ctx = _context(spec_or_settings, bias_types, data_root, seed)
     names = task_names if task_names is not None else ctx.settings.tasks
     tasks = [build_task(n) for n in names]  # fail on a bad name before any work
-    lm = LMScorer(model, tokenizer, batch_size=ctx.settings.batch_size)
+    lm = LMScorer(model, tokenizer, batch_size=ctx.settings.batch_size, prompt_prefix=prompt_prefix)
     out: dict[str, float] = {}
     for task in tasks:
         started = time.time()
