@@ -135,3 +135,31 @@ def test_run_tasks_on_tiny_lm_and_trained_classifier(tiny_model, data_root):
     assert all(k.startswith("task/") for k in out)
     # a bias type without BBQ data here (Gender_identity is not in ../shared/data) yields no rows, not a crash
     assert run_tasks(lm, tok, ["bbq"], settings, bias_types=["gender"], data_root=data_root)["task/bbq/n"] == 0
+
+
+def test_cap_spreads_rows_evenly_and_is_deterministic(data_root):
+    from bias_ray.evaluate.tasks import TaskContext
+
+    ctx = TaskContext(data_root, EvaluationSpec(max_rows_per_task=6), [])
+    rows = pd.DataFrame({"k": ["a"] * 10 + ["b"] * 3 + ["c"] * 20, "i": range(33)})
+    capped = ctx.cap(rows, "k")
+    assert capped["k"].value_counts().to_dict() == {"a": 2, "b": 2, "c": 2}
+    assert capped.equals(ctx.cap(rows, "k"))
+
+
+@pytest.mark.timeout(120)
+def test_lm_scorer_prefix_and_training_mode(tiny_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bias_ray.evaluate.lm import LMScorer
+
+    model, tok = AutoModelForCausalLM.from_pretrained(tiny_model), AutoTokenizer.from_pretrained(tiny_model)
+    model.train()
+    plain, tagged = LMScorer(model, tok), LMScorer(model, tok, prompt_prefix="Muslims ")
+    a, n = plain.loglik(["The man"], [" walked home"])
+    b, _ = tagged.loglik(["The man"], [" walked home"])
+    assert n[0] >= 1 and a[0] < 0 and a[0] != b[0]
+    # batching and padding do not change a pair's score
+    c, _ = plain.loglik(["The man", "A much longer prompt about a woman who"], [" walked home", " sat"])
+    assert c[0] == pytest.approx(a[0], abs=1e-4)
+    assert model.training and len(plain.generate(["Once"], max_new_tokens=4)) == 1 and model.training
