@@ -154,7 +154,9 @@ def run(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> None:
     table = run_sweep(spec, resume=True)
     _print_results(table, spec)
     console.rule("report")
-    out = build_report(spec.run_dir)
+    from bias_ray.train.sweep import wandb_mode
+
+    out = build_report(spec.run_dir, wandb=wandb_mode(spec.tracking.wandb), project=spec.tracking.project)
     console.print(f"[green]done[/green] in {time.time() - started:.0f}s; report: {out / 'report.html'}")
 
 

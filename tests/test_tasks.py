@@ -163,3 +163,18 @@ def test_lm_scorer_prefix_and_training_mode(tiny_model):
     c, _ = plain.loglik(["The man", "A much longer prompt about a woman who"], [" walked home", " sat"])
     assert c[0] == pytest.approx(a[0], abs=1e-4)
     assert model.training and len(plain.generate(["Once"], max_new_tokens=4)) == 1 and model.training
+
+
+def test_toxigen_rows_follow_the_specs_held_out_split(tmp_path, tiny_model, data_root):
+    """The trial trains on the spec's train split, so the task must evaluate on the spec's test split only."""
+    from bias_ray.data.loaders import load_toxigen
+    from bias_ray.evaluate.tasks import _context
+    from tests.conftest import micro_spec_dict
+
+    spec = parse_spec(micro_spec_dict(tmp_path, tiny_model, data_root, data={"test_fraction": 0.5},
+                                      evaluation={"max_rows_per_task": 1000}))
+    ctx = _context(spec, None, None, 0)
+    assert ctx.test_fraction == 0.5 and [b.name for b in ctx.bias_types] == ["religion"]
+    rows = build_task("toxigen").rows(ctx)
+    held_out = load_toxigen(data_root, 0.5, groups=["muslim", "jewish"])
+    assert set(rows["id"]) == set(held_out.loc[held_out["split"] == "test", "id"])

@@ -62,6 +62,9 @@ class StanceClassifier:
         return 1.0 / (1.0 + np.exp(-(emb @ self.weight + self.bias)))
 
 
+FIT_VERSION = 1  # bump when the fit changes, so cached weights from older code are not reused
+
+
 def cache_dir() -> Path:
     """Where trained classifiers are kept between processes: $BIAS_RAY_CACHE, else ~/.cache/bias-ray."""
     return Path(os.environ.get("BIAS_RAY_CACHE", Path.home() / ".cache" / "bias-ray"))
@@ -69,7 +72,7 @@ def cache_dir() -> Path:
 
 def _cache_key(data_root: str, encoder: str, epochs: int, l2: float) -> str:
     """Changes whenever the training data, the encoder weights or the settings change."""
-    parts = [encoder, str(epochs), str(l2)]
+    parts = [str(FIT_VERSION), encoder, str(epochs), str(l2)]
     for f in sorted((Path(data_root) / "toxigen" / "prompts").glob("*_1k.txt")) + [Path(encoder) / "config.json"]:
         st = f.stat()
         parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")

@@ -42,6 +42,7 @@ class TaskContext:
     settings: EvaluationSpec
     bias_types: list[BiasType]
     seed: int = 0
+    test_fraction: float = 0.3  # the spec's, so ToxiGen rows a trial trained on never count as held out
     _classifier: Any = field(default=None, repr=False)
 
     @property
@@ -118,7 +119,9 @@ def build_task(name: str) -> Task:
 
 
 def _context(spec_or_settings: SweepSpec | EvaluationSpec | None, bias_types, data_root, seed) -> TaskContext:
+    test_fraction = 0.3
     if isinstance(spec_or_settings, SweepSpec):
+        test_fraction = spec_or_settings.data.test_fraction
         settings = spec_or_settings.evaluation
         data_root = data_root or spec_or_settings.data.resolved_root
         bias_types = bias_types if bias_types is not None else spec_or_settings.bias_type_specs
@@ -136,7 +139,7 @@ def _context(spec_or_settings: SweepSpec | EvaluationSpec | None, bias_types, da
             resolved.append(BiasType(name=b, **bias_type_catalog()[b]))
         else:
             raise ValueError(f"unknown bias type {b!r}; built-in: {', '.join(bias_type_catalog())}")
-    return TaskContext(Path(data_root or default_data_root()), settings, resolved, seed)
+    return TaskContext(Path(data_root or default_data_root()), settings, resolved, seed, test_fraction)
 
 
 def run_tasks(

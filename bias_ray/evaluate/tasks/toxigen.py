@@ -31,7 +31,7 @@ def toxigen_scores(p: pd.DataFrame) -> dict[str, float]:
 @TASKS.register("toxigen")
 class ToxiGenTask(Task):
     def rows(self, ctx: TaskContext) -> pd.DataFrame:
-        rows = load_toxigen(ctx.data_root, groups=ctx.groups or None)
+        rows = load_toxigen(ctx.data_root, ctx.test_fraction, groups=ctx.groups or None)
         rows = rows[rows["split"] == "test"]
         return ctx.cap(rows, "group")
 
