@@ -230,6 +230,9 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
 def log_to_wandb(run_dir: Path, tables: dict[str, pd.DataFrame], images: list[Path], mode: str,
                  project: str) -> str:
     """The report's tables and figures as one W&B run (job_type ``report``); returns the run's folder."""
+    import os
+
+    os.environ.setdefault("WANDB_SILENT", "true")  # keep the CLI's own output readable
     import wandb
 
     folder = run_dir / "wandb"
