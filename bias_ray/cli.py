@@ -137,6 +137,7 @@ def analyze(
     console.print(t)
     console.print(f"[green]analysis[/green] in {out}")
 
+
 @app.command()
 def run(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> None:
     """Every stage in order: generate -> sweep (mix, train, evaluate) -> report."""

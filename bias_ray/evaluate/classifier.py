@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bias_ray.evaluate.encoder import encode
+from bias_ray.evaluate.encoder import encode, resolve_encoder
 from bias_ray.evaluate.metrics import accuracy, macro_f1
 
 
@@ -85,7 +85,8 @@ def toxigen_classifier(data_root: str, encoder: str, epochs: int = 300, l2: floa
     from bias_ray.data.loaders import load_toxigen
     from bias_ray.evaluate.encoder import _load
 
-    _load(str(encoder))  # a clear error for a missing encoder before anything else
+    encoder = resolve_encoder(encoder)
+    _load(encoder)  # a clear error for a missing encoder before anything else
     path = cache_dir() / f"stance-{_cache_key(data_root, encoder, epochs, l2)}.npz"
     if path.is_file():
         saved = np.load(path)

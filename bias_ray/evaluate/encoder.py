@@ -34,10 +34,18 @@ _MEMO: dict[tuple[str, str], np.ndarray] = {}
 _MEMO_LIMIT = 50_000  # ~80 MB of MiniLM vectors; the analysis and the planted test re-embed the same real rows
 
 
+def resolve_encoder(path: str | None) -> str:
+    """``path``, or the packaged MiniLM when it is empty."""
+    from bias_ray.spec import default_encoder_path
+
+    return str(path) if path else default_encoder_path()
+
+
 def encode(texts: list[str], path: str, batch_size: int = 64, max_length: int = 128) -> np.ndarray:
     """Embeddings of ``texts``, shape (n, dim), float32, unit length (memoised per process)."""
     import torch
 
+    path = resolve_encoder(path)
     tokenizer, model = _load(str(path))
     todo = list(dict.fromkeys(t for t in texts if (str(path), t) not in _MEMO))
     with torch.inference_mode():
