@@ -118,3 +118,13 @@ def test_report_tables_go_to_wandb_offline(run_dir):
     tables = list(runs[0].rglob("report/*.table.json"))
     logged = {p.name.rsplit("_", 2)[0] for p in tables}  # <key>_<step>_<hash>.table.json
     assert {"summary", "change_vs_none", "early_stopped", "compute", "compute_totals", "misalignment"} <= logged
+
+
+def test_report_without_analysis_or_baseline_says_so(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    table = _results(run)
+    table[table["mitigation"] == "token"].to_parquet(run / "results.parquet")
+    page = (build_report(run) / "report.html").read_text()
+    assert "bias-ray analyze SPEC" in page and "no other mitigation next to <code>none</code>" in page
+    assert not (run / "report" / "mitigation_heatmap.png").exists()
