@@ -1,4 +1,4 @@
-"""The ``bias-ray`` command line: validate, models, generate, sweep, report, run."""
+"""The ``bias-ray`` command line: validate, models, generate, sweep, analyze, report, run."""
 
 from __future__ import annotations
 
@@ -87,16 +87,55 @@ def sweep(
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="A run's output dir (the spec's output_dir)")) -> None:
-    """Write the report (Markdown, HTML and PNG plots) of a finished sweep."""
+def report(
+    run_dir: Path = typer.Argument(..., help="A run's output dir (the spec's output_dir)"),
+    wandb: str = typer.Option("auto", help="Log the report tables to W&B: auto (when the sweep used W&B), "
+                              "offline, online or disabled"),
+    project: str = typer.Option("bias-ray", help="W&B project"),
+) -> None:
+    """Write the report (Markdown, self-contained HTML, PNG plots) of a finished sweep."""
     from bias_ray.report import build_report
 
+    if wandb not in ("auto", "offline", "online", "disabled"):
+        console.print(f"[red]--wandb {wandb!r}: use auto, offline, online or disabled[/red]")
+        raise typer.Exit(2)
+    if wandb == "auto":
+        from bias_ray.train.sweep import wandb_mode
+
+        wandb = wandb_mode("auto") if (run_dir / "wandb").is_dir() else "disabled"
     try:
-        out = build_report(run_dir)
+        out = build_report(run_dir, wandb=wandb, project=project)
     except (FileNotFoundError, ValueError) as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None
     console.print(f"[green]report[/green] in {out / 'report.html'}")
+
+
+@app.command()
+def analyze(
+    spec_path: Path = typer.Argument(..., help="YAML sweep spec of a run whose generation has finished"),
+    max_rows: int = typer.Option(2000, help="Rows sampled per set and bias type"),
+) -> None:
+    """Misalignment analysis of augmented vs real data: values, group data, data distribution."""
+    from bias_ray.analysis import analyze as run_analysis
+
+    spec = _load(spec_path)
+    try:
+        out = run_analysis(spec, max_rows=max_rows)
+    except (FileNotFoundError, ValueError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    import pandas as pd
+
+    summary = pd.read_csv(out / "summary.csv")
+    t = Table(title=f"{spec.name}: augmented vs real")
+    cols = ["bias_type", "value_gap", "stance_diff", "group_js", "mmd", "frechet", "unigram_js"]
+    for c in cols:
+        t.add_column(c)
+    for row in summary[cols].itertuples(index=False):
+        t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    console.print(t)
+    console.print(f"[green]analysis[/green] in {out}")
 
 
 @app.command()
@@ -116,7 +155,9 @@ def run(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> None:
     table = run_sweep(spec, resume=True)
     _print_results(table, spec)
     console.rule("report")
-    out = build_report(spec.run_dir)
+    from bias_ray.train.sweep import wandb_mode
+
+    out = build_report(spec.run_dir, wandb=wandb_mode(spec.tracking.wandb), project=spec.tracking.project)
     console.print(f"[green]done[/green] in {time.time() - started:.0f}s; report: {out / 'report.html'}")
 
 

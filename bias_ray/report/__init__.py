@@ -1,5 +1,5 @@
 """The report: tables and plots of a finished sweep, written under ``<run_dir>/report``."""
 
-from bias_ray.report.build import build_report
+from bias_ray.report.build import build_report, log_to_wandb
 
-__all__ = ["build_report"]
+__all__ = ["build_report", "log_to_wandb"]

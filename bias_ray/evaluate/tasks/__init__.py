@@ -1,0 +1,180 @@
+"""The downstream task registry: one module per task, listed in ``resources/tasks.yaml``.
+
+A task turns the real data into rows (``rows``), gets the model's answers for them
+(``predict``, through :class:`~bias_ray.evaluate.lm.LMScorer`), and scores the answers
+(``score``, a pure function of a prediction table so it can be tested on fixed predictions).
+:func:`run_tasks` runs a list of tasks on a causal LM and returns flat ``task/<task>/<metric>`` keys.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from bias_ray.registry import Registry
+from bias_ray.spec import RESOURCES, BiasType, EvaluationSpec, SweepSpec, bias_type_catalog, default_data_root
+
+log = logging.getLogger(__name__)
+TASKS_FILE = RESOURCES / "tasks.yaml"
+
+
+@cache
+def task_listing() -> dict[str, Any]:
+    """The parsed ``resources/tasks.yaml``: task entries and the group phrases for prompts."""
+    with open(TASKS_FILE) as f:
+        return yaml.safe_load(f)
+
+
+@dataclass
+class TaskContext:
+    """What a task needs besides the model: where the data is, the settings, and which bias types."""
+
+    data_root: Path
+    settings: EvaluationSpec
+    bias_types: list[BiasType]
+    seed: int = 0
+    test_fraction: float = 0.3  # the spec's, so ToxiGen rows a trial trained on never count as held out
+    _classifier: Any = field(default=None, repr=False)
+
+    @property
+    def groups(self) -> list[str]:
+        return list(dict.fromkeys(g for b in self.bias_types for g in b.groups))
+
+    @property
+    def classifier(self):
+        """The stance classifier (trained on first use, cached per process)."""
+        if self._classifier is None:
+            from bias_ray.evaluate.classifier import toxigen_classifier
+
+            s = self.settings
+            self._classifier = toxigen_classifier(str(self.data_root), s.encoder, s.classifier_epochs,
+                                                  s.classifier_l2)
+        return self._classifier
+
+    def cap(self, rows: pd.DataFrame, by: str) -> pd.DataFrame:
+        """At most ``max_rows_per_task`` rows, spread evenly over ``by``; the same rows on every call."""
+        limit = self.settings.max_rows_per_task
+        if limit is None or len(rows) <= limit:
+            return rows.reset_index(drop=True)
+        per = max(1, limit // max(1, rows[by].nunique()))
+        parts = [g.sample(n=min(len(g), per), random_state=0) for _, g in rows.groupby(by, sort=True)]
+        return pd.concat(parts).reset_index(drop=True)
+
+
+class Task(ABC):
+    """One downstream task. Subclasses set ``name`` through the registry and implement three steps."""
+
+    name = ""
+
+    def __init__(self, name: str, **options: Any) -> None:
+        self.name = name
+        self.options = options
+
+    @abstractmethod
+    def rows(self, ctx: TaskContext) -> pd.DataFrame:
+        """The evaluation rows from the real data (empty when the bias types have none)."""
+
+    @abstractmethod
+    def predict(self, lm, rows: pd.DataFrame, ctx: TaskContext) -> pd.DataFrame:
+        """``rows`` plus the model's answers."""
+
+    @abstractmethod
+    def score(self, predictions: pd.DataFrame) -> dict[str, float]:
+        """Metrics (keys without the ``task/<name>/`` prefix) from a prediction table."""
+
+    def run(self, lm, ctx: TaskContext) -> dict[str, float]:
+        rows = self.rows(ctx)
+        if rows.empty:
+            log.warning("task %s: no rows for bias types %s in %s", self.name,
+                        [b.name for b in ctx.bias_types], ctx.data_root)
+            return {"n": 0.0}
+        return self.score(self.predict(lm, rows, ctx))
+
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+
+def _import_task_modules() -> None:
+    for name, entry in task_listing()["tasks"].items():
+        importlib.import_module(f"{__name__}.{entry['module']}")
+        if name not in TASKS:
+            raise ValueError(f"{TASKS_FILE}: task {name!r} is listed but module {entry['module']!r} does not "
+                             f"register it; add @TASKS.register({name!r}) to the task class")
+
+
+def build_task(name: str) -> Task:
+    entry = task_listing()["tasks"].get(name)
+    if entry is None:
+        raise KeyError(f"task {name!r} is not listed in {TASKS_FILE}; available: {', '.join(TASKS.names())}")
+    return TASKS.get(name)(name, **entry.get("options", {}))
+
+
+def _context(spec_or_settings: SweepSpec | EvaluationSpec | None, bias_types, data_root, seed) -> TaskContext:
+    test_fraction = 0.3
+    if isinstance(spec_or_settings, SweepSpec):
+        test_fraction = spec_or_settings.data.test_fraction
+        settings = spec_or_settings.evaluation
+        data_root = data_root or spec_or_settings.data.resolved_root
+        bias_types = bias_types if bias_types is not None else spec_or_settings.bias_type_specs
+    else:
+        settings = spec_or_settings or EvaluationSpec()
+    if bias_types is None:
+        bias_types = [BiasType(name=k, **v) for k, v in bias_type_catalog().items()]
+    resolved = []
+    for b in bias_types:
+        if isinstance(b, BiasType):
+            resolved.append(b)
+        elif isinstance(spec_or_settings, SweepSpec) and b in [x.name for x in spec_or_settings.bias_type_specs]:
+            resolved.append(spec_or_settings.bias_type(b))
+        elif b in bias_type_catalog():
+            resolved.append(BiasType(name=b, **bias_type_catalog()[b]))
+        else:
+            raise ValueError(f"unknown bias type {b!r}; built-in: {', '.join(bias_type_catalog())}")
+    return TaskContext(Path(data_root or default_data_root()), settings, resolved, seed, test_fraction)
+
+
+def run_tasks(
+    model,
+    tokenizer,
+    task_names: list[str] | None = None,
+    spec_or_settings: SweepSpec | EvaluationSpec | None = None,
+    *,
+    bias_types: list[str | BiasType] | None = None,
+    data_root: str | Path | None = None,
+    seed: int = 0,
+    prompt_prefix: str = "",
+) -> dict[str, float]:
+    """Run downstream tasks on a causal LM; returns ``{"task/<task>/<metric>": value}``.
+
+    ``task_names`` defaults to the settings' ``tasks``; ``bias_types`` (names or BiasType) defaults
+    to the spec's bias types (all built-in ones without a spec); ``data_root`` to the spec's data
+    root. ``prompt_prefix`` goes before every prompt (the token mitigation passes its ``"<real> "`` tag).
+    The model is left in the train/eval mode it came in, and the caller's RNG is untouched.
+    """
+    from bias_ray.evaluate.lm import LMScorer
+
+    ctx = _context(spec_or_settings, bias_types, data_root, seed)
+    names = task_names if task_names is not None else ctx.settings.tasks
+    tasks = [build_task(n) for n in names]  # fail on a bad name before any work
+    lm = LMScorer(model, tokenizer, batch_size=ctx.settings.batch_size, prompt_prefix=prompt_prefix)
+    out: dict[str, float] = {}
+    for task in tasks:
+        started = time.time()
+        for key, value in task.run(lm, ctx).items():
+            out[f"task/{task.name}/{key}"] = float(value)
+        out[f"task/{task.name}/wall_s"] = time.time() - started
+    return out
+
+
+_import_task_modules()
+
+__all__ = ["TASKS", "Task", "TaskContext", "build_task", "run_tasks", "task_listing"]
