@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from functools import cache
 from pathlib import Path
 
+import psutil
 import yaml
 
 from bias_ray.spec import SweepSpec, parse_spec
@@ -31,3 +33,11 @@ def ready_spec(tmp_path: Path, tiny_model: Path, data_root: Path, **overrides) -
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(data))
     return spec, path
+
+
+def kill_processes_under(marker: str) -> None:
+    """SIGKILL the processes a test started whose command line names ``marker`` (its own Ray temp dir)."""
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if marker in " ".join(proc.info["cmdline"] or []):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
