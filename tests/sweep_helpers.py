@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from functools import cache
@@ -38,6 +39,6 @@ def ready_spec(tmp_path: Path, tiny_model: Path, data_root: Path, **overrides) -
 def kill_processes_under(marker: str) -> None:
     """SIGKILL the processes a test started whose command line names ``marker`` (its own Ray temp dir)."""
     for proc in psutil.process_iter(["pid", "cmdline"]):
-        if marker in " ".join(proc.info["cmdline"] or []):
+        if proc.pid != os.getpid() and marker in " ".join(proc.info["cmdline"] or []):
             with contextlib.suppress(psutil.Error):
                 proc.kill()
