@@ -95,7 +95,9 @@ def submit(
     with tempfile.TemporaryDirectory(prefix="bias-ray-job-") as tmp:
         staged = stage_working_dir(spec_path, Path(tmp))
         return jobs.submit_job(
-            entrypoint=f"{python} -m bias_ray.cli {command} spec.yaml",
+            # stdin from /dev/null: the job supervisor starts the entrypoint without one, and a closed fd 0
+            # gets reused by a later open (seen: oneMKL then fails to load libtorch_cpu.so).
+            entrypoint=f"{python} -m bias_ray.cli {command} spec.yaml < /dev/null",
             submission_id=job_id,
             runtime_env=runtime_env(staged, pip, env),
             metadata={"spec": spec.name, "command": command},
