@@ -23,6 +23,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 COMMANDS = ("run", "sweep", "generate")
 FINAL_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
+# torch is loaded before Ray and pyarrow: loaded after them inside a job driver, oneMKL intermittently
+# failed with "Cannot load libtorch_cpu.so" (Ray 2.60, torch 2.13 CPU, seen on a loopback cluster).
+ENTRYPOINT = "import sys, torch; from bias_ray.cli import app; sys.argv[0] = 'bias-ray'; app()"
 
 
 def resolve_address(address: str | None) -> str:
@@ -95,9 +98,7 @@ def submit(
     with tempfile.TemporaryDirectory(prefix="bias-ray-job-") as tmp:
         staged = stage_working_dir(spec_path, Path(tmp))
         return jobs.submit_job(
-            # stdin from /dev/null: the job supervisor starts the entrypoint without one, and a closed fd 0
-            # gets reused by a later open (seen: oneMKL then fails to load libtorch_cpu.so).
-            entrypoint=f"{python} -m bias_ray.cli {command} spec.yaml < /dev/null",
+            entrypoint=f"{python} -c {ENTRYPOINT!r} {command} spec.yaml",
             submission_id=job_id,
             runtime_env=runtime_env(staged, pip, env),
             metadata={"spec": spec.name, "command": command},

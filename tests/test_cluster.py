@@ -53,12 +53,15 @@ def loopback_cluster():
     # from the job's working dir (no PYTHONPATH).
     env = {k: os.environ[k] for k in ("HOME", "USER", "LANG", "LC_ALL") if k in os.environ}
     env.update(PATH=f"{BIN}:{os.environ.get('PATH', '')}", RAY_TMPDIR=temp, RAY_AUTH_MODE="disabled")
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", f"--temp-dir={temp}",
-              "--object-store-memory=150000000", "--disable-usage-stats"]
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", "--object-store-memory=150000000",
+              "--disable-usage-stats"]
+    # Each node gets its own temp dir, as on separate hosts: a shared one lets the worker node's
+    # runtime-env cleanup delete the job's working dir under the head node's driver.
     head = [str(BIN / "ray"), "start", "--head", f"--port={gcs_port}", "--include-dashboard=true",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", f"--ray-client-server-port={client_port}",
-            *common, *node_ports(AGENT_FLAGS)]
-    worker = [str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs_port}", *common, *node_ports(AGENT_FLAGS)]
+            f"--temp-dir={temp}/h", *common, *node_ports(AGENT_FLAGS)]
+    worker = [str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs_port}", f"--temp-dir={temp}/w", *common,
+              *node_ports(AGENT_FLAGS)]
     try:
         for cmd in (head, worker):
             subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=180)
