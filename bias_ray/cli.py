@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bias_ray.spec import SpecError, SweepSpec, load_spec
@@ -80,17 +81,19 @@ def sweep(
     seconds_per_step: float = typer.Option(0.5, help="Per-step time estimate for the dry run's hours"),
 ) -> None:
     """Run the Ray Tune grid of fine-tuning trials (or, with --dry-run, show what it would run)."""
-    from bias_ray.train.sweep import early_stop_summary, plan, run_sweep
+    from bias_ray.train.sweep import can_resume, early_stop_summary, experiment_path, plan, run_sweep
 
     spec = _load(spec_path)
     if dry_run:
         try:
             _print_plan(plan(spec, seconds_per_step), spec)
         except SpecError as err:
-            console.print(f"[red]{err}[/red]", highlight=False)
+            console.print(f"[red]{escape(str(err))}[/red]", highlight=False)
             raise typer.Exit(2) from None
         return
     _prepare_models(spec)
+    if resume and not can_resume(experiment_path(spec)):
+        console.print(f"nothing to resume at {experiment_path(spec)}; starting the sweep")
     table = run_sweep(spec, resume=resume)
     _print_results(table, spec)
     s = early_stop_summary(table)
@@ -134,7 +137,7 @@ def submit(
         spec = load_spec(spec_path, check_files=False)
         job_id = cluster.submit(spec_path, address=address, command=command, pip=pip, env=cluster.parse_env(env))
     except (SpecError, ValueError, ConnectionError, RuntimeError) as err:
-        console.print(f"[red]{err}[/red]", highlight=False)
+        console.print(f"[red]{escape(str(err))}[/red]", highlight=False)
         raise typer.Exit(2) from None
     console.print(f"[green]submitted[/green] {job_id} ({spec.name}); follow with `bias-ray logs {job_id} --follow`")
     if wait:
@@ -153,7 +156,7 @@ def status(
     """Status of a submitted sweep job."""
     from bias_ray import cluster
 
-    info = cluster.status(job_id, address=address)
+    info = _job_call(cluster.status, job_id, address=address)
     console.print(f"{job_id}: {info['status']}" + (f" ({info['message']})" if info.get("message") else ""))
 
 
@@ -167,10 +170,19 @@ def logs(
     from bias_ray import cluster
 
     if follow:
-        for chunk in cluster.follow_logs(job_id, address=address):
+        for chunk in _job_call(cluster.follow_logs, job_id, address=address):
             console.print(chunk, end="", highlight=False, markup=False)
     else:
-        console.print(cluster.logs(job_id, address=address), highlight=False, markup=False)
+        console.print(_job_call(cluster.logs, job_id, address=address), highlight=False, markup=False)
+
+
+def _job_call(fn, *args, **kwargs):
+    """A Jobs API call whose failure (unreachable cluster, unknown job) ends the command with the reason."""
+    try:
+        return fn(*args, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        console.print(f"[red]{escape(str(err))}[/red]", highlight=False)
+        raise typer.Exit(2) from None
 
 
 @app.command()

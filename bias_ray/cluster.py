@@ -129,15 +129,20 @@ def wait(job_id: str, address: str | None = None, timeout_s: float = 3600, poll_
 
 
 def follow_logs(job_id: str, address: str | None = None) -> Iterator[str]:
-    """Log chunks as the job writes them, until it ends."""
+    """Log chunks as the job writes them, until it ends (the cluster and job are checked first)."""
     jobs = client(address)
-    loop = asyncio.new_event_loop()
-    stream = jobs.tail_job_logs(job_id).__aiter__()
-    try:
-        while True:
-            try:
-                yield loop.run_until_complete(stream.__anext__())
-            except StopAsyncIteration:
-                return
-    finally:
-        loop.close()
+    jobs.get_job_info(job_id)
+
+    def chunks() -> Iterator[str]:
+        loop = asyncio.new_event_loop()
+        stream = jobs.tail_job_logs(job_id).__aiter__()
+        try:
+            while True:
+                try:
+                    yield loop.run_until_complete(stream.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            loop.close()
+
+    return chunks()
