@@ -1,4 +1,4 @@
-"""The ``bias-ray`` command line: validate, models, generate, sweep, analyze, report, run."""
+"""The ``bias-ray`` command line: validate, models, generate, sweep, analyze, report, run, submit, status, logs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bias_ray.spec import SpecError, SweepSpec, load_spec
@@ -76,14 +77,112 @@ def generate(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> N
 def sweep(
     spec_path: Path = typer.Argument(..., help="YAML sweep spec"),
     resume: bool = typer.Option(False, help="Continue an interrupted sweep without rerunning finished trials"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the grid and its cost; run nothing"),
+    seconds_per_step: float = typer.Option(0.5, help="Per-step time estimate for the dry run's hours"),
 ) -> None:
-    """Run the Ray Tune grid of fine-tuning trials."""
-    from bias_ray.train.sweep import run_sweep
+    """Run the Ray Tune grid of fine-tuning trials (or, with --dry-run, show what it would run)."""
+    from bias_ray.train.sweep import can_resume, early_stop_summary, experiment_path, plan, run_sweep
 
     spec = _load(spec_path)
+    if dry_run:
+        try:
+            _print_plan(plan(spec, seconds_per_step), spec)
+        except SpecError as err:
+            console.print(f"[red]{escape(str(err))}[/red]", highlight=False)
+            raise typer.Exit(2) from None
+        return
     _prepare_models(spec)
+    if resume and not can_resume(experiment_path(spec)):
+        console.print(f"nothing to resume at {experiment_path(spec)}; starting the sweep")
     table = run_sweep(spec, resume=resume)
     _print_results(table, spec)
+    s = early_stop_summary(table)
+    if s["trials"]:
+        console.print(
+            f"scheduler {spec.scheduler.name}: {s['stopped_early']} of {s['trials']} trials stopped early; "
+            f"{s['iterations_used']}/{s['iterations_full']} iterations used ({s['iterations_share']:.0%}), "
+            f"{s['steps_saved']} optimizer steps saved; {s['errored']} errored"
+        )
+
+
+def _print_plan(p, spec: SweepSpec) -> None:
+    t = Table(title=f"{spec.name}: {len(p.trials)} trials (dry run)")
+    for c in p.trials.columns:
+        t.add_column(c)
+    for row in p.trials.itertuples(index=False):
+        t.add_row(*[str(v) for v in row])
+    console.print(t)
+    r = spec.resources
+    console.print(
+        f"grid size {len(p.trials)}; {p.total_steps} trial-steps at most ({p.trials['reports'].sum()} Tune reports); "
+        f"at {p.seconds_per_step:g} s/step: {p.trial_hours:.2f} trial-hours, {p.gpu_hours:.2f} GPU-hours "
+        f"({r.gpus_per_trial:g} GPU x {r.workers_per_trial} worker(s) per trial); scheduler {spec.scheduler.name} "
+        "can only lower this"
+    )
+
+
+@app.command()
+def submit(
+    spec_path: Path = typer.Argument(..., help="YAML sweep spec"),
+    address: str = typer.Option(None, help="Ray dashboard address, e.g. http://HEAD:8265 (default $RAY_ADDRESS)"),
+    command: str = typer.Option("run", help="bias-ray command the job runs on the spec: run, sweep or generate"),
+    pip: list[str] = typer.Option([], help="Extra pip requirement for the job's runtime env (repeatable)"),
+    env: list[str] = typer.Option([], help="KEY=VALUE environment variable for the job (repeatable)"),
+    wait: bool = typer.Option(False, help="Wait for the job to finish and print its logs"),
+) -> None:
+    """Submit a sweep to a Ray cluster through the Ray Jobs API."""
+    from bias_ray import cluster
+
+    try:
+        spec = load_spec(spec_path, check_files=False)
+        job_id = cluster.submit(spec_path, address=address, command=command, pip=pip, env=cluster.parse_env(env))
+    except (SpecError, ValueError, ConnectionError, RuntimeError) as err:
+        console.print(f"[red]{escape(str(err))}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(f"[green]submitted[/green] {job_id} ({spec.name}); follow with `bias-ray logs {job_id} --follow`")
+    if wait:
+        final = cluster.wait(job_id, address=address)
+        console.print(cluster.logs(job_id, address=address), highlight=False, markup=False)
+        console.print(f"job {job_id}: {final}")
+        if final != "SUCCEEDED":
+            raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    job_id: str = typer.Argument(..., help="Job id printed by `bias-ray submit`"),
+    address: str = typer.Option(None, help="Ray dashboard address (default $RAY_ADDRESS)"),
+) -> None:
+    """Status of a submitted sweep job."""
+    from bias_ray import cluster
+
+    info = _job_call(cluster.status, job_id, address=address)
+    console.print(f"{job_id}: {info['status']}" + (f" ({info['message']})" if info.get("message") else ""))
+
+
+@app.command()
+def logs(
+    job_id: str = typer.Argument(..., help="Job id printed by `bias-ray submit`"),
+    address: str = typer.Option(None, help="Ray dashboard address (default $RAY_ADDRESS)"),
+    follow: bool = typer.Option(False, help="Stream the logs until the job ends"),
+) -> None:
+    """Logs of a submitted sweep job."""
+    from bias_ray import cluster
+
+    if follow:
+        for chunk in _job_call(cluster.follow_logs, job_id, address=address):
+            console.print(chunk, end="", highlight=False, markup=False)
+    else:
+        console.print(_job_call(cluster.logs, job_id, address=address), highlight=False, markup=False)
+
+
+def _job_call(fn, *args, **kwargs):
+    """A Jobs API call whose failure (unreachable cluster, unknown job) ends the command with the reason."""
+    try:
+        return fn(*args, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        console.print(f"[red]{escape(str(err))}[/red]", highlight=False)
+        raise typer.Exit(2) from None
 
 
 @app.command()

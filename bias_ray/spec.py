@@ -7,10 +7,11 @@ Relative paths in a spec resolve against the current working directory.
 
 from __future__ import annotations
 
+import math
 import os
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -131,6 +132,10 @@ class TrainingSpec(_Strict):
 class MitigationSpec(_Strict):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(
+        default_factory=dict,
+        description="Hyperparameter lists (e.g. {lambda: [0.1, 1.0]}) crossed into one labelled config each.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -151,12 +156,14 @@ class MitigationSpec(_Strict):
 
 
 class SchedulerSpec(_Strict):
+    """Early stopping of weak trials; times count Tune reports (one per ``training.eval_every`` steps)."""
+
     name: str = "none"
     metric: str = "macro_f1"
     mode: Literal["max", "min"] = "max"
-    grace_period: int = Field(default=1, gt=0)
+    grace_period: int = Field(default=1, gt=0, description="Reports a trial makes before it can be stopped.")
     reduction_factor: float = Field(default=2, gt=1)
-    max_t: int = Field(default=100, gt=0)
+    max_t: int | None = Field(default=None, gt=0, description="Reports of a full trial; default: from training.")
 
     @field_validator("name")
     @classmethod
@@ -168,14 +175,28 @@ class SchedulerSpec(_Strict):
 
 class ResourcesSpec(_Strict):
     cpus_per_trial: float = Field(default=1, gt=0)
-    gpus_per_trial: float = Field(default=0, ge=0)
+    gpus_per_trial: float = Field(default=0, ge=0, description="Fractions share a GPU; above 1 needs whole GPUs.")
+    workers_per_trial: int = Field(default=1, gt=0, description="Placement-group bundles per trial (multi-GPU).")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     max_concurrent_trials: int | None = Field(default=None, gt=0, description="Default: fit the cluster.")
     max_failures: int = Field(default=1, ge=0, description="Retries of a failed trial from its checkpoint.")
+
+    @model_validator(mode="after")
+    def _whole_gpus_when_many(self) -> ResourcesSpec:
+        per_worker = self.gpus_per_trial / self.workers_per_trial
+        if self.gpus_per_trial > 1 and per_worker != int(per_worker):
+            raise ValueError(
+                f"gpus_per_trial {self.gpus_per_trial} over {self.workers_per_trial} worker(s) gives "
+                f"{per_worker:g} GPU per worker; above 1 GPU a trial needs whole GPUs per worker"
+            )
+        return self
 
 
 class TrackingSpec(_Strict):
     wandb: Literal["offline", "online", "disabled", "auto"] = "auto"
     project: str = "bias-ray"
+    tags: list[str] = Field(default_factory=list, description="Extra W&B tags on every run of the sweep.")
+    grid_table: bool = Field(default=True, description="Log the final grid as a W&B Table in a run of its own.")
 
 
 def default_encoder_path() -> str:
@@ -228,6 +249,10 @@ class SweepSpec(_Strict):
     resources: ResourcesSpec = ResourcesSpec()
     tracking: TrackingSpec = TrackingSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
+    storage_path: str | None = Field(
+        default=None,
+        description="Tune's experiment storage: a local folder or an s3:// or gs:// URI; default <output_dir>/tune.",
+    )
 
     @field_validator("bias_ratios")
     @classmethod
@@ -301,7 +326,8 @@ class SweepSpec(_Strict):
 
     @property
     def grid_size(self) -> int:
-        return len(self.bias_ratios) * len(self.bias_types) * len(self.mitigations) * len(self.seeds)
+        configs = sum(math.prod(len(v) for v in m.grid.values()) for m in self.mitigation_specs)
+        return len(self.bias_ratios) * len(self.bias_types) * configs * len(self.seeds)
 
     # Output layout: one folder per run, documented in README.md.
     @property

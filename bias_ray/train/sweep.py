@@ -1,28 +1,76 @@
-"""The sweep: a Ray Tune grid over bias_ratio x bias_type x mitigation x seed.
+"""The sweep: a Ray Tune grid over bias_ratio x bias_type x mitigation (x its own grid) x seed.
 
-Results land in ``<output_dir>/tune/<name>`` (Tune's own layout, restorable) and one row per
-grid cell in ``results.parquet`` / ``results.csv``.
+Tune's experiment (restorable, local folder or cloud URI) lands in ``storage_path/<name>``; one
+row per grid cell in ``results.parquet`` / ``results.csv``; the early-stopping summary in
+``sweep_summary.json``. Each concern has one function here: grid expansion, the dry-run plan,
+scheduler, trial resources, W&B tracking, the tuner, the results table.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import netrc
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bias_ray.spec import SchedulerSpec, SweepSpec, dump_spec
+from bias_ray.mix import mix_counts
+from bias_ray.spec import MitigationSpec, SchedulerSpec, SpecError, SweepSpec, dump_spec
 from bias_ray.train.trainable import train_trial
 
 GRID_KEYS = ["bias_type", "bias_ratio", "mitigation", "seed"]
 
 
+# ---------------------------------------------------------------- the grid
+
+
+def expand_mitigation(m: MitigationSpec) -> list[MitigationSpec]:
+    """One config per point of ``m.grid`` (its params plus that point), each with its own label."""
+    from bias_ray.train.mitigations import MITIGATIONS
+
+    if not m.grid:
+        return [m]
+    clash = sorted(set(m.grid) & set(m.params))
+    if clash:
+        raise SpecError(f"mitigation {m.name!r}: {clash} appear in both params and grid; keep each key in one")
+    keys = sorted(m.grid)
+    out = []
+    for values in itertools.product(*(m.grid[k] for k in keys)):
+        cfg = MitigationSpec(name=m.name, params={**m.params, **dict(zip(keys, values))})
+        try:
+            MITIGATIONS.get(cfg.name)(**cfg.params)
+        except (TypeError, ValueError) as err:
+            raise SpecError(f"mitigation {m.name!r}: grid point {cfg.label} is invalid: {err}") from None
+        out.append(cfg)
+    return out
+
+
+def expand_spec(spec: SweepSpec) -> SweepSpec:
+    """The spec the trials see: every mitigation grid crossed out into labelled configs."""
+    configs = [c for m in spec.mitigation_specs for c in expand_mitigation(m)]
+    labels = [c.label for c in configs]
+    if len(set(labels)) != len(labels):
+        raise SpecError(f"mitigation grids produce repeated configs: {labels}; list each config once")
+    return spec.model_copy(update={"mitigations": configs})
+
+
+def grid_cells(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every trial of the (expanded) grid as a plain dict of the grid keys."""
+    spec = expand_spec(spec)
+    axes = ([b.name for b in spec.bias_type_specs], list(spec.bias_ratios),
+            [m.label for m in spec.mitigation_specs], list(spec.seeds))
+    return [dict(zip(GRID_KEYS, cell)) for cell in itertools.product(*axes)]
+
+
 def param_space(spec: SweepSpec) -> dict[str, Any]:
     from ray import tune
 
+    spec = expand_spec(spec)
     return {
         "bias_type": tune.grid_search([b.name for b in spec.bias_type_specs]),
         "bias_ratio": tune.grid_search(list(spec.bias_ratios)),
@@ -32,53 +80,92 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
     }
 
 
-def build_scheduler(s: SchedulerSpec):
+# ---------------------------------------------------------------- the dry-run plan
+
+
+def trial_steps(spec: SweepSpec, ratio: float) -> int:
+    """Optimizer steps of a full trial at ``ratio`` (the mix size sets the steps per epoch)."""
+    tr = spec.training
+    counts = mix_counts(ratio, tr.train_size, tr.mix_mode)
+    return math.ceil((counts.real + counts.augmented) / tr.batch_size) * tr.epochs
+
+
+def trial_reports(spec: SweepSpec, steps: int) -> int:
+    """Tune reports (training iterations) of a full trial: one per ``eval_every`` steps and at the end."""
+    return math.ceil(steps / spec.training.eval_every)
+
+
+@dataclass
+class SweepPlan:
+    trials: pd.DataFrame
+    seconds_per_step: float
+    gpus_per_trial: float
+
+    @property
+    def total_steps(self) -> int:
+        return int(self.trials["steps"].sum())
+
+    @property
+    def trial_hours(self) -> float:
+        return self.total_steps * self.seconds_per_step / 3600
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.trial_hours * self.gpus_per_trial
+
+
+def plan(spec: SweepSpec, seconds_per_step: float = 0.5) -> SweepPlan:
+    """What a sweep would run, before anything starts: trials, steps, reports, hours."""
+    if seconds_per_step <= 0:
+        raise SpecError(f"seconds per step must be positive, got {seconds_per_step}")
+    rows = []
+    for cell in grid_cells(spec):
+        steps = trial_steps(spec, cell["bias_ratio"])
+        rows.append({**cell, "steps": steps, "reports": trial_reports(spec, steps)})
+    return SweepPlan(pd.DataFrame(rows), seconds_per_step, spec.resources.gpus_per_trial)
+
+
+# ---------------------------------------------------------------- scheduler and resources
+
+
+def default_max_t(spec: SweepSpec) -> int:
+    """Reports of the longest full trial: the natural budget for ASHA/HyperBand."""
+    return max(trial_reports(spec, trial_steps(spec, r)) for r in spec.bias_ratios)
+
+
+def build_scheduler(s: SchedulerSpec, max_t: int):
+    """The Tune scheduler named by the spec; times count training iterations (Tune reports)."""
     from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, MedianStoppingRule
 
+    max_t = s.max_t or max_t
     if s.name == "asha":
-        return ASHAScheduler(time_attr="training_iteration", max_t=s.max_t, grace_period=s.grace_period,
+        return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=s.grace_period,
                              reduction_factor=s.reduction_factor)
     if s.name == "hyperband":
-        return HyperBandScheduler(time_attr="training_iteration", max_t=s.max_t,
-                                  reduction_factor=s.reduction_factor)
+        return HyperBandScheduler(time_attr="training_iteration", max_t=max_t, reduction_factor=s.reduction_factor)
     if s.name == "median":
         return MedianStoppingRule(time_attr="training_iteration", grace_period=s.grace_period)
     return None
 
 
-def wandb_mode(setting: str) -> str:
-    """``auto`` is online when the user is logged in (API key or netrc entry), else offline."""
-    if setting != "auto":
-        return setting
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    try:
-        if netrc.netrc().authenticators("api.wandb.ai"):
-            return "online"
-    except (FileNotFoundError, netrc.NetrcParseError):
-        pass
-    return "offline"
+def trial_resources(spec: SweepSpec):
+    """A resource dict for one-worker trials; a placement group for multi-GPU or multi-worker trials.
 
+    With ``workers_per_trial`` w the trial reserves w bundles of cpus/w CPUs and gpus/w GPUs,
+    placed by ``placement_strategy``; the trial's function runs in the first bundle and can start
+    Ray Train workers (or torch.distributed ranks) in the others. ``gpus_per_trial > 1`` with one
+    worker reserves that many GPUs on one node for the trial's process.
+    """
+    from ray import tune
 
-def callbacks(spec: SweepSpec) -> list:
-    mode = wandb_mode(spec.tracking.wandb)
-    if mode == "disabled":
-        return []
-    from ray.air.integrations.wandb import WandbLoggerCallback
-
-    os.environ["WANDB_MODE"] = mode  # without it Ray's callback demands an API key even offline
-    wandb_dir = spec.run_dir / "wandb"
-    wandb_dir.mkdir(parents=True, exist_ok=True)
-    return [
-        WandbLoggerCallback(
-            project=spec.tracking.project,
-            group=spec.name,
-            mode=mode,
-            dir=str(wandb_dir),
-            excludes=["cpus"],
-            log_config=False,
-        )
-    ]
+    r = spec.resources
+    if r.gpus_per_trial <= 1 and r.workers_per_trial == 1:
+        return {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial}
+    w = r.workers_per_trial
+    bundle = {"CPU": r.cpus_per_trial / w}
+    if r.gpus_per_trial:
+        bundle["GPU"] = r.gpus_per_trial / w
+    return tune.PlacementGroupFactory([dict(bundle) for _ in range(w)], strategy=r.placement_strategy)
 
 
 def max_concurrent(spec: SweepSpec) -> int:
@@ -100,36 +187,127 @@ def max_concurrent(spec: SweepSpec) -> int:
     return by_cpu
 
 
-def can_resume(experiment_dir: Path) -> bool:
+# ---------------------------------------------------------------- W&B
+
+
+def wandb_mode(setting: str) -> str:
+    """``auto`` is online when the user is logged in (API key or netrc entry), else offline."""
+    if setting != "auto":
+        return setting
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return "online"
+    except (FileNotFoundError, netrc.NetrcParseError):
+        pass
+    return "offline"
+
+
+def cell_tags(config: dict[str, Any]) -> list[str]:
+    """W&B tags naming a trial's grid cell, e.g. ``bias_ratio=0.5``."""
+    return [f"{k}={config[k]}" for k in GRID_KEYS if k in config]
+
+
+def wandb_dir(spec: SweepSpec) -> Path:
+    return spec.run_dir / "wandb"
+
+
+def callbacks(spec: SweepSpec) -> list:
+    """One W&B run per trial, grouped by sweep name, config and tags = the grid cell."""
+    mode = wandb_mode(spec.tracking.wandb)
+    if mode == "disabled":
+        return []
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    class CellTaggedWandb(WandbLoggerCallback):
+        def _start_logging_actor(self, trial, exclude_results, **kwargs):
+            kwargs["tags"] = [*spec.tracking.tags, *cell_tags(trial.config)]
+            super()._start_logging_actor(trial, exclude_results, **kwargs)
+
+    os.environ["WANDB_MODE"] = mode  # without it Ray's callback demands an API key even offline
+    wandb_dir(spec).mkdir(parents=True, exist_ok=True)
+    return [
+        CellTaggedWandb(
+            project=spec.tracking.project,
+            group=spec.name,
+            mode=mode,
+            dir=str(wandb_dir(spec)),
+            excludes=["cpus"],
+            log_config=False,
+        )
+    ]
+
+
+def log_grid_table(spec: SweepSpec, table: pd.DataFrame) -> str | None:
+    """The final grid as a W&B Table, in a run of its own in the sweep's group; returns its run dir."""
+    mode = wandb_mode(spec.tracking.wandb)
+    if mode == "disabled" or not spec.tracking.grid_table or table.empty:
+        return None
+    import wandb
+
+    wandb_dir(spec).mkdir(parents=True, exist_ok=True)
+    run = wandb.init(project=spec.tracking.project, group=spec.name, name=f"{spec.name}-grid", job_type="grid",
+                     mode=mode, dir=str(wandb_dir(spec)), tags=list(spec.tracking.tags), reinit="finish_previous",
+                     config={"grid_size": len(table)})
+    clean = table.astype({c: str for c in table.columns if table[c].dtype == object})
+    run.log({"grid": wandb.Table(dataframe=clean)})
+    run.summary.update(early_stop_summary(table))
+    run_dir = run.dir
+    run.finish()
+    return str(Path(run_dir).parent)
+
+
+# ---------------------------------------------------------------- the tuner
+
+
+def storage_uri(spec: SweepSpec) -> str:
+    """Where Tune keeps the experiment: the spec's storage_path (local or URI), else <output_dir>/tune."""
+    if not spec.storage_path:
+        return str(spec.tune_dir)
+    if "://" in spec.storage_path:
+        return spec.storage_path.rstrip("/")
+    return str(Path(spec.storage_path).expanduser().resolve())
+
+
+def experiment_path(spec: SweepSpec) -> str:
+    return f"{storage_uri(spec)}/{spec.name}"
+
+
+def can_resume(path: str) -> bool:
     """A sweep can resume once Tune has saved its experiment state (not merely created the folder)."""
     from ray import tune
 
-    return tune.Tuner.can_restore(str(experiment_dir)) and any(experiment_dir.glob("experiment_state-*.json"))
+    if "://" in path:
+        return tune.Tuner.can_restore(path)
+    return tune.Tuner.can_restore(path) and any(Path(path).glob("experiment_state-*.json"))
 
 
-def build_tuner(spec: SweepSpec, resume: bool = False):
+def build_tuner(spec: SweepSpec, resume: bool = False, trainable=None):
+    """A new Tuner, or with ``resume`` the interrupted one restored (finished trials stay finished)."""
     from ray import tune
 
+    run_spec = expand_spec(spec)
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, spec_dict=dump_spec(spec)),
-        {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
+        tune.with_parameters(trainable or train_trial, spec_dict=dump_spec(run_spec)),
+        trial_resources(spec),
     )
-    path = spec.tune_dir / spec.name
+    path = experiment_path(spec)
     if resume and can_resume(path):
         callbacks(spec)  # sets W&B's mode for the restored callback
-        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+        return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     return tune.Tuner(
         trainable,
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
             metric=spec.scheduler.metric,
             mode=spec.scheduler.mode,
-            scheduler=build_scheduler(spec.scheduler),
+            scheduler=build_scheduler(spec.scheduler, default_max_t(spec)),
             max_concurrent_trials=max_concurrent(spec),
         ),
         run_config=tune.RunConfig(
             name=spec.name,
-            storage_path=str(spec.tune_dir),
+            storage_path=storage_uri(spec),
             callbacks=callbacks(spec),
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -138,44 +316,85 @@ def build_tuner(spec: SweepSpec, resume: bool = False):
     )
 
 
+# ---------------------------------------------------------------- results
+
+
 def results_table(result_grid, spec: SweepSpec) -> pd.DataFrame:
-    """One row per trial: grid cell, final and best metrics, steps, early stop, wall time, error."""
+    """One row per trial: grid cell, final and best metrics, steps, iterations, early stop, wall time, error."""
     metric, mode = spec.scheduler.metric, spec.scheduler.mode
+    run_spec = expand_spec(spec)
     rows = []
     for result in result_grid:
         cfg = result.config or {}
         final = dict(result.metrics or {})
         history = result.metrics_dataframe
         row: dict[str, Any] = {k: cfg.get(k) for k in GRID_KEYS}
+        try:
+            m = run_spec.mitigation(str(cfg.get("mitigation")))
+            row["mitigation_name"] = m.name
+            row["mitigation_params"] = json.dumps(m.params, sort_keys=True)
+        except KeyError:
+            pass
         for k, v in final.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith("config/"):
                 row[k] = v
         if history is not None and metric in history:
             row[f"best_{metric}"] = history[metric].max() if mode == "max" else history[metric].min()
-        steps, total = final.get("step", 0), final.get("total_steps", math.inf)
+        steps = final.get("step", 0)
+        total = final.get("total_steps") or trial_steps(run_spec, float(cfg.get("bias_ratio", 0.0)))
         row["steps_run"] = steps
-        row["stopped_early"] = result.error is None and steps < total
+        row["total_steps"] = total
+        row["iterations"] = final.get("training_iteration", 0)
+        row["max_iterations"] = trial_reports(run_spec, int(total))
+        row["stopped_early"] = bool(result.error is None and steps < total)
+        row["wall_time_s"] = final.get("time_total_s")
         row["error"] = None if result.error is None else str(result.error).splitlines()[0][:300]
+        row["trial_id"] = final.get("trial_id")
         row["trial_path"] = result.path
         rows.append(row)
     table = pd.DataFrame(rows)
     return table.sort_values(GRID_KEYS).reset_index(drop=True) if not table.empty else table
 
 
-def run_sweep(spec: SweepSpec, resume: bool = False) -> pd.DataFrame:
-    """Run (or resume) the grid and write the results table."""
-    from bias_ray.runtime import init_ray
-
-    init_ray()
-    spec.run_dir.mkdir(parents=True, exist_ok=True)
-    tuner = build_tuner(spec, resume=resume)
-    grid = tuner.fit()
-    table = results_table(grid, spec)
-    write_results(table, spec.results_path)
-    return table
+def early_stop_summary(table: pd.DataFrame) -> dict[str, Any]:
+    """Trials stopped early and the compute they saved, in Tune iterations and optimizer steps."""
+    if table.empty:
+        return {"trials": 0}
+    used, full = int(table["iterations"].sum()), int(table["max_iterations"].sum())
+    steps_used, steps_full = int(table["steps_run"].sum()), int(table["total_steps"].sum())
+    return {
+        "trials": len(table),
+        "stopped_early": int(table["stopped_early"].sum()),
+        "errored": int(table["error"].notna().sum()),
+        "iterations_used": used,
+        "iterations_full": full,
+        "iterations_saved": full - used,
+        "iterations_share": used / full if full else 1.0,
+        "steps_used": steps_used,
+        "steps_saved": steps_full - steps_used,
+    }
 
 
 def write_results(table: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(path, index=False)
     table.to_csv(path.with_suffix(".csv"), index=False)
+
+
+def run_sweep(spec: SweepSpec, resume: bool = False, trainable=None) -> pd.DataFrame:
+    """Run (or resume) the grid; write the results table, the early-stop summary and the W&B grid table.
+
+    ``trainable`` replaces :func:`train_trial` (same signature), e.g. to wrap it in tests or benchmarks.
+    """
+    from bias_ray.runtime import init_ray
+
+    init_ray()
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    tuner = build_tuner(spec, resume=resume, trainable=trainable)
+    grid = tuner.fit()
+    table = results_table(grid, spec)
+    write_results(table, spec.results_path)
+    summary = early_stop_summary(table)
+    (spec.run_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=2))
+    log_grid_table(spec, table)
+    return table
