@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -234,7 +235,9 @@ def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[
     dropped = rows.loc[rows["drop_reason"] != "", "drop_reason"].value_counts().to_dict()
     if len(dups):
         dropped["duplicate"] = len(dups)
-    reasons = quarantine["reason"].str.split(":").str[0].value_counts().to_dict() if len(quarantine) else {}
+    # "malformed response (...): ..." / "engine error: ..." -> counted by the part before the details
+    reasons = pd.Series([re.split(r"[:(]", str(r), maxsplit=1)[0].strip() for r in quarantine["reason"]],
+                        dtype=object).value_counts().to_dict()
     on_gpu = rows["device"].str.startswith("cuda")
     tokens = int(rows["generated_tokens"].sum())
     run_tokens, run_wall = run.get("generated_tokens", 0), run.get("wall_s", 0.0)
