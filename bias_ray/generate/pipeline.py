@@ -181,7 +181,8 @@ def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done
     gen = spec.generation
     blocks = max(1, -(-len(todo) // max(gen.batch_size, min(gen.shard_rows, 4 * gen.batch_size))))
     ds = ray.data.from_numpy(np.array_split(todo, blocks))
-    ds = ds.map_batches(_prompt_batch, fn_kwargs={"plan": plan}, batch_size=None, batch_format="numpy")
+    # its own tasks (not fused into the engine's actors), so prompts are built while the engine generates
+    ds = ds.map_batches(_prompt_batch, fn_kwargs={"plan": plan}, batch_size=None, batch_format="numpy", num_cpus=0.5)
     ds = ENGINES.get(gen.engine)().apply(ds, spec)
     ds = ds.map_batches(
         _postprocess, batch_format="pandas", batch_size=None,
@@ -212,6 +213,9 @@ def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done
             stats["quarantined"] += int(failed.sum())
             stats["shards"] += 1
             bar.update(len(batch), tokens)
+            stats.setdefault("first_shard_s", time.perf_counter() - started)
+            stats.setdefault("first_shard_prompts", len(batch))
+            stats["last_shard_s"] = time.perf_counter() - started
     finally:
         bar.close()
     stats["wall_s"] = time.perf_counter() - started
@@ -262,6 +266,9 @@ def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[
             "samples_per_s": round(run.get("prompts", 0) / run_wall, 3) if run_wall else 0.0,
             "tokens_per_s": round(run_tokens / run_wall, 3) if run_wall else 0.0,
             "resumed_from": run.get("resumed_from", 0),
+            "first_shard_s": round(run.get("first_shard_s", 0.0), 3),  # start-up: Ray Data plan, actors, model load
+            "first_shard_prompts": run.get("first_shard_prompts", 0),
+            "last_shard_s": round(run.get("last_shard_s", 0.0), 3),
         },
     }
     _atomic_write_json(out / "manifest.json", manifest)
