@@ -148,3 +148,21 @@ def test_vllm_processor_generates(tmp_path, data_root, tiny_model, ray_session):
                                                   "max_model_len": 256}))
     generate(spec, progress=False)
     assert len(load_augmented(spec)) > 0
+
+
+def test_crows_pairs_template_seeds_stances_from_the_pairs(tmp_path, data_root):
+    from bias_ray.data.loaders import load_crows_pairs
+    from bias_ray.spec import RESOURCES
+
+    spec = _spec(tmp_path, data_root, template=str(RESOURCES / "prompts" / "crows_pairs_statements.yaml"),
+                 stances={"biased": 1, "counter": 1}, samples_per_bias_type=8)
+    prompts = build_prompts(spec)
+    pairs = load_crows_pairs(data_root).set_index("id")
+    assert set(prompts["template_id"]) == {"crows_pairs_statements"}
+    assert set(prompts["group"]) == {"religion", "gender"}  # the bias types' crows_categories
+    for row in prompts.itertuples():
+        for seed in row.seed_ids.split(","):
+            pair_id, side = seed.rsplit(":", 1)
+            assert side == ("stereo" if row.stance == "biased" else "anti")
+            assert pairs.loc[pair_id, "bias_type"] == row.group
+            assert pairs.loc[pair_id, "text" if side == "stereo" else "text_anti"] in row.prompt

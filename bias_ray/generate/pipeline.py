@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from bias_ray.data.loaders import load_toxigen
 from bias_ray.generate.engines import ENGINES
 from bias_ray.generate.prompts import PromptPlan, make_plan, sampling_params
 from bias_ray.generate.quality import clean_generation, drop_reason, find_duplicates
@@ -167,8 +166,7 @@ def _check_job(out: Path, job: dict[str, Any]) -> None:
 
 
 def _plan(spec: SweepSpec) -> PromptPlan:
-    seed_rows = load_toxigen(spec.data.resolved_root, spec.data.test_fraction)
-    return make_plan(spec, seed_rows[seed_rows["split"] == "train"])
+    return make_plan(spec)
 
 
 def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done: int, progress: bool) -> dict:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from bias_ray.data.loaders import stable_id
+from bias_ray.data.loaders import load_crows_pairs, load_toxigen, stable_id
 from bias_ray.spec import RESOURCES, SweepSpec
 
 DEFAULT_TEMPLATE = RESOURCES / "prompts" / "toxigen_statements.yaml"
@@ -123,9 +123,39 @@ class PromptPlan:
         return pd.DataFrame(rows, columns=PROMPT_COLUMNS)
 
 
-def make_plan(spec: SweepSpec, seed_rows: pd.DataFrame, template: dict[str, Any] | None = None) -> PromptPlan:
+def _toxigen_seeds(spec: SweepSpec) -> pd.DataFrame:
+    rows = load_toxigen(spec.data.resolved_root, spec.data.test_fraction)
+    return rows[rows["split"] == "train"]  # never the statements the sweep evaluates on
+
+
+def _crows_pairs_seeds(spec: SweepSpec) -> pd.DataFrame:
+    """Each CrowS-Pairs pair gives a stereotypical (label 1) and an anti-stereotypical (label 0) seed."""
+    pairs = load_crows_pairs(spec.data.resolved_root)
+    stereo = pd.DataFrame({"id": pairs["id"] + ":stereo", "text": pairs["text"], "label": 1, "group": pairs["group"]})
+    anti = pd.DataFrame({"id": pairs["id"] + ":anti", "text": pairs["text_anti"], "label": 0, "group": pairs["group"]})
+    return pd.concat([stereo, anti], ignore_index=True)
+
+
+# seed source -> (loader of id,text,label,group rows, the BiasType field naming its groups there)
+SEED_SOURCES = {"toxigen": (_toxigen_seeds, "groups"), "crows_pairs": (_crows_pairs_seeds, "crows_categories")}
+
+
+def load_seed_rows(spec: SweepSpec, template: dict[str, Any]) -> pd.DataFrame:
+    """The real statements a template draws its few-shot examples from (``seed_source``, default toxigen)."""
+    source = template.get("seed_source", "toxigen")
+    if source not in SEED_SOURCES:
+        raise ValueError(f"prompt template {template['id']!r}: unknown seed_source {source!r}; "
+                         f"allowed: {', '.join(SEED_SOURCES)}")
+    return SEED_SOURCES[source][0](spec)
+
+
+def make_plan(spec: SweepSpec, seed_rows: pd.DataFrame | None = None,
+              template: dict[str, Any] | None = None) -> PromptPlan:
     """Plan the prompts of every bias type in the spec, spread evenly over its groups and the stances."""
     template = template or load_template(spec.generation.template)
+    if seed_rows is None:
+        seed_rows = load_seed_rows(spec, template)
+    group_field = SEED_SOURCES[template.get("seed_source", "toxigen")][1]
     gen = spec.generation
     missing = [s for s in gen.stances if s not in template["stances"]]
     if missing:
@@ -135,20 +165,24 @@ def make_plan(spec: SweepSpec, seed_rows: pd.DataFrame, template: dict[str, Any]
     groups: dict[str, list[str]] = {}
     pools: dict[tuple[str, int], tuple[list[str], list[str]]] = {}
     for bias in spec.bias_type_specs:
-        groups[bias.name] = list(bias.groups)
+        groups[bias.name] = list(getattr(bias, group_field))
+        if not groups[bias.name]:
+            raise ValueError(f"bias type {bias.name!r} has no {group_field}, which prompt template "
+                             f"{template['id']!r} needs; add them to the bias type or use another template")
         for stance, count in _stance_counts(gen.stances, gen.samples_per_bias_type).items():
             if count:
                 segments.append((start, bias.name, stance, count))
                 start += count
             label = int(template["stances"][stance]["seed_label"])
-            for group in bias.groups:
+            for group in groups[bias.name]:
                 pool = seed_rows[(seed_rows["group"] == group) & (seed_rows["label"] == label)]
                 if pool.empty:  # a group without seed statements of this stance: use any of the group
                     pool = seed_rows[seed_rows["group"] == group]
                 if pool.empty:
                     raise ValueError(
-                        f"bias type {bias.name!r}: group {group!r} has no seed statements in the real data; "
-                        "use ToxiGen group names (see bias_ray/resources/bias_types.yaml)"
+                        f"bias type {bias.name!r}: group {group!r} has no seed statements in the real data "
+                        f"({template.get('seed_source', 'toxigen')}); use its group names "
+                        "(see bias_ray/resources/bias_types.yaml)"
                     )
                 pool = pool.sort_values("id")  # a stable order whatever the loader's
                 pools[(group, label)] = (pool["id"].astype(str).tolist(), pool["text"].astype(str).tolist())
@@ -156,7 +190,8 @@ def make_plan(spec: SweepSpec, seed_rows: pd.DataFrame, template: dict[str, Any]
                       seed=gen.seed, fingerprint=settings_fingerprint(spec, template))
 
 
-def build_prompts(spec: SweepSpec, seed_rows: pd.DataFrame, template: dict[str, Any] | None = None) -> pd.DataFrame:
+def build_prompts(spec: SweepSpec, seed_rows: pd.DataFrame | None = None,
+                  template: dict[str, Any] | None = None) -> pd.DataFrame:
     """All prompts of the spec at once (small jobs and tests; the pipeline builds them lazily)."""
     plan = make_plan(spec, seed_rows, template)
     return plan.rows(np.arange(plan.total))
