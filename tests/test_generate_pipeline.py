@@ -33,6 +33,7 @@ def test_transformers_engine_job_filters_dedups_and_is_idempotent(tmp_path, tiny
     assert manifest["generated_tokens"] == int(shards["generated_tokens"].sum()) > 0
     assert manifest["devices"] == ["cpu"] and manifest["gpu_seconds"] == 0.0
     assert manifest["last_run"]["tokens_per_s"] > 0 and manifest["last_run"]["samples_per_s"] > 0
+    assert list((spec.run_dir / "wandb").rglob("run-*.wandb")), "throughput was not logged to W&B (offline)"
     # every drop is counted by its reason, and the rows dropped are exactly those the filter rejects
     too_short = shards["text"].str.strip().str.len().between(1, 11).sum()
     assert manifest["dropped"].get("too_short", 0) == too_short
