@@ -32,7 +32,8 @@ def _committed(out: Path) -> pd.Series:
 @pytest.mark.timeout(420)
 def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path, tiny_model, data_root, ray_session):
     spec_dict = micro_spec_dict(tmp_path, tiny_model, data_root, generation={
-        "samples_per_bias_type": 160, "batch_size": 8, "shard_rows": 8, "max_new_tokens": 8, "concurrency": 1})
+        "samples_per_bias_type": 160, "batch_size": 8, "shard_rows": 8, "max_new_tokens": 8, "concurrency": 1},
+        tracking={"wandb": "disabled"})
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec_dict))
     spec = parse_spec(spec_dict)
