@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 PACKAGE_DIR = Path(__file__).resolve().parent
 RESOURCES = PACKAGE_DIR / "resources"
 
-ENGINE_NAMES = ("transformers", "http", "vllm")
 SCHEDULER_NAMES = ("none", "asha", "hyperband", "median")
 STANCES = ("biased", "neutral", "counter")
 
@@ -79,25 +79,79 @@ class DataSpec(_Strict):
         return (self.root or default_data_root()).expanduser().resolve()
 
 
+DEFAULT_REFUSALS = [
+    "i cannot", "i can't", "i can not", "i'm sorry", "i am sorry", "as an ai", "i won't", "i will not",
+    "i'm not able to", "i am not able to", "i must decline",
+]
+
+
+class QualitySpec(_Strict):
+    """Filters applied to every generated row; what each drops is counted in the manifest."""
+
+    dedup: bool = Field(default=True, description="Drop exact duplicate texts (the smallest sample id is kept).")
+    min_chars: int = Field(default=1, ge=0)
+    max_chars: int = Field(default=2000, gt=0)
+    refusal_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_REFUSALS),
+                                        description="Case-insensitive substrings that mark a refusal.")
+
+
 class GenerationSpec(_Strict):
     engine: str = "transformers"
+    template: Path | None = Field(default=None, description="Prompt template YAML; default: the built-in one.")
     samples_per_bias_type: int = Field(default=200, gt=0)
     stances: dict[str, float] = Field(default_factory=lambda: {"biased": 1.0})
     few_shot: int = Field(default=3, ge=0, le=20)
     max_new_tokens: int = Field(default=32, gt=0)
+    max_prompt_tokens: int = Field(default=192, gt=0)
     temperature: float = Field(default=1.0, ge=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
     batch_size: int = Field(default=32, gt=0)
     concurrency: int | None = Field(default=None, gt=0, description="Engine replicas; default: fit CPUs.")
     seed: int = 0
+    shard_rows: int = Field(default=1000, gt=0, description="Rows per Parquet shard (the unit of crash safety).")
+    quality: QualitySpec = QualitySpec()
+    # http engine
+    endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL, e.g. http://host:8000/v1.")
+    api_key_env: str | None = Field(default=None, description="Env var holding the endpoint's API key.")
+    http_client: Literal["ray_llm", "httpx"] = "ray_llm"
+    max_retries: int = Field(default=3, ge=0)
+    request_timeout_s: float = Field(default=60.0, gt=0)
+    # vllm engine
+    tensor_parallel_size: int = Field(default=1, gt=0)
+    max_model_len: int | None = Field(default=None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict, description="Engine-specific settings.")
 
     @field_validator("engine")
     @classmethod
     def _known_engine(cls, v: str) -> str:
-        if v not in ENGINE_NAMES:
-            raise ValueError(f"unknown engine {v!r}; allowed: {', '.join(ENGINE_NAMES)}")
+        from bias_ray.generate.engines import ENGINES
+
+        if v not in ENGINES:
+            raise ValueError(f"unknown engine {v!r}; allowed: {', '.join(ENGINES.names())}")
         return v
+
+    @field_validator("template")
+    @classmethod
+    def _template_exists(cls, v: Path | None) -> Path | None:
+        if v is None:
+            return v
+        v = v.expanduser().resolve()  # absolute now, like every other path (workers run elsewhere)
+        if not v.is_file():
+            raise ValueError(f"prompt template {v} does not exist; give a YAML file like "
+                             "bias_ray/resources/prompts/toxigen_statements.yaml or leave template unset")
+        return v
+
+    @model_validator(mode="after")
+    def _engine_settings(self) -> GenerationSpec:
+        if self.engine == "http" and not self.endpoint:
+            raise ValueError("engine http needs generation.endpoint, the base URL of an OpenAI-compatible server "
+                             "(e.g. http://127.0.0.1:8000/v1)")
+        if self.api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
+            raise ValueError(f"api_key_env must name an environment variable (got {self.api_key_env!r}), "
+                             "not hold the key itself")
+        if self.quality.min_chars > self.quality.max_chars:
+            raise ValueError("quality.min_chars is above quality.max_chars")
+        return self
 
     @field_validator("stances")
     @classmethod

@@ -1,11 +1,15 @@
-"""Prompt construction: one prompt row per augmented sample to generate.
+"""Prompt construction: prompt number ``i`` of a job is a pure function of the spec and ``i``.
 
-Each row carries its provenance (template id and version, bias type, group, stance, seed row
-ids) and a deterministic ``sample_id`` so a rerun produces the same prompts in the same order.
+A :class:`PromptPlan` holds everything a worker needs (template, seed pools, stance split), so
+prompts are built lazily inside Ray Data from index blocks instead of being materialised up
+front, and a resumed job rebuilds exactly the same prompts. Every row carries its provenance
+(template id and version, bias type, group, stance, seed row ids) and a ``sample_id`` that
+hashes its inputs and the generation settings.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +17,27 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from bias_ray.data.loaders import stable_id
+from bias_ray.data.loaders import load_crows_pairs, load_toxigen, stable_id
 from bias_ray.spec import RESOURCES, SweepSpec
 
 DEFAULT_TEMPLATE = RESOURCES / "prompts" / "toxigen_statements.yaml"
+PROMPT_COLUMNS = ["sample_id", "index", "prompt", "bias_type", "group", "stance", "label", "seed_ids",
+                  "template_id", "template_version"]
 
 
-def load_template(path: str | Path = DEFAULT_TEMPLATE) -> dict[str, Any]:
-    path = Path(path)
+def load_template(path: str | Path | None = None) -> dict[str, Any]:
+    """A prompt template YAML: ``id``, ``version`` and one entry per stance (header, labels)."""
+    path = Path(path or DEFAULT_TEMPLATE)
     if not path.is_file():
         raise FileNotFoundError(f"prompt template {path} does not exist")
     template = yaml.safe_load(path.read_text())
     for key in ("id", "version", "stances"):
         if key not in template:
             raise ValueError(f"prompt template {path}: key {key!r} is missing")
+    for stance, cfg in template["stances"].items():
+        for key in ("seed_label", "label", "header"):
+            if key not in cfg:
+                raise ValueError(f"prompt template {path}: stances.{stance}.{key} is missing")
     return template
 
 
@@ -40,49 +51,147 @@ def _stance_counts(stances: dict[str, float], n: int) -> dict[str, int]:
     return counts
 
 
-def build_prompts(spec: SweepSpec, seed_rows: pd.DataFrame, template: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Prompts for every bias type in the spec, spread evenly over its groups and the stances."""
-    template = template or load_template()
+def settings_fingerprint(spec: SweepSpec, template: dict[str, Any]) -> str:
+    """Hash of every setting that changes what a prompt yields; part of each sample id."""
+    g = spec.generation
+    return stable_id(g.engine, spec.models.generator, g.temperature, g.top_p, g.max_new_tokens, g.max_prompt_tokens,
+                     g.few_shot, g.seed, template["id"], template["version"])
+
+
+def sampling_params(spec: SweepSpec) -> dict[str, Any]:
+    g = spec.generation
+    return {"temperature": g.temperature, "top_p": g.top_p, "max_new_tokens": g.max_new_tokens,
+            "max_prompt_tokens": g.max_prompt_tokens, "seed": g.seed}
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """Everything needed to build prompt ``i`` anywhere: small enough to ship to every worker."""
+
+    template: dict[str, Any]
+    segments: list[tuple[int, str, str, int]]  # (first index, bias type, stance, count)
+    groups: dict[str, list[str]]
+    pools: dict[tuple[str, int], tuple[list[str], list[str]]]  # (group, seed label) -> (ids, texts)
+    few_shot: int
+    seed: int
+    fingerprint: str
+
+    @property
+    def total(self) -> int:
+        start, _, _, count = self.segments[-1]
+        return start + count
+
+    def _locate(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        starts = np.array([s[0] for s in self.segments])
+        seg = np.searchsorted(starts, indices, side="right") - 1
+        return seg, indices - starts[seg]
+
+    def sample_ids(self, indices: np.ndarray) -> list[str]:
+        """The ids of prompts ``indices`` without building them (cheap: one hash each)."""
+        seg, within = self._locate(np.asarray(indices, dtype=np.int64))
+        out = []
+        for s, i in zip(seg.tolist(), within.tolist()):
+            _, bias, stance, _ = self.segments[s]
+            group = self.groups[bias][i % len(self.groups[bias])]
+            out.append(stable_id(self.fingerprint, bias, group, stance, i))
+        return out
+
+    def rows(self, indices: np.ndarray) -> pd.DataFrame:
+        """The prompt rows for ``indices`` (any order, any subset)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        seg, within = self._locate(indices)
+        ids = self.sample_ids(indices)
+        prefix = self.template.get("line_prefix", "- ")
+        rows = []
+        for index, s, i, sid in zip(indices.tolist(), seg.tolist(), within.tolist(), ids):
+            _, bias, stance, _ = self.segments[s]
+            cfg = self.template["stances"][stance]
+            group = self.groups[bias][i % len(self.groups[bias])]
+            pool_ids, pool_texts = self.pools[(group, int(cfg["seed_label"]))]
+            k = min(self.few_shot, len(pool_ids))
+            # seeded by the sample id, so a prompt never depends on how indices were batched
+            rng = np.random.default_rng([self.seed, int(sid[:12], 16)])
+            picks = rng.choice(len(pool_ids), size=k, replace=False).tolist() if k else []
+            lines = [cfg["header"].format(group=group.replace("_", " "))]
+            lines += [f"{prefix}{pool_texts[p]}" for p in picks]
+            rows.append({
+                "sample_id": sid, "index": index, "prompt": "\n".join(lines) + "\n" + prefix.rstrip(),
+                "bias_type": bias, "group": group, "stance": stance, "label": int(cfg["label"]),
+                "seed_ids": ",".join(pool_ids[p] for p in picks), "template_id": str(self.template["id"]),
+                "template_version": int(self.template["version"]),
+            })
+        return pd.DataFrame(rows, columns=PROMPT_COLUMNS)
+
+
+def _toxigen_seeds(spec: SweepSpec) -> pd.DataFrame:
+    rows = load_toxigen(spec.data.resolved_root, spec.data.test_fraction)
+    return rows[rows["split"] == "train"]  # never the statements the sweep evaluates on
+
+
+def _crows_pairs_seeds(spec: SweepSpec) -> pd.DataFrame:
+    """Each CrowS-Pairs pair gives a stereotypical (label 1) and an anti-stereotypical (label 0) seed."""
+    pairs = load_crows_pairs(spec.data.resolved_root)
+    stereo = pd.DataFrame({"id": pairs["id"] + ":stereo", "text": pairs["text"], "label": 1, "group": pairs["group"]})
+    anti = pd.DataFrame({"id": pairs["id"] + ":anti", "text": pairs["text_anti"], "label": 0, "group": pairs["group"]})
+    return pd.concat([stereo, anti], ignore_index=True)
+
+
+# seed source -> (loader of id,text,label,group rows, the BiasType field naming its groups there)
+SEED_SOURCES = {"toxigen": (_toxigen_seeds, "groups"), "crows_pairs": (_crows_pairs_seeds, "crows_categories")}
+
+
+def load_seed_rows(spec: SweepSpec, template: dict[str, Any]) -> pd.DataFrame:
+    """The real statements a template draws its few-shot examples from (``seed_source``, default toxigen)."""
+    source = template.get("seed_source", "toxigen")
+    if source not in SEED_SOURCES:
+        raise ValueError(f"prompt template {template['id']!r}: unknown seed_source {source!r}; "
+                         f"allowed: {', '.join(SEED_SOURCES)}")
+    return SEED_SOURCES[source][0](spec)
+
+
+def make_plan(spec: SweepSpec, seed_rows: pd.DataFrame | None = None,
+              template: dict[str, Any] | None = None) -> PromptPlan:
+    """Plan the prompts of every bias type in the spec, spread evenly over its groups and the stances."""
+    template = template or load_template(spec.generation.template)
+    if seed_rows is None:
+        seed_rows = load_seed_rows(spec, template)
+    group_field = SEED_SOURCES[template.get("seed_source", "toxigen")][1]
     gen = spec.generation
-    rng = np.random.default_rng(gen.seed)
-    rows = []
+    missing = [s for s in gen.stances if s not in template["stances"]]
+    if missing:
+        raise ValueError(f"prompt template {template['id']!r} has no stance(s) {missing}; "
+                         f"it has {sorted(template['stances'])}")
+    segments, start = [], 0
+    groups: dict[str, list[str]] = {}
+    pools: dict[tuple[str, int], tuple[list[str], list[str]]] = {}
     for bias in spec.bias_type_specs:
+        groups[bias.name] = list(getattr(bias, group_field))
+        if not groups[bias.name]:
+            raise ValueError(f"bias type {bias.name!r} has no {group_field}, which prompt template "
+                             f"{template['id']!r} needs; add them to the bias type or use another template")
         for stance, count in _stance_counts(gen.stances, gen.samples_per_bias_type).items():
-            cfg = template["stances"][stance]
-            for i in range(count):
-                group = bias.groups[i % len(bias.groups)]
-                pool = seed_rows[(seed_rows["group"] == group) & (seed_rows["label"] == cfg["seed_label"])]
+            if count:
+                segments.append((start, bias.name, stance, count))
+                start += count
+            label = int(template["stances"][stance]["seed_label"])
+            for group in groups[bias.name]:
+                pool = seed_rows[(seed_rows["group"] == group) & (seed_rows["label"] == label)]
                 if pool.empty:  # a group without seed statements of this stance: use any of the group
                     pool = seed_rows[seed_rows["group"] == group]
                 if pool.empty:
                     raise ValueError(
-                        f"bias type {bias.name!r}: group {group!r} has no seed statements in the real data; "
-                        "use ToxiGen group names (see bias_ray/resources/bias_types.yaml)"
+                        f"bias type {bias.name!r}: group {group!r} has no seed statements in the real data "
+                        f"({template.get('seed_source', 'toxigen')}); use its group names "
+                        "(see bias_ray/resources/bias_types.yaml)"
                     )
-                k = min(gen.few_shot, len(pool))
-                shots = pool.iloc[rng.choice(len(pool), size=k, replace=False)] if k else pool.iloc[:0]
-                prefix = template.get("line_prefix", "- ")
-                lines = [cfg["header"].format(group=group.replace("_", " "))]
-                lines += [f"{prefix}{t}" for t in shots["text"]]
-                prompt = "\n".join(lines) + "\n" + prefix.rstrip()
-                rows.append(
-                    {
-                        "sample_id": stable_id(template["id"], template["version"], bias.name, group, stance, i,
-                                               gen.seed),
-                        "prompt": prompt,
-                        "bias_type": bias.name,
-                        "group": group,
-                        "stance": stance,
-                        "label": int(cfg["label"]),
-                        "seed_ids": ",".join(shots["id"]),
-                        "template_id": template["id"],
-                        "template_version": int(template["version"]),
-                    }
-                )
-    return pd.DataFrame(rows)
+                pool = pool.sort_values("id")  # a stable order whatever the loader's
+                pools[(group, label)] = (pool["id"].astype(str).tolist(), pool["text"].astype(str).tolist())
+    return PromptPlan(template=template, segments=segments, groups=groups, pools=pools, few_shot=gen.few_shot,
+                      seed=gen.seed, fingerprint=settings_fingerprint(spec, template))
 
 
-def clean_generation(text: str) -> str:
-    """Keep the first generated statement: up to the first newline, stripped of list markers."""
-    first = text.strip().split("\n", 1)[0]
-    return first.strip().lstrip("-").strip()
+def build_prompts(spec: SweepSpec, seed_rows: pd.DataFrame | None = None,
+                  template: dict[str, Any] | None = None) -> pd.DataFrame:
+    """All prompts of the spec at once (small jobs and tests; the pipeline builds them lazily)."""
+    plan = make_plan(spec, seed_rows, template)
+    return plan.rows(np.arange(plan.total))

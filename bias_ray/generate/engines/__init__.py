@@ -1,7 +1,10 @@
 """Generation engines: one interface, chosen by ``generation.engine`` in the spec.
 
-An engine turns a Ray Dataset with a ``prompt`` column into one with a ``generated_text``
-column. Engine modules import their heavy libraries lazily (vLLM only on GPU nodes).
+An engine turns a Ray Dataset with a ``prompt`` column into one that also has
+``generated_text`` and ``generated_tokens``, and optionally ``engine_error`` (non-empty: the row
+failed and goes to quarantine), ``engine_s`` (engine seconds spent on the row) and ``device``.
+Every other column passes through. Engine modules import heavy libraries lazily (vLLM only on
+GPU nodes), so registering an engine costs nothing.
 """
 
 from __future__ import annotations
@@ -18,4 +21,4 @@ class Engine(Protocol):
 
 ENGINES: Registry[type] = Registry("engine")
 
-from bias_ray.generate.engines import transformers_engine  # noqa: E402,F401  (registers)
+from bias_ray.generate.engines import http_engine, transformers_engine, vllm_engine  # noqa: E402,F401  (registers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,11 @@ from bias_ray.generate.engines import ENGINES
 
 
 class TransformersGenerator:
-    """Callable class for ``map_batches``: loads the model once per actor, generates per batch."""
+    """Callable class for ``map_batches``: loads the model once per actor, generates per batch.
+
+    A batch that raises is retried row by row, so one bad prompt is quarantined with its error
+    instead of failing the job or its neighbours.
+    """
 
     def __init__(self, model_path: str, sampling: dict[str, Any], device: str = "auto") -> None:
         import torch
@@ -22,7 +27,7 @@ class TransformersGenerator:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":
-            torch.set_num_threads(1)
+            torch.set_num_threads(int(sampling.get("cpu_threads", 1)))
         self.device = device
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.tokenizer.padding_side = "left"
@@ -33,11 +38,12 @@ class TransformersGenerator:
         self.sampling = sampling
         self.torch = torch
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        prompts = [str(p) for p in batch["prompt"]]
+    def generate(self, prompts: list[str], seed: int) -> tuple[list[str], np.ndarray]:
+        """Texts and generated-token counts for ``prompts`` (one padded batch)."""
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
                              max_length=self.sampling.get("max_prompt_tokens", 192)).to(self.device)
         temperature = self.sampling["temperature"]
+        self.torch.manual_seed(seed)
         with self.torch.inference_mode():
             out = self.model.generate(
                 **enc,
@@ -49,11 +55,48 @@ class TransformersGenerator:
             )
         new_tokens = out[:, enc["input_ids"].shape[1]:]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        pad = self.tokenizer.pad_token_id
-        counts = (new_tokens != pad).sum(dim=1).cpu().numpy()
+        counts = (new_tokens != self.tokenizer.pad_token_id).sum(dim=1).cpu().numpy()
+        return texts, counts.astype(np.int64)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        prompts = [str(p) for p in batch["prompt"]]
+        # the batch's first sample id seeds sampling: reproducible for a given batching
+        seed = int(str(batch["sample_id"][0])[:8], 16) if "sample_id" in batch and len(prompts) else 0
+        started = time.perf_counter()
+        errors = [""] * len(prompts)
+        try:
+            texts, counts = self.generate(prompts, seed)
+        except Exception:  # noqa: BLE001  (isolate the failing rows, keep the job going)
+            texts, counts = [""] * len(prompts), np.zeros(len(prompts), dtype=np.int64)
+            for i, p in enumerate(prompts):
+                try:
+                    t, c = self.generate([p], seed + i)
+                    texts[i], counts[i] = t[0], c[0]
+                except Exception as err:  # noqa: BLE001
+                    errors[i] = f"engine error: {type(err).__name__}: {err}"[:500]
+        if self.device.startswith("cuda"):
+            self.torch.cuda.synchronize()
+        elapsed = time.perf_counter() - started
         batch["generated_text"] = np.array(texts, dtype=object)
-        batch["generated_tokens"] = counts.astype(np.int64)
+        batch["generated_tokens"] = counts
+        batch["engine_error"] = np.array(errors, dtype=object)
+        batch["engine_s"] = np.full(len(prompts), elapsed / max(1, len(prompts)))
+        batch["device"] = np.array([self.device] * len(prompts), dtype=object)
         return batch
+
+
+def engine_settings(spec) -> tuple[dict[str, Any], str, int]:
+    """Sampling settings, device and pool size for a spec (shared by the pipeline and the bench)."""
+    import torch
+
+    from bias_ray.runtime import cpu_budget
+
+    gen = spec.generation
+    use_gpu = torch.cuda.is_available() and gen.options.get("device", "auto") != "cpu"
+    concurrency = gen.concurrency or (1 if use_gpu else int(cpu_budget()))
+    sampling = {"temperature": gen.temperature, "top_p": gen.top_p, "max_new_tokens": gen.max_new_tokens,
+                "max_prompt_tokens": gen.max_prompt_tokens, "cpu_threads": int(gen.options.get("cpu_threads", 1))}
+    return sampling, "cuda" if use_gpu else "cpu", concurrency
 
 
 @ENGINES.register("transformers")
@@ -61,21 +104,14 @@ class TransformersEngine:
     """Batched HF ``generate`` in a pool of actors sized to the free CPUs (or one per GPU)."""
 
     def apply(self, ds, spec):
-        import torch
         from ray.data import ActorPoolStrategy
 
-        from bias_ray.runtime import cpu_budget
-
-        gen = spec.generation
-        use_gpu = torch.cuda.is_available() and gen.options.get("device", "auto") != "cpu"
-        concurrency = gen.concurrency or (1 if use_gpu else int(cpu_budget()))
-        sampling = {"temperature": gen.temperature, "top_p": gen.top_p, "max_new_tokens": gen.max_new_tokens}
+        sampling, device, concurrency = engine_settings(spec)
         return ds.map_batches(
             TransformersGenerator,
-            fn_constructor_kwargs={"model_path": str(spec.models.generator), "sampling": sampling,
-                                   "device": "cuda" if use_gpu else "cpu"},
-            batch_size=gen.batch_size,
+            fn_constructor_kwargs={"model_path": str(spec.models.generator), "sampling": sampling, "device": device},
+            batch_size=spec.generation.batch_size,
             compute=ActorPoolStrategy(size=concurrency),
-            num_gpus=1 if use_gpu else 0,
+            num_gpus=1 if device == "cuda" else 0,
             num_cpus=1,
         )

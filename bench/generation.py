@@ -1,0 +1,196 @@
+"""Generation benchmark (not a test): prints figures, asserts nothing.
+
+(a) overhead: the Ray Data job (`generate(spec)`, one engine replica) against a bare batched
+    loop over the same engine class, model, prompts and batch size, in one process. Both
+    build the prompts, load the model and generate; the job also cleans, filters and writes
+    its Parquet shards and manifest. Ray's own start-up is excluded (it happens once per
+    cluster), the engine actor's start-up is included.
+(b) scale: one job of ``--big`` prompts with the tiny model and a small ``max_new_tokens``
+    (greedy), its wall time and peak memory: the driver's RSS and the whole process tree's
+    (driver + Ray processes) RSS and PSS sums, sampled every 0.5 s. PSS splits shared pages
+    (the object store) between the processes that map them, so it is the fairer total.
+
+    python bench/generation.py --overhead-prompts 2000 --big 0              # (a) only
+    python bench/generation.py --overhead-prompts 0 --big 1000000           # (b) only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from bias_ray.spec import default_data_root, parse_spec
+
+
+class MemorySampler:
+    """Peak RSS of this process and peak RSS/PSS sums over it and all its descendants."""
+
+    def __init__(self, every_s: float = 0.5) -> None:
+        self.every_s, self.peak_self, self.peak_rss, self.peak_pss = every_s, 0, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _pss(pid: int) -> int:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        procs = [me, *me.children(recursive=True)]
+        rss = pss = 0
+        for p in procs:
+            try:
+                rss += p.memory_info().rss
+                pss += self._pss(p.pid)
+            except psutil.Error:
+                continue
+        self.peak_self = max(self.peak_self, me.memory_info().rss)
+        self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def _spec(work: Path, model: Path, data_root: Path, n: int, **generation):
+    return parse_spec({
+        "name": "bench", "output_dir": str(work), "models": {"generator": str(model), "student": str(model)},
+        "data": {"root": str(data_root)}, "bias_types": ["religion"], "bias_ratios": [0.5], "mitigations": ["none"],
+        "generation": {"samples_per_bias_type": n, **generation}, "tracking": {"wandb": "disabled"},
+    })
+
+
+def bare_loop(spec) -> tuple[float, int, float]:
+    """The same engine class over the same prompts and batch size, in a plain Python loop.
+
+    Returns wall seconds, generated tokens and the seconds until the first batch was done.
+    """
+    from bias_ray.generate.engines.transformers_engine import TransformersGenerator, engine_settings
+    from bias_ray.generate.pipeline import _plan
+    from bias_ray.generate.quality import clean_generation
+
+    sampling, device, _ = engine_settings(spec)
+    started = time.perf_counter()
+    plan = _plan(spec)
+    engine = TransformersGenerator(str(spec.models.generator), sampling, device)
+    tokens, b, first = 0, spec.generation.batch_size, 0.0
+    for start in range(0, plan.total, b):
+        rows = plan.rows(np.arange(start, min(start + b, plan.total)))
+        out = engine({k: rows[k].to_numpy() for k in rows.columns})
+        tokens += int(out["generated_tokens"].sum())
+        _ = [clean_generation(t) for t in out["generated_text"]]
+        first = first or time.perf_counter() - started
+    return time.perf_counter() - started, tokens, first
+
+
+def pipeline_run(spec) -> tuple[float, dict]:
+    from bias_ray.generate.pipeline import generate
+
+    started = time.perf_counter()
+    out = generate(spec, progress=False)
+    return time.perf_counter() - started, json.loads((out / "manifest.json").read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, help="generator folder (default: build the tiny model in a temp dir)")
+    ap.add_argument("--data-root", type=Path, default=None)
+    ap.add_argument("--overhead-prompts", type=int, default=2000)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--big", type=int, default=1_000_000, help="prompts in the scale run (0: skip)")
+    ap.add_argument("--big-batch-size", type=int, default=1024)
+    ap.add_argument("--big-max-new-tokens", type=int, default=1)
+    ap.add_argument("--big-shard-rows", type=int, default=50_000)
+    ap.add_argument("--big-max-prompt-tokens", type=int, default=64)
+    ap.add_argument("--big-few-shot", type=int, default=3, help="seed statements per prompt in the scale run")
+    ap.add_argument("--workdir", type=Path, default=None, help="where job outputs go (default: a temp dir)")
+    args = ap.parse_args()
+
+    os.environ.setdefault("BIAS_RAY_PROGRESS", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from bias_ray.runtime import init_ray, quiet_libraries
+
+    quiet_libraries()
+    data_root = args.data_root or default_data_root()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bias-ray-bench-"))
+    model = args.model
+    if model is None:
+        from bias_ray.models import build_tiny_model
+
+        model = build_tiny_model(work / "tiny", data_root)
+    print(f"machine: {os.cpu_count()} CPUs, {_gib(psutil.virtual_memory().total)} RAM; model {model}; work {work}")
+    init_ray()
+
+    if args.overhead_prompts:
+        # one shard per batch, so both sides' "first unit done" is one batch
+        common = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "concurrency": 1,
+                  "shard_rows": args.batch_size}
+        spec = _spec(work / "overhead", model, data_root, args.overhead_prompts, **common)
+        bare_s, bare_tokens, bare_first = bare_loop(spec)
+        pipe_s, manifest = pipeline_run(spec)
+        n, b = args.overhead_prompts, args.batch_size
+        run = manifest["last_run"]
+        # after start-up: everything from the first finished batch to the end (the job's includes its
+        # finalisation); the job's first shard can reach the driver after later batches are done, so
+        # this favours the job a little and the end-to-end ratio is the figure to trust
+        bare_steady = (n - b) / (bare_s - bare_first)
+        pipe_steady = (n - run["first_shard_prompts"]) / (pipe_s - run["first_shard_s"])
+        print(f"(a) {n} prompts, batch {args.batch_size}, max_new_tokens {args.max_new_tokens}, 1 engine replica")
+        print(f"    bare loop : {bare_s:8.2f} s  {n / bare_s:9.1f} prompts/s  {bare_tokens / bare_s:9.1f} tokens/s")
+        print(f"    Ray Data  : {pipe_s:8.2f} s  {n / pipe_s:9.1f} prompts/s  "
+              f"{manifest['generated_tokens'] / pipe_s:9.1f} tokens/s")
+        print(f"    end to end: throughput ratio pipeline/bare = {bare_s / pipe_s:.3f} -> overhead "
+              f"{(pipe_s / bare_s - 1) * 100:+.1f}% (target <= +5%)")
+        print(f"    start-up (until the first batch is done): bare {bare_first:.2f} s, "
+              f"Ray Data {run['first_shard_s']:.2f} s")
+        print(f"    after start-up: bare {bare_steady:.1f} prompts/s, Ray Data {pipe_steady:.1f} "
+              f"prompts/s -> ratio pipeline/bare = {pipe_steady / bare_steady:.3f}, overhead "
+              f"{(bare_steady / pipe_steady - 1) * 100:+.1f}% (target <= +5%)")
+
+    if args.big:
+        spec = _spec(work / "big", model, data_root, args.big, batch_size=args.big_batch_size,
+                     max_new_tokens=args.big_max_new_tokens, temperature=0.0, shard_rows=args.big_shard_rows,
+                     max_prompt_tokens=args.big_max_prompt_tokens, few_shot=args.big_few_shot)
+        with MemorySampler() as mem:
+            wall, manifest = pipeline_run(spec)
+        print(f"(b) {args.big:,} prompts, batch {args.big_batch_size}, max_new_tokens {args.big_max_new_tokens} "
+              f"(greedy), max_prompt_tokens {args.big_max_prompt_tokens}, few_shot {args.big_few_shot}")
+        print(f"    wall {wall:.1f} s = {args.big / wall:,.1f} prompts/s, {manifest['generated_tokens']:,} tokens "
+              f"({manifest['generated_tokens'] / wall:,.1f} tokens/s), {manifest['shards']} shards, "
+              f"{manifest['quarantined']} quarantined, dropped {manifest['dropped']}")
+        print(f"    peak RSS: driver {_gib(mem.peak_self)}; process tree sum RSS {_gib(mem.peak_rss)}, "
+              f"PSS {_gib(mem.peak_pss)} (target < 4 GiB)")
+
+
+if __name__ == "__main__":
+    main()

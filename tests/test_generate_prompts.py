@@ -1,0 +1,168 @@
+"""Prompt plans, quality filters, engine configs and spec checks: fast, no Ray."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bias_ray.data.loaders import load_toxigen
+from bias_ray.generate.engines.http_engine import (
+    api_key,
+    completions_url,
+    make_payload,
+    parse_completion,
+    payload_settings,
+)
+from bias_ray.generate.prompts import build_prompts, load_template, make_plan
+from bias_ray.generate.quality import clean_generation, drop_reason, find_duplicates
+from bias_ray.spec import QualitySpec, SpecError, parse_spec
+from tests.conftest import micro_spec_dict
+
+
+@pytest.fixture(scope="module")
+def seeds(data_root):
+    rows = load_toxigen(data_root)
+    return rows[rows["split"] == "train"]
+
+
+def _spec(tmp_path, data_root, **generation):
+    model = tmp_path / "model"
+    model.mkdir(exist_ok=True)
+    gen = {"samples_per_bias_type": 30, "stances": {"biased": 1, "neutral": 1, "counter": 1}, **generation}
+    return parse_spec(micro_spec_dict(tmp_path, model, data_root, generation=gen,
+                                      bias_types=["religion", "gender"]))
+
+
+def test_prompts_are_deterministic_batch_independent_and_carry_provenance(tmp_path, data_root, seeds):
+    spec = _spec(tmp_path, data_root)
+    full = build_prompts(spec, seeds)
+    assert len(full) == 60 and full["sample_id"].is_unique
+    assert full.equals(build_prompts(spec, seeds))
+    assert full.groupby(["bias_type", "stance"]).size().to_dict() == {
+        (b, s): 10 for b in ("gender", "religion") for s in ("biased", "counter", "neutral")}
+    # any subset in any order rebuilds the same rows: what a resumed, re-batched run relies on
+    plan = make_plan(spec, seeds)
+    picked = np.array([59, 3, 17, 0, 42])
+    assert plan.rows(picked).reset_index(drop=True).equals(full.iloc[picked].reset_index(drop=True))
+    assert plan.sample_ids(picked) == full["sample_id"].iloc[picked].tolist()
+    # provenance: seed rows are real statements of the group, with the stance's label
+    template = load_template()
+    by_id = seeds.set_index("id")
+    for row in full.itertuples():
+        assert row.template_id == template["id"] and row.template_version == template["version"]
+        shots = row.seed_ids.split(",")
+        assert len(shots) == spec.generation.few_shot
+        assert set(by_id.loc[shots, "group"]) == {row.group}
+        wanted = template["stances"][row.stance]["seed_label"]
+        if ((seeds["group"] == row.group) & (seeds["label"] == wanted)).any():  # ToxiGen has no neutral 'trans'
+            assert set(by_id.loc[shots, "label"]) == {wanted}
+        assert all(by_id.loc[s, "text"] in row.prompt for s in shots)
+    assert full.loc[full["stance"] == "biased", "label"].eq(1).all()
+    assert full.loc[full["stance"] != "biased", "label"].eq(0).all()
+
+
+def test_sample_ids_hash_generation_settings(tmp_path, data_root, seeds):
+    base = build_prompts(_spec(tmp_path, data_root), seeds)
+    hotter = build_prompts(_spec(tmp_path, data_root, temperature=0.7), seeds)
+    assert not set(base["sample_id"]) & set(hotter["sample_id"])
+    more = build_prompts(_spec(tmp_path, data_root, samples_per_bias_type=60), seeds)
+    assert set(base["sample_id"]) < set(more["sample_id"])  # growing a job keeps the ids already made
+
+
+def test_template_without_a_requested_stance_is_rejected(tmp_path, data_root, seeds):
+    spec = _spec(tmp_path, data_root)
+    template = {"id": "t", "version": 1, "stances": {"biased": {"seed_label": 1, "label": 1, "header": "h {group}"}}}
+    with pytest.raises(ValueError, match="no stance"):
+        make_plan(spec, seeds, template)
+
+
+def test_quality_filters_and_deterministic_dedup():
+    q = QualitySpec(min_chars=5, max_chars=20)
+    assert clean_generation("  - women are fine\nnext line") == "women are fine"
+    assert drop_reason("", q) == "empty"
+    assert drop_reason("abc", q) == "too_short"
+    assert drop_reason("x" * 21, q) == "too_long"
+    assert drop_reason("I cannot do it", q) == "refusal"
+    assert drop_reason("a fine statement", q) == ""
+    rows = pd.DataFrame({"sample_id": ["c", "a", "b", "d", "e"], "text": ["x", "x", "y", "x", "y"],
+                         "drop_reason": ["", "", "", "too_short", ""]})
+    dups = find_duplicates(rows.sample(frac=1, random_state=1))
+    assert dict(zip(dups["sample_id"], dups["duplicate_of"])) == {"c": "a", "e": "b"}
+
+
+def test_engine_names_come_from_the_registry(tmp_path, data_root):
+    with pytest.raises(SpecError, match="unknown engine 'vlm'; allowed: http, transformers, vllm"):
+        _spec(tmp_path, data_root, engine="vlm")
+    with pytest.raises(SpecError, match="needs generation.endpoint"):
+        _spec(tmp_path, data_root, engine="http")
+    with pytest.raises(SpecError, match="must name an environment variable"):
+        _spec(tmp_path, data_root, engine="http", endpoint="http://x/v1", api_key_env="sk-secret value")
+    with pytest.raises(SpecError, match="template .* does not exist"):
+        _spec(tmp_path, data_root, template=str(tmp_path / "nope.yaml"))
+
+
+def test_http_requests_and_replies(tmp_path, data_root, monkeypatch):
+    spec = _spec(tmp_path, data_root, engine="http", endpoint="http://127.0.0.1:9/v1/", api_key_env="BR_TEST_KEY")
+    assert completions_url(spec.generation.endpoint) == "http://127.0.0.1:9/v1/completions"
+    assert completions_url("http://h/v1/completions") == "http://h/v1/completions"
+    monkeypatch.delenv("BR_TEST_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="BR_TEST_KEY"):
+        api_key(spec)
+    monkeypatch.setenv("BR_TEST_KEY", "k-123")
+    assert api_key(spec) == "k-123"
+    body = make_payload("p", "00000010abcd", payload_settings(spec))
+    assert body["seed"] == 16 and body["max_tokens"] == spec.generation.max_new_tokens and "k-123" not in str(body)
+    assert parse_completion({"choices": [{"text": " hi"}], "usage": {"completion_tokens": 2}}) == (" hi", 2, "")
+    for broken in ({"choices": []}, {"error": "x"}, None, {"choices": [{"text": None}]}):
+        text, tokens, error = parse_completion(broken)
+        assert (text, tokens) == ("", 0) and error.startswith("malformed response")
+
+
+def test_vllm_config_is_built_from_the_spec(tmp_path, data_root):
+    pytest.importorskip("ray.data.llm")
+    from bias_ray.generate.engines.vllm_engine import vllm_config
+
+    spec = _spec(tmp_path, data_root, engine="vllm", batch_size=64, concurrency=3, tensor_parallel_size=2,
+                 max_model_len=4096, options={"engine_kwargs": {"enable_prefix_caching": True}})
+    config = vllm_config(spec)
+    assert config.model_source == spec.models.generator
+    assert config.engine_kwargs["tensor_parallel_size"] == 2
+    assert config.engine_kwargs["max_model_len"] == 4096
+    assert config.engine_kwargs["enable_prefix_caching"] is True
+    assert (config.batch_size, config.concurrency) == (64, 3)
+    assert config.should_continue_on_error is True
+
+
+@pytest.mark.skipif(
+    __import__("importlib.util").util.find_spec("vllm") is None,
+    reason="vLLM is not installed (it needs a CUDA GPU; `pip install .[gpu]` on a GPU node runs this test)",
+)
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_vllm_processor_generates(tmp_path, data_root, tiny_model, ray_session):
+    from bias_ray.generate.pipeline import generate, load_augmented
+
+    spec = parse_spec(micro_spec_dict(tmp_path, tiny_model, data_root,
+                                      generation={"engine": "vllm", "samples_per_bias_type": 16, "batch_size": 8,
+                                                  "max_model_len": 256}))
+    generate(spec, progress=False)
+    assert len(load_augmented(spec)) > 0
+
+
+def test_crows_pairs_template_seeds_stances_from_the_pairs(tmp_path, data_root):
+    from bias_ray.data.loaders import load_crows_pairs
+    from bias_ray.spec import RESOURCES
+
+    spec = _spec(tmp_path, data_root, template=str(RESOURCES / "prompts" / "crows_pairs_statements.yaml"),
+                 stances={"biased": 1, "counter": 1}, samples_per_bias_type=8)
+    prompts = build_prompts(spec)
+    pairs = load_crows_pairs(data_root).set_index("id")
+    assert set(prompts["template_id"]) == {"crows_pairs_statements"}
+    assert set(prompts["group"]) == {"religion", "gender"}  # the bias types' crows_categories
+    for row in prompts.itertuples():
+        for seed in row.seed_ids.split(","):
+            pair_id, side = seed.rsplit(":", 1)
+            assert side == ("stereo" if row.stance == "biased" else "anti")
+            assert pairs.loc[pair_id, "bias_type"] == row.group
+            assert pairs.loc[pair_id, "text" if side == "stereo" else "text_anti"] in row.prompt
