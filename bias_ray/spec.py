@@ -141,6 +141,18 @@ class MitigationSpec(_Strict):
             raise ValueError(f"unknown mitigation {v!r}; allowed: {', '.join(MITIGATIONS.names())}")
         return v
 
+    @model_validator(mode="after")
+    def _valid_params(self) -> MitigationSpec:
+        """Each mitigation declares its parameters; bad ones fail here, before any work starts.
+
+        The keys given are kept (so labels stay short) with validated values (paths made absolute).
+        """
+        from bias_ray.train.mitigations import MITIGATIONS, validate_params
+
+        checked = validate_params(MITIGATIONS.get(self.name), self.params).model_dump(by_alias=True)
+        self.params = {k: checked[k] for k in self.params}
+        return self
+
     @property
     def label(self) -> str:
         """A short unique name for tables, e.g. ``loss(lambda=0.5)``."""

@@ -2,7 +2,9 @@
 
 Each evaluation calls ``tune.report`` with the metrics and a checkpoint holding the trainable
 weights, the optimizer and the step, so schedulers can stop weak trials and a failed or
-interrupted trial resumes where it stopped.
+interrupted trial resumes where it stopped. The loop itself (:func:`fit`) knows nothing of Tune:
+it takes a ``report(metrics, state)`` callback and an optional state to resume from, so tests
+and notebooks run it in-process.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,8 @@ from bias_ray.data.loaders import load_toxigen
 from bias_ray.evaluate.metrics import compute_all
 from bias_ray.mix import mix
 from bias_ray.spec import SweepSpec, parse_spec
-from bias_ray.train.mitigations import MITIGATIONS, Mitigation
+from bias_ray.train.mitigations import MITIGATIONS, Mitigation, TrialContext
+from bias_ray.train.mitigations._text import encode
 
 STATE_FILE = "trial_state.pt"
 
@@ -65,7 +69,7 @@ def build_student(spec: SweepSpec, mitigation: Mitigation):
 
 
 def _encode(tokenizer, texts: list[str], max_length: int) -> dict[str, Any]:
-    return tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return encode(tokenizer, texts, max_length)
 
 
 def predict(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
@@ -94,21 +98,32 @@ def evaluate_rows(model, tokenizer, test: pd.DataFrame, groups: list[str], max_l
     return out
 
 
-def train_trial(config: dict[str, Any], spec_dict: dict[str, Any]) -> None:
-    """Tune function trainable for one grid cell (bias_ratio, bias_type, mitigation, seed)."""
+Report = Callable[[dict[str, Any], dict[str, Any]], None]
+
+
+def build_mitigation(spec: SweepSpec, config: dict[str, Any]) -> Mitigation:
+    """The trial's mitigation, set up for its bias type."""
+    m_spec = spec.mitigation(config["mitigation"])
+    mitigation = MITIGATIONS.get(m_spec.name)(**m_spec.params)
+    bias = spec.bias_type(config["bias_type"])
+    mitigation.setup(TrialContext(bias_type=bias.name, groups=list(bias.groups), max_length=spec.training.max_length))
+    return mitigation
+
+
+def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str, Any] | None = None) -> dict:
+    """Train one grid cell, calling ``report(metrics, state)`` every ``eval_every`` steps and at the end.
+
+    Uses ``config["cpus"]`` torch threads (default 1). ``state`` (as passed to ``report``) resumes
+    the run: trainable weights, optimizer and step. The batch order is a function of (seed, epoch)
+    only, so a resumed run sees the batches it would have seen. Returns the last metrics.
+    """
     import torch
-    from ray import tune
 
-    from bias_ray.runtime import quiet_libraries
-
-    quiet_libraries()
-    torch.set_num_threads(max(1, int(config.get("cpus", 1))))
-    spec = parse_spec(spec_dict, check_files=False)
+    torch.set_num_threads(max(1, int(config.get("cpus", 1))))  # more threads than CPUs thrash on small models
     seed = int(config["seed"])
     torch.manual_seed(seed)
     np.random.seed(seed)
-    m_spec = spec.mitigation(config["mitigation"])
-    mitigation = MITIGATIONS.get(m_spec.name)(**m_spec.params)
+    mitigation = build_mitigation(spec, config)
     bias = spec.bias_type(config["bias_type"])
 
     train, test = trial_data(spec, bias.name, float(config["bias_ratio"]), seed)
@@ -122,16 +137,15 @@ def train_trial(config: dict[str, Any], spec_dict: dict[str, Any]) -> None:
     steps_per_epoch = math.ceil(len(train) / tr.batch_size)
     total_steps = steps_per_epoch * tr.epochs
     step = 0
-    checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / STATE_FILE, weights_only=False)
+    if state:
         model.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
+        step = int(state["step"])
+    start_step = step
 
     started = time.time()
     losses: list[float] = []
+    metrics: dict[str, Any] = {}
     model.train()
     while step < total_steps:
         epoch, offset = divmod(step, steps_per_epoch)
@@ -139,11 +153,11 @@ def train_trial(config: dict[str, Any], spec_dict: dict[str, Any]) -> None:
         idx = order[offset * tr.batch_size : (offset + 1) * tr.batch_size]
         rows = train.iloc[idx]
         batch = _encode(tokenizer, rows["text"].astype(str).tolist(), tr.max_length)
-        batch["labels"] = torch.as_tensor(rows["label"].to_numpy(), dtype=torch.long)
+        batch["labels"] = torch.tensor(rows["label"].to_numpy(), dtype=torch.long)
         batch = mitigation.transform_batch(batch, rows)
         outputs = model(**batch)
         loss = outputs.loss
-        extra = mitigation.extra_loss(model, batch, outputs)
+        extra = mitigation.extra_loss(model, batch, outputs, rows)
         if extra is not None:
             loss = loss + extra
         optimizer.zero_grad()
@@ -155,6 +169,7 @@ def train_trial(config: dict[str, Any], spec_dict: dict[str, Any]) -> None:
             metrics = evaluate_rows(model, tokenizer, test, bias.groups, tr.max_length)
             metrics.update(
                 step=step,
+                start_step=start_step,
                 epoch=step / steps_per_epoch,
                 train_loss=float(np.mean(losses)) if losses else float("nan"),
                 realised_ratio=realised_ratio,
@@ -164,9 +179,36 @@ def train_trial(config: dict[str, Any], spec_dict: dict[str, Any]) -> None:
                 **mitigation.stats(),
             )
             losses = []
-            with tempfile.TemporaryDirectory() as d:
-                trainable = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-                torch.save({"model": trainable, "optimizer": optimizer.state_dict(), "step": step},
-                           os.path.join(d, STATE_FILE))
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+            trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+            report(metrics, {"model": trainable, "optimizer": optimizer.state_dict(), "step": step})
+    return metrics
 
+
+def tune_report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+    """Report to Tune with a checkpoint holding ``state``."""
+    import torch
+    from ray import tune
+
+    with tempfile.TemporaryDirectory() as d:
+        torch.save(state, os.path.join(d, STATE_FILE))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def train_trial(config: dict[str, Any], spec_dict: dict[str, Any], report: Report | None = None) -> None:
+    """Tune function trainable for one grid cell (bias_ratio, bias_type, mitigation, seed).
+
+    Resumes from ``tune.get_checkpoint()`` when Tune restarts a failed trial or a sweep.
+    """
+    import torch
+    from ray import tune
+
+    from bias_ray.runtime import quiet_libraries
+
+    quiet_libraries()
+    spec = parse_spec(spec_dict, check_files=False)
+    state = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / STATE_FILE, weights_only=False)
+    fit(spec, config, report or tune_report, state)
