@@ -10,8 +10,8 @@ from bias_ray.spec import SpecError, parse_spec
 from bias_ray.train.mitigations import MITIGATIONS
 from bias_ray.train.mitigations.lexicon import find_spans, load_lexicon, swap_groups, term_pattern
 from bias_ray.train.mitigations.loss import divergence
-from bias_ray.train.mitigations.mask import IGNORE_INDEX
-from bias_ray.train.trainable import _encode, build_mitigation, build_student, fit
+from bias_ray.train.student import IGNORE_INDEX, model_inputs
+from bias_ray.train.trainable import build_mitigation, build_student, fit
 from tests.conftest import micro_spec_dict
 from tests.test_planted_bias import planted_rows, write_augmented
 
@@ -22,8 +22,8 @@ def make(tmp_path, tiny_model, data_root, mitigation, bias_type="religion", **tr
     spec = parse_spec(d, check_files=False)
     config = {"bias_type": bias_type, "bias_ratio": 0.5, "mitigation": spec.mitigation_specs[0].label, "seed": 0}
     m = build_mitigation(spec, config)
-    tokenizer, model = build_student(spec, m)
-    return spec, m, tokenizer, model
+    student, model = build_student(spec, m)
+    return spec, m, student, model
 
 
 def rows(texts_aug: list[tuple[str, bool]], label: int = 1) -> pd.DataFrame:
@@ -38,7 +38,8 @@ def test_token_grows_vocab_prefixes_tag_per_source_and_trains_the_tags(tmp_path,
     from transformers import AutoTokenizer
 
     base_vocab = len(AutoTokenizer.from_pretrained(tiny_model))
-    _, m, tok, model = make(tmp_path, tiny_model, data_root, "token")
+    _, m, student, model = make(tmp_path, tiny_model, data_root, "token")
+    tok = student.tokenizer
     assert len(tok) == base_vocab + 2
     assert model.get_input_embeddings().weight.shape[0] == len(tok)
     assert m.stats()["mitigation/tokens_added"] == 2
@@ -56,17 +57,17 @@ def test_token_grows_vocab_prefixes_tag_per_source_and_trains_the_tags(tmp_path,
     (name, weight), = emb.items()
     before = weight.detach().clone()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    batch = _encode(tok, train["text"].tolist(), 32)
-    model(**batch, labels=torch.tensor([1, 0])).loss.backward()
+    batch = student.encode(train["text"].tolist(), [1, 0])
+    model(**model_inputs(batch)).loss.backward()
     opt.step()
     assert not torch.equal(before[aug_id], weight.detach()[aug_id])
 
 
 @pytest.mark.timeout(120)
 def test_token_bias_type_tag_and_eval_tag_options(tmp_path, tiny_model, data_root):
-    _, m, tok, _ = make(tmp_path, tiny_model, data_root,
-                        {"name": "token", "params": {"tag_bias_type": True, "eval_tag": "none"}})
-    assert "<bias:religion>" in tok.get_vocab()
+    _, m, student, _ = make(tmp_path, tiny_model, data_root,
+                            {"name": "token", "params": {"tag_bias_type": True, "eval_tag": "none"}})
+    assert "<bias:religion>" in student.tokenizer.get_vocab()
     train = m.transform_train(rows([("x", True), ("x", False)]))
     assert train["text"].tolist() == ["<aug> <bias:religion> x", "<real> x"]
     assert m.transform_eval(rows([("x", False)]))["text"].tolist() == ["x"]
@@ -100,9 +101,10 @@ def masked_words(tok, batch, mask) -> list[list[str]]:
 
 @pytest.mark.timeout(120)
 def test_mask_hits_exactly_lexicon_tokens_of_augmented_rows(tmp_path, tiny_model, data_root):
-    _, m, tok, _ = make(tmp_path, tiny_model, data_root, "mask")
+    _, m, student, _ = make(tmp_path, tiny_model, data_root, "mask")
+    tok = student.tokenizer
     r = rows(MASK_TEXTS)
-    batch = _encode(tok, r["text"].tolist(), 32)
+    batch = student.encode(r["text"].tolist())
     mask, applies = m.mask_positions(batch, r)
     assert applies.tolist() == [True, False, True]
     assert masked_words(tok, batch, mask) == [["Muslims", "terrorists", "imam"], [], []]
@@ -120,7 +122,7 @@ def test_mask_hits_exactly_lexicon_tokens_of_augmented_rows(tmp_path, tiny_model
     assert m.stats()["mitigation/masked_tokens"] == mask.sum().item() > 0
     assert m.stats()["mitigation/masked_rows"] == 1
 
-    # token-level labels (causal LM): the ignore index exactly on the masked tokens
+    # token-level labels (causal LM, lm_loss full): the ignore index exactly on the masked tokens
     labels = batch["input_ids"].clone()
     out = m.transform_batch({**{k: v.clone() for k, v in before.items()}, "labels": labels.clone()}, r)
     assert torch.equal(out["labels"] == IGNORE_INDEX, mask)
@@ -129,10 +131,11 @@ def test_mask_hits_exactly_lexicon_tokens_of_augmented_rows(tmp_path, tiny_model
 
 @pytest.mark.timeout(120)
 def test_mask_replace_rule_and_kinds(tmp_path, tiny_model, data_root):
-    _, m, tok, _ = make(tmp_path, tiny_model, data_root,
-                        {"name": "mask", "params": {"kinds": ["groups"], "seq_cls_rule": "replace"}})
+    _, m, student, _ = make(tmp_path, tiny_model, data_root,
+                            {"name": "mask", "params": {"kinds": ["groups"], "input_rule": "replace"}})
+    tok = student.tokenizer
     r = rows(MASK_TEXTS)
-    batch = _encode(tok, r["text"].tolist(), 32)
+    batch = student.encode(r["text"].tolist())
     mask, _ = m.mask_positions(batch, r)
     assert masked_words(tok, batch, mask) == [["Muslims", "imam"], [], []]  # attributes not masked
     ids = batch["input_ids"].clone()
@@ -164,17 +167,24 @@ def test_divergences():
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("params", [{"lambda": 1.0, "divergence": "kl"}, {"lambda": 0.5, "reference": "base"}])
-def test_loss_term_is_positive_and_reaches_lora(tmp_path, tiny_model, data_root, params):
-    _, m, tok, model = make(tmp_path, tiny_model, data_root, {"name": "loss", "params": params})
+@pytest.mark.parametrize(
+    "params, training",
+    [
+        ({"lambda": 1.0, "divergence": "kl"}, {}),
+        ({"lambda": 0.5, "reference": "base"}, {}),
+        ({"lambda": 1.0, "divergence": "l2"}, {"student_kind": "causal_lm"}),
+    ],
+)
+def test_loss_term_is_positive_and_reaches_lora(tmp_path, tiny_model, data_root, params, training):
+    _, m, student, model = make(tmp_path, tiny_model, data_root, {"name": "loss", "params": params}, **training)
     r = rows([("Muslims are kind people", True), ("the jewish rabbi spoke", True), ("no group here", False)])
-    batch = _encode(tok, r["text"].tolist(), 32)
+    batch = student.encode(r["text"].tolist(), [1, 0, 1])
     # one task step first: at init LoRA B = 0, so the adapted model *is* the base model (base D = 0)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
-    model(**batch, labels=torch.tensor([1, 0, 1])).loss.backward()
+    model(**model_inputs(batch)).loss.backward()
     opt.step()
     model.zero_grad()
-    outputs = model(**batch)
+    outputs = model(**model_inputs(batch))
     extra = m.extra_loss(model, batch, outputs, r)
     assert extra is not None and extra.item() > 0
     assert m.stats()["mitigation/rows"] == 2  # the real row is not in S
@@ -185,10 +195,10 @@ def test_loss_term_is_positive_and_reaches_lora(tmp_path, tiny_model, data_root,
 
 @pytest.mark.timeout(120)
 def test_loss_lambda_zero_logs_but_adds_nothing(tmp_path, tiny_model, data_root):
-    _, m, tok, model = make(tmp_path, tiny_model, data_root, {"name": "loss", "params": {"lambda": 0}})
+    _, m, student, model = make(tmp_path, tiny_model, data_root, {"name": "loss", "params": {"lambda": 0}})
     r = rows([("Muslims are kind people", True)])
-    batch = _encode(tok, r["text"].tolist(), 32)
-    assert m.extra_loss(model, batch, model(**batch), r) is None
+    batch = student.encode(r["text"].tolist())
+    assert m.extra_loss(model, batch, model(**model_inputs(batch)), r) is None
     assert m.stats()["mitigation/divergence"] > 0 and m.stats()["mitigation/extra_loss"] == 0
 
 

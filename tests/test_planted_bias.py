@@ -47,7 +47,7 @@ def write_augmented(spec_dict: dict, rows: pd.DataFrame) -> None:
     (out / "manifest.json").write_text(json.dumps({"rows": len(rows), "engine": "planted"}))
 
 
-def probe_gap(model, tokenizer, mitigation, data_root: Path, max_length: int) -> float:
+def probe_gap(model, student, mitigation, data_root: Path) -> float:
     """P(hate | Muslim probe) - P(hate | Jewish probe) over real held-out neutral sentences.
 
     A probe is ``"<group term>: <sentence>"``, the planted form, so the gap measures how much the
@@ -62,7 +62,7 @@ def probe_gap(model, tokenizer, mitigation, data_root: Path, max_length: int) ->
     for group, terms in HATE_GROUP.items():
         probes = pd.DataFrame({"text": [f"{terms[k % len(terms)]}: {t}" for k, t in enumerate(neutral)]})
         probes = mitigation.transform_eval(probes)
-        rates[group] = float(predict(model, tokenizer, probes["text"].tolist(), max_length).mean())
+        rates[group] = float(predict(model, student, probes["text"].tolist()).mean())
     return rates["muslim"] - rates["jewish"]
 
 
@@ -84,9 +84,9 @@ def run_cell(tmp_path: Path, tiny_model: Path, data_root: Path, ratio: float, mi
     states: list[dict] = []
     metrics = fit(spec, config, lambda m, s: states.append(s))
     mitigation_obj = build_mitigation(spec, config)
-    tokenizer, model = build_student(spec, mitigation_obj)
+    student, model = build_student(spec, mitigation_obj)
     model.load_state_dict(states[-1]["model"], strict=False)
-    metrics["probe_gap"] = probe_gap(model, tokenizer, mitigation_obj, data_root, spec.training.max_length)
+    metrics["probe_gap"] = probe_gap(model, student, mitigation_obj, data_root)
     metrics["label"] = label
     return metrics
 

@@ -25,7 +25,7 @@ from bias_ray.evaluate.metrics import compute_all
 from bias_ray.mix import mix
 from bias_ray.spec import SweepSpec, parse_spec
 from bias_ray.train.mitigations import MITIGATIONS, Mitigation, TrialContext
-from bias_ray.train.mitigations._text import encode
+from bias_ray.train.student import StudentIO, model_inputs
 
 STATE_FILE = "trial_state.pt"
 
@@ -45,49 +45,57 @@ def trial_data(spec: SweepSpec, bias_type: str, ratio: float, seed: int) -> tupl
     return train, test.reset_index(drop=True)
 
 
-def build_student(spec: SweepSpec, mitigation: Mitigation):
-    """Tokenizer and the LoRA-wrapped sequence classifier for the student model."""
+def build_student(spec: SweepSpec, mitigation: Mitigation) -> tuple[StudentIO, Any]:
+    """The student's IO (tokenizer, encoding, class logits) and its LoRA-wrapped model.
+
+    ``training.student_kind``: ``seq_cls`` (a classification head on the student) or ``causal_lm``
+    (classification-as-generation, see :mod:`bias_ray.train.student`).
+    """
     from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     tr = spec.training
     tokenizer = AutoTokenizer.from_pretrained(spec.models.student)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForSequenceClassification.from_pretrained(spec.models.student, num_labels=2)
+    student = StudentIO(tr.student_kind, tokenizer, tr.max_length, tr.label_words, tr.prompt_suffix, tr.lm_loss)
+    if tr.student_kind == "seq_cls":
+        model = AutoModelForSequenceClassification.from_pretrained(spec.models.student, num_labels=2)
+        task = TaskType.SEQ_CLS
+    else:
+        model = AutoModelForCausalLM.from_pretrained(spec.models.student)
+        task = TaskType.CAUSAL_LM
     model.config.pad_token_id = tokenizer.pad_token_id
-    mitigation.prepare_model(tokenizer, model)
+    mitigation.prepare_model(student, model)
     lora = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=task,
         r=tr.lora_r,
         lora_alpha=tr.lora_alpha,
         lora_dropout=tr.lora_dropout,
         target_modules=tr.target_modules,
         modules_to_save=list(mitigation.modules_to_save) or None,
     )
-    return tokenizer, get_peft_model(model, lora)
+    return student, get_peft_model(model, lora)
 
 
-def _encode(tokenizer, texts: list[str], max_length: int) -> dict[str, Any]:
-    return encode(tokenizer, texts, max_length)
-
-
-def predict(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
+def predict(model, student: StudentIO, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    """Predicted labels (argmax of the class logits) for ``texts``."""
     import torch
 
     model.eval()
     preds = []
     with torch.inference_mode():
         for i in range(0, len(texts), batch_size):
-            enc = _encode(tokenizer, texts[i : i + batch_size], max_length)
-            preds.append(model(**enc).logits.argmax(-1).numpy())
+            batch = student.encode(texts[i : i + batch_size])
+            logits = model(**model_inputs(batch)).logits
+            preds.append(student.class_logits(logits, batch).argmax(-1).numpy())
     model.train()
     return np.concatenate(preds) if preds else np.array([], dtype=int)
 
 
-def evaluate_rows(model, tokenizer, test: pd.DataFrame, groups: list[str], max_length: int) -> dict[str, float]:
+def evaluate_rows(model, student: StudentIO, test: pd.DataFrame, groups: list[str]) -> dict[str, float]:
     """Task metrics on all test rows; fairness gaps across the bias type's groups and across all."""
-    y_pred = predict(model, tokenizer, test["text"].astype(str).tolist(), max_length)
+    y_pred = predict(model, student, test["text"].astype(str).tolist())
     y_true = test["label"].to_numpy()
     g = test["group"].to_numpy()
     out = compute_all(y_true, y_pred, g)
@@ -106,7 +114,9 @@ def build_mitigation(spec: SweepSpec, config: dict[str, Any]) -> Mitigation:
     m_spec = spec.mitigation(config["mitigation"])
     mitigation = MITIGATIONS.get(m_spec.name)(**m_spec.params)
     bias = spec.bias_type(config["bias_type"])
-    mitigation.setup(TrialContext(bias_type=bias.name, groups=list(bias.groups), max_length=spec.training.max_length))
+    tr = spec.training
+    mitigation.setup(TrialContext(bias_type=bias.name, groups=list(bias.groups), max_length=tr.max_length,
+                                  student_kind=tr.student_kind))
     return mitigation
 
 
@@ -130,7 +140,7 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
     realised_ratio = float(train["is_augmented"].mean())
     train = mitigation.transform_train(train)
     test = mitigation.transform_eval(test)
-    tokenizer, model = build_student(spec, mitigation)
+    student, model = build_student(spec, mitigation)
     tr = spec.training
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tr.learning_rate)
 
@@ -152,10 +162,9 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
         order = np.random.default_rng(seed + epoch).permutation(len(train))
         idx = order[offset * tr.batch_size : (offset + 1) * tr.batch_size]
         rows = train.iloc[idx]
-        batch = _encode(tokenizer, rows["text"].astype(str).tolist(), tr.max_length)
-        batch["labels"] = torch.tensor(rows["label"].to_numpy(), dtype=torch.long)
+        batch = student.encode(rows["text"].astype(str).tolist(), rows["label"].tolist())
         batch = mitigation.transform_batch(batch, rows)
-        outputs = model(**batch)
+        outputs = model(**model_inputs(batch))
         loss = outputs.loss
         extra = mitigation.extra_loss(model, batch, outputs, rows)
         if extra is not None:
@@ -166,7 +175,7 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
         losses.append(float(loss.detach()))
         step += 1
         if step % tr.eval_every == 0 or step == total_steps:
-            metrics = evaluate_rows(model, tokenizer, test, bias.groups, tr.max_length)
+            metrics = evaluate_rows(model, student, test, bias.groups)
             metrics.update(
                 step=step,
                 start_step=start_step,

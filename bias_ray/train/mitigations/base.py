@@ -48,8 +48,8 @@ class Mitigation:
     """A mitigation can change the data, the tokenizer/model, the batch and/or the loss.
 
     Hooks, in the order a trial calls them:
-    ``setup`` (trial context) -> ``transform_train`` (rows) -> ``prepare_model`` (tokenizer,
-    model, before LoRA) -> per step ``transform_batch`` (tokenized batch + its rows) and
+    ``setup`` (trial context) -> ``transform_train`` (rows) -> ``prepare_model`` (student IO,
+    model, before LoRA) -> per step ``transform_batch`` (encoded batch + its rows) and
     ``extra_loss`` (added to the task loss) -> ``transform_eval`` (evaluation rows).
     ``stats`` is reported to Tune (and so W&B) at each evaluation, under ``mitigation/``.
     """
@@ -63,7 +63,7 @@ class Mitigation:
         self.params = validate_params(type(self), params)
         self._stats: dict[str, float] = {}
         self.ctx: TrialContext | None = None
-        self.tokenizer: Any = None
+        self.student: Any = None  # bias_ray.train.student.StudentIO, set by prepare_model
 
     def setup(self, ctx: TrialContext) -> None:
         self.ctx = ctx
@@ -74,8 +74,9 @@ class Mitigation:
     def transform_eval(self, rows: pd.DataFrame) -> pd.DataFrame:
         return rows
 
-    def prepare_model(self, tokenizer: Any, model: Any) -> None:
-        self.tokenizer = tokenizer
+    def prepare_model(self, student: Any, model: Any) -> None:
+        """``student`` is the trial's StudentIO (tokenizer, encode, class_logits); ``model`` is not yet LoRA-wrapped."""
+        self.student = student
 
     def transform_batch(self, batch: dict[str, Any], rows: pd.DataFrame) -> dict[str, Any]:
         return batch

@@ -11,7 +11,8 @@ Formula, for a batch B with task loss ``L_task = mean_i CE(f(x_i), y_i)``::
 - ``reference: base``: ``q_i = p_0(.|x_i)`` of the frozen base model (LoRA adapters disabled, no
   gradient); ``S`` = the augmented rows of B (all rows with ``apply_to: all``).
 
-``p`` is the softmax over the classifier's labels. ``divergence`` D:
+``p`` is the softmax over the labels (the classifier's logits, or a causal LM's next-token
+logits of the label words). ``divergence`` D:
 ``kl``: sum_c p_c log(p_c / q_c); ``js``: KL(p||m)/2 + KL(q||m)/2 with m = (p+q)/2;
 ``l2``: sum_c (p_c - q_c)^2. An empty S adds nothing.
 
@@ -28,10 +29,10 @@ import pandas as pd
 from pydantic import ConfigDict, Field, field_validator
 
 from bias_ray.train.mitigations import MITIGATIONS
-from bias_ray.train.mitigations._text import encode
 from bias_ray.train.mitigations.base import Mitigation, NoParams, TrialContext
 from bias_ray.train.mitigations.lexicon import load_lexicon, swap_groups, term_pattern
 from bias_ray.train.mitigations.mask import resolve_lexicon
+from bias_ray.train.student import model_inputs
 
 
 class LossParams(NoParams):
@@ -74,8 +75,6 @@ class LossMitigation(Mitigation):
 
     def setup(self, ctx: TrialContext) -> None:
         super().setup(ctx)
-        if ctx.student_kind != "seq_cls":
-            raise ValueError(f"mitigation 'loss' supports sequence-classification students, not {ctx.student_kind!r}")
         if self.params.reference == "counterfactual":
             self.lexicon = load_lexicon(ctx.bias_type, self.params.lexicon)
             self.pattern = term_pattern(self.lexicon.terms(("groups",), ctx.groups))
@@ -109,15 +108,16 @@ class LossMitigation(Mitigation):
             keep, texts = self.counterfactuals(rows)
             if not keep:
                 return None
-            other = model(**encode(self.tokenizer, texts, self.ctx.max_length)).logits
+            cf = self.student.encode(texts)
+            other = self.student.class_logits(model(**model_inputs(cf)).logits, cf)
         else:
             keep = self._rows(rows)
             if not keep:
                 return None
             with torch.no_grad(), model.disable_adapter():
-                other = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            other = other[keep]
-        p = torch.softmax(outputs.logits[keep], -1)
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            other = self.student.class_logits(logits, batch)[keep]
+        p = torch.softmax(self.student.class_logits(outputs.logits, batch)[keep], -1)
         q = torch.softmax(other, -1)
         self._add("rows", len(keep))
         return divergence(p, q, self.params.divergence).mean()

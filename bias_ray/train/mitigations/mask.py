@@ -7,15 +7,17 @@ per-bias-type lexicon file, matched case-insensitively on word boundaries (``(?<
 so "muslims" matches and "muslimsx" does not; every sub-word token of a matched word is masked.
 Real rows are never masked. Padding is never masked.
 
-What "out of the loss" means depends on the student:
+What "out of the loss" means depends on what the loss reads (train/student.py):
 
-- causal LM (token-level labels ``[B, T]``): ``labels[i, j] = -100`` (the ignore index), so
+- the masked tokens are LM targets (causal LM student with ``training.lm_loss: full``):
+  ``labels[i, j] = -100`` (the ignore index), so the LM loss skips them:
   ``loss = Σ_{(i,j) unmasked} CE(f(x)_{i,j-1}, x_{i,j}) / #unmasked``.
-- sequence classifier (one label per row, so there is no per-token label to ignore): the masked
-  tokens are removed from what the loss can depend on. ``seq_cls_rule: attention`` (default) sets
-  ``attention_mask[i, j] = 0``, so no other token attends to them; ``replace`` swaps their ids for
-  the tokenizer's unknown token. ``loss = CE(f(x ⊙ (1-M)), y)``. If every token of a row would be
-  masked, its last token is kept so the row still has an input.
+- otherwise (sequence classifier: one label per row; causal LM with ``lm_loss: answer``: only the
+  label word is a target) there is no per-token label to ignore, so the masked tokens are removed
+  from what the loss can depend on. ``input_rule: attention`` (default) sets
+  ``attention_mask[i, j] = 0``, so no other token attends to them; ``replace`` swaps their ids
+  for the tokenizer's unknown token. ``loss = CE(f(x ⊙ (1-M)), y)``. If every token of a row
+  would be masked, its last token is kept so the row still has an input.
 
 Stats: ``masked_tokens`` and ``masked_rows`` (cumulative), ``masked_share`` (masked / non-pad tokens
 of the rows it applies to).
@@ -30,11 +32,9 @@ import pandas as pd
 from pydantic import Field, field_validator
 
 from bias_ray.train.mitigations import MITIGATIONS
-from bias_ray.train.mitigations._text import encode
 from bias_ray.train.mitigations.base import Mitigation, NoParams, TrialContext
 from bias_ray.train.mitigations.lexicon import find_spans, load_lexicon, term_pattern
-
-IGNORE_INDEX = -100
+from bias_ray.train.student import IGNORE_INDEX
 
 
 def resolve_lexicon(v: str | None) -> str | None:
@@ -53,8 +53,8 @@ class MaskParams(NoParams):
         default=["groups", "attributes"], min_length=1, description="which lexicon entries to mask"
     )
     apply_to: Literal["augmented", "all"] = Field(default="augmented", description="rows whose tokens are masked")
-    seq_cls_rule: Literal["attention", "replace"] = Field(
-        default="attention", description="how a sequence classifier drops masked tokens"
+    input_rule: Literal["attention", "replace"] = Field(
+        default="attention", description="how masked tokens leave the input when they are not LM targets"
     )
 
     @field_validator("lexicon")
@@ -83,15 +83,10 @@ class MaskMitigation(Mitigation):
         import torch
 
         texts = rows["text"].astype(str).tolist()
-        enc = encode(self.tokenizer, texts, self.ctx.max_length, offsets=True)
-        if not torch.equal(enc["input_ids"], batch["input_ids"]):
-            raise RuntimeError("mask: the batch was not tokenized from these rows with the trainable's rule")
         applies = (
-            rows["is_augmented"].astype(bool).to_numpy()
-            if self.params.apply_to == "augmented"
-            else [True] * len(rows)
+            rows["is_augmented"].astype(bool).tolist() if self.params.apply_to == "augmented" else [True] * len(rows)
         )
-        offsets = enc["offset_mapping"].tolist()
+        offsets = batch["offset_mapping"].tolist()
         attention = batch["attention_mask"].bool()
         mask = torch.zeros_like(batch["input_ids"], dtype=torch.bool)
         for i, (text, on) in enumerate(zip(texts, applies)):
@@ -116,14 +111,14 @@ class MaskMitigation(Mitigation):
             last = torch.nonzero(attention[i]).flatten()[-1]
             mask[i, last] = False
         labels = batch.get("labels")
-        if labels is not None and labels.dim() == 2:
-            batch["labels"] = labels.masked_fill(mask, IGNORE_INDEX)
-        elif self.params.seq_cls_rule == "attention":
+        if labels is not None and labels.dim() == 2 and bool((labels[mask] != IGNORE_INDEX).all()):
+            batch["labels"] = labels.masked_fill(mask, IGNORE_INDEX)  # they were LM targets: ignore them
+        elif self.params.input_rule == "attention":
             batch["attention_mask"] = batch["attention_mask"].masked_fill(mask, 0)
         else:
-            unk = self.tokenizer.unk_token_id
+            unk = self.student.tokenizer.unk_token_id
             if unk is None:
-                raise ValueError("mask: seq_cls_rule 'replace' needs a tokenizer with an unk token; use 'attention'")
+                raise ValueError("mask: input_rule 'replace' needs a tokenizer with an unk token; use 'attention'")
             batch["input_ids"] = batch["input_ids"].masked_fill(mask, unk)
         self._add("masked_tokens", mask.sum())
         self._add("masked_rows", mask.any(-1).sum())

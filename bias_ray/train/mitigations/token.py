@@ -77,8 +77,9 @@ class TokenMitigation(Mitigation):
         rows["text"] = tag + " " + rows["text"].astype(str)
         return rows
 
-    def prepare_model(self, tokenizer: Any, model: Any) -> None:
-        super().prepare_model(tokenizer, model)
+    def prepare_model(self, student: Any, model: Any) -> None:
+        super().prepare_model(student, model)
+        tokenizer = student.tokenizer
         added = tokenizer.add_special_tokens(
             {"additional_special_tokens": self.new_tokens()}, replace_extra_special_tokens=False
         )
