@@ -115,8 +115,7 @@ def build_mitigation(spec: SweepSpec, config: dict[str, Any]) -> Mitigation:
     mitigation = MITIGATIONS.get(m_spec.name)(**m_spec.params)
     bias = spec.bias_type(config["bias_type"])
     tr = spec.training
-    mitigation.setup(TrialContext(bias_type=bias.name, groups=list(bias.groups), max_length=tr.max_length,
-                                  student_kind=tr.student_kind))
+    mitigation.setup(TrialContext(bias_type=bias.name, groups=list(bias.groups), student_kind=tr.student_kind))
     return mitigation
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pandas as pd
@@ -21,9 +21,7 @@ class TrialContext:
 
     bias_type: str
     groups: list[str]
-    max_length: int = 64
     student_kind: str = "seq_cls"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def validate_params(cls: type[Mitigation], params: dict[str, Any]) -> BaseModel:
