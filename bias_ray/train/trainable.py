@@ -205,7 +205,8 @@ def tune_report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
 def train_trial(config: dict[str, Any], spec_dict: dict[str, Any], report: Report | None = None) -> None:
     """Tune function trainable for one grid cell (bias_ratio, bias_type, mitigation, seed).
 
-    Resumes from ``tune.get_checkpoint()`` when Tune restarts a failed trial or a sweep.
+    Resumes from ``tune.get_checkpoint()`` when Tune restarts a failed trial or a sweep. ``report``
+    replaces :func:`tune_report` (tests wrap it to inject a crash after a checkpoint).
     """
     import torch
     from ray import tune
