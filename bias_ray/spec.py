@@ -130,7 +130,7 @@ class TrainingSpec(_Strict):
         default="seq_cls", description="Sequence classifier, or a causal LM writing the label (train/student.py)."
     )
     label_words: list[str] = Field(
-        default=["neutral", "hate"], description="causal_lm: the word written for label 0, 1, ..."
+        default=["neutral", "hate"], description="causal_lm: the words written for label 0 and label 1."
     )
     prompt_suffix: str = Field(default="\nAnswer:", description="causal_lm: text between the sample and its label.")
     lm_loss: Literal["answer", "full"] = Field(
