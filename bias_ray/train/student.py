@@ -7,7 +7,8 @@ CE over the C labels. ``causal_lm`` (classification-as-generation): the input is
 next-token logits of the first token of each label word after the prompt.
 
 Every batch holds the model inputs plus ``offset_mapping`` (character spans of each token in the
-row's *text*, ``(0, 0)`` for padding and prompt/answer tokens) and ``answer_pos``; pass
+row's *text*, ``(0, 0)`` for padding and prompt/answer tokens, all ``(0, 0)`` with a slow
+tokenizer) and ``answer_pos``; pass
 :func:`model_inputs` of it to the model.
 """
 
@@ -50,8 +51,9 @@ class StudentIO:
 
         if self.kind == "seq_cls":
             enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="pt", return_offsets_mapping=True)
+                                 return_tensors="pt", return_offsets_mapping=self.tokenizer.is_fast)
             batch = dict(enc)
+            batch.setdefault("offset_mapping", torch.zeros((*enc["input_ids"].shape, 2), dtype=torch.long))
             batch["answer_pos"] = torch.zeros(len(texts), dtype=torch.long)
             if labels is not None:
                 batch["labels"] = torch.tensor(list(labels), dtype=torch.long)
@@ -62,9 +64,10 @@ class StudentIO:
         if budget < 1:
             raise ValueError(f"training.max_length {self.max_length} leaves no room for the text after the prompt")
         enc = self.tokenizer(texts, truncation=True, max_length=budget, add_special_tokens=False,
-                             return_offsets_mapping=True)
+                             return_offsets_mapping=self.tokenizer.is_fast)
         rows, offsets, pos, targets = [], [], [], []
-        for i, (ids, offs) in enumerate(zip(enc["input_ids"], enc["offset_mapping"])):
+        spans = enc.get("offset_mapping") or [[(0, 0)] * len(ids) for ids in enc["input_ids"]]
+        for i, (ids, offs) in enumerate(zip(enc["input_ids"], spans)):
             prompt = list(ids) + suffix
             answer = [answers[int(labels[i])]] if labels is not None else []
             rows.append(prompt + answer)

@@ -77,6 +77,14 @@ class MaskMitigation(Mitigation):
         self._stats.update(masked_tokens=0.0, masked_rows=0.0, masked_share=0.0, lexicon_terms=float(len(terms)))
         self._seen_tokens = 0.0
 
+    def prepare_model(self, student: Any, model: Any) -> None:
+        super().prepare_model(student, model)
+        if not student.tokenizer.is_fast:
+            raise ValueError(
+                "mitigation 'mask' matches lexicon words through token character offsets, which only fast "
+                "(Rust) tokenizers give; save the student with a tokenizer.json or use another mitigation"
+            )
+
     def mask_positions(self, batch: dict[str, Any], rows: pd.DataFrame) -> Any:
         """``(mask, applies)``: boolean ``[B, T]``, True where a token is masked (rule in the module
         docstring), and boolean ``[B]``, True for the rows the rule applies to."""
