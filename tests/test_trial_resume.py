@@ -45,7 +45,7 @@ def test_killed_trial_resumes_from_checkpoint_with_same_steps_and_result(tmp_pat
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import tests/
     d = micro_spec_dict(tmp_path, tiny_model, data_root, mitigations=["token"], bias_ratios=[0.5],
                         training={"train_size": 48, "batch_size": 16, "epochs": 2, "eval_every": 2,
-                                  "max_length": 32, "max_eval_rows": 32})
+                                  "max_length": 32, "max_eval_rows": 32, "lora_dropout": 0.1})
     write_augmented(d, planted_rows(data_root, n=60))
     spec = parse_spec(d, check_files=False)
     tuner = tune.Tuner(

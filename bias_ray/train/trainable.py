@@ -150,6 +150,8 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
         model.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
+        if "torch_rng" in state:  # dropout draws continue where they stopped: a resumed run is exact
+            torch.set_rng_state(state["torch_rng"])
     start_step = step
 
     started = time.time()
@@ -188,7 +190,8 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
             )
             losses = []
             trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-            report(metrics, {"model": trainable, "optimizer": optimizer.state_dict(), "step": step})
+            report(metrics, {"model": trainable, "optimizer": optimizer.state_dict(), "step": step,
+                             "torch_rng": torch.get_rng_state()})
     return metrics
 
 
