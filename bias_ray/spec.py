@@ -181,6 +181,23 @@ class TrainingSpec(_Strict):
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
     target_modules: list[str] | str = "all-linear"
     max_eval_rows: int | None = Field(default=None, gt=0)
+    student_kind: Literal["seq_cls", "causal_lm"] = Field(
+        default="seq_cls", description="Sequence classifier, or a causal LM writing the label (train/student.py)."
+    )
+    label_words: list[str] = Field(
+        default=["neutral", "hate"], description="causal_lm: the words written for label 0 and label 1."
+    )
+    prompt_suffix: str = Field(default="\nAnswer:", description="causal_lm: text between the sample and its label.")
+    lm_loss: Literal["answer", "full"] = Field(
+        default="answer", description="causal_lm: LM loss on the label word only, or on the text and the label."
+    )
+
+    @field_validator("label_words")
+    @classmethod
+    def _two_distinct_words(cls, v: list[str]) -> list[str]:
+        if len(v) != 2 or len(set(v)) != 2 or not all(w.strip() for w in v):
+            raise ValueError(f"give two distinct non-empty label words, for label 0 then label 1 (got {v})")
+        return v
 
 
 class MitigationSpec(_Strict):
@@ -199,6 +216,18 @@ class MitigationSpec(_Strict):
         if v not in MITIGATIONS:
             raise ValueError(f"unknown mitigation {v!r}; allowed: {', '.join(MITIGATIONS.names())}")
         return v
+
+    @model_validator(mode="after")
+    def _valid_params(self) -> MitigationSpec:
+        """Each mitigation declares its parameters; bad ones fail here, before any work starts.
+
+        The keys given are kept (so labels stay short) with validated values (paths made absolute).
+        """
+        from bias_ray.train.mitigations import MITIGATIONS, validate_params
+
+        checked = validate_params(MITIGATIONS.get(self.name), self.params).model_dump(by_alias=True)
+        self.params = {k: checked[k] for k in self.params}
+        return self
 
     @property
     def label(self) -> str:

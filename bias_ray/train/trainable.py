@@ -2,7 +2,9 @@
 
 Each evaluation calls ``tune.report`` with the metrics and a checkpoint holding the trainable
 weights, the optimizer and the step, so schedulers can stop weak trials and a failed or
-interrupted trial resumes where it stopped.
+interrupted trial resumes where it stopped. The loop itself (:func:`fit`) knows nothing of Tune:
+it takes a ``report(metrics, state)`` callback and an optional state to resume from, so tests
+and notebooks run it in-process.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,8 @@ from bias_ray.data.loaders import load_toxigen
 from bias_ray.evaluate.metrics import compute_all
 from bias_ray.mix import mix
 from bias_ray.spec import SweepSpec, parse_spec
-from bias_ray.train.mitigations import MITIGATIONS, Mitigation
+from bias_ray.train.mitigations import MITIGATIONS, Mitigation, TrialContext
+from bias_ray.train.student import StudentIO, model_inputs
 
 STATE_FILE = "trial_state.pt"
 
@@ -41,49 +45,57 @@ def trial_data(spec: SweepSpec, bias_type: str, ratio: float, seed: int) -> tupl
     return train, test.reset_index(drop=True)
 
 
-def build_student(spec: SweepSpec, mitigation: Mitigation):
-    """Tokenizer and the LoRA-wrapped sequence classifier for the student model."""
+def build_student(spec: SweepSpec, mitigation: Mitigation) -> tuple[StudentIO, Any]:
+    """The student's IO (tokenizer, encoding, class logits) and its LoRA-wrapped model.
+
+    ``training.student_kind``: ``seq_cls`` (a classification head on the student) or ``causal_lm``
+    (classification-as-generation, see :mod:`bias_ray.train.student`).
+    """
     from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     tr = spec.training
     tokenizer = AutoTokenizer.from_pretrained(spec.models.student)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForSequenceClassification.from_pretrained(spec.models.student, num_labels=2)
+    student = StudentIO(tr.student_kind, tokenizer, tr.max_length, tr.label_words, tr.prompt_suffix, tr.lm_loss)
+    if tr.student_kind == "seq_cls":
+        model = AutoModelForSequenceClassification.from_pretrained(spec.models.student, num_labels=2)
+        task = TaskType.SEQ_CLS
+    else:
+        model = AutoModelForCausalLM.from_pretrained(spec.models.student)
+        task = TaskType.CAUSAL_LM
     model.config.pad_token_id = tokenizer.pad_token_id
-    mitigation.prepare_model(tokenizer, model)
+    mitigation.prepare_model(student, model)
     lora = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=task,
         r=tr.lora_r,
         lora_alpha=tr.lora_alpha,
         lora_dropout=tr.lora_dropout,
         target_modules=tr.target_modules,
         modules_to_save=list(mitigation.modules_to_save) or None,
     )
-    return tokenizer, get_peft_model(model, lora)
+    return student, get_peft_model(model, lora)
 
 
-def _encode(tokenizer, texts: list[str], max_length: int) -> dict[str, Any]:
-    return tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-
-
-def predict(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
+def predict(model, student: StudentIO, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    """Predicted labels (argmax of the class logits) for ``texts``."""
     import torch
 
     model.eval()
     preds = []
     with torch.inference_mode():
         for i in range(0, len(texts), batch_size):
-            enc = _encode(tokenizer, texts[i : i + batch_size], max_length)
-            preds.append(model(**enc).logits.argmax(-1).numpy())
+            batch = student.encode(texts[i : i + batch_size])
+            logits = model(**model_inputs(batch)).logits
+            preds.append(student.class_logits(logits, batch).argmax(-1).numpy())
     model.train()
     return np.concatenate(preds) if preds else np.array([], dtype=int)
 
 
-def evaluate_rows(model, tokenizer, test: pd.DataFrame, groups: list[str], max_length: int) -> dict[str, float]:
+def evaluate_rows(model, student: StudentIO, test: pd.DataFrame, groups: list[str]) -> dict[str, float]:
     """Task metrics on all test rows; fairness gaps across the bias type's groups and across all."""
-    y_pred = predict(model, tokenizer, test["text"].astype(str).tolist(), max_length)
+    y_pred = predict(model, student, test["text"].astype(str).tolist())
     y_true = test["label"].to_numpy()
     g = test["group"].to_numpy()
     out = compute_all(y_true, y_pred, g)
@@ -94,56 +106,68 @@ def evaluate_rows(model, tokenizer, test: pd.DataFrame, groups: list[str], max_l
     return out
 
 
-def train_trial(config: dict[str, Any], spec_dict: dict[str, Any]) -> None:
-    """Tune function trainable for one grid cell (bias_ratio, bias_type, mitigation, seed)."""
+Report = Callable[[dict[str, Any], dict[str, Any]], None]
+
+
+def build_mitigation(spec: SweepSpec, config: dict[str, Any]) -> Mitigation:
+    """The trial's mitigation, set up for its bias type."""
+    m_spec = spec.mitigation(config["mitigation"])
+    mitigation = MITIGATIONS.get(m_spec.name)(**m_spec.params)
+    bias = spec.bias_type(config["bias_type"])
+    tr = spec.training
+    mitigation.setup(TrialContext(bias_type=bias.name, groups=list(bias.groups), student_kind=tr.student_kind))
+    return mitigation
+
+
+def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str, Any] | None = None) -> dict:
+    """Train one grid cell, calling ``report(metrics, state)`` every ``eval_every`` steps and at the end.
+
+    Uses ``config["cpus"]`` torch threads (default 1). ``state`` (as passed to ``report``) resumes
+    the run: trainable weights, optimizer and step. The batch order is a function of (seed, epoch)
+    only, so a resumed run sees the batches it would have seen. Returns the last metrics.
+    """
     import torch
-    from ray import tune
 
-    from bias_ray.runtime import quiet_libraries
-
-    quiet_libraries()
-    torch.set_num_threads(max(1, int(config.get("cpus", 1))))
-    spec = parse_spec(spec_dict, check_files=False)
+    torch.set_num_threads(max(1, int(config.get("cpus", 1))))  # more threads than CPUs thrash on small models
     seed = int(config["seed"])
     torch.manual_seed(seed)
     np.random.seed(seed)
-    m_spec = spec.mitigation(config["mitigation"])
-    mitigation = MITIGATIONS.get(m_spec.name)(**m_spec.params)
+    mitigation = build_mitigation(spec, config)
     bias = spec.bias_type(config["bias_type"])
 
     train, test = trial_data(spec, bias.name, float(config["bias_ratio"]), seed)
     realised_ratio = float(train["is_augmented"].mean())
     train = mitigation.transform_train(train)
     test = mitigation.transform_eval(test)
-    tokenizer, model = build_student(spec, mitigation)
+    student, model = build_student(spec, mitigation)
     tr = spec.training
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tr.learning_rate)
 
     steps_per_epoch = math.ceil(len(train) / tr.batch_size)
     total_steps = steps_per_epoch * tr.epochs
     step = 0
-    checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / STATE_FILE, weights_only=False)
+    if state:
         model.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
+        step = int(state["step"])
+        if "torch_rng" in state:  # dropout draws continue where they stopped: a resumed run is exact
+            torch.set_rng_state(state["torch_rng"])
+    start_step = step
 
     started = time.time()
     losses: list[float] = []
+    metrics: dict[str, Any] = {}
     model.train()
     while step < total_steps:
         epoch, offset = divmod(step, steps_per_epoch)
         order = np.random.default_rng(seed + epoch).permutation(len(train))
         idx = order[offset * tr.batch_size : (offset + 1) * tr.batch_size]
         rows = train.iloc[idx]
-        batch = _encode(tokenizer, rows["text"].astype(str).tolist(), tr.max_length)
-        batch["labels"] = torch.as_tensor(rows["label"].to_numpy(), dtype=torch.long)
+        batch = student.encode(rows["text"].astype(str).tolist(), rows["label"].tolist())
         batch = mitigation.transform_batch(batch, rows)
-        outputs = model(**batch)
+        outputs = model(**model_inputs(batch))
         loss = outputs.loss
-        extra = mitigation.extra_loss(model, batch, outputs)
+        extra = mitigation.extra_loss(model, batch, outputs, rows)
         if extra is not None:
             loss = loss + extra
         optimizer.zero_grad()
@@ -152,9 +176,10 @@ def train_trial(config: dict[str, Any], spec_dict: dict[str, Any]) -> None:
         losses.append(float(loss.detach()))
         step += 1
         if step % tr.eval_every == 0 or step == total_steps:
-            metrics = evaluate_rows(model, tokenizer, test, bias.groups, tr.max_length)
+            metrics = evaluate_rows(model, student, test, bias.groups)
             metrics.update(
                 step=step,
+                start_step=start_step,
                 epoch=step / steps_per_epoch,
                 train_loss=float(np.mean(losses)) if losses else float("nan"),
                 realised_ratio=realised_ratio,
@@ -164,9 +189,38 @@ def train_trial(config: dict[str, Any], spec_dict: dict[str, Any]) -> None:
                 **mitigation.stats(),
             )
             losses = []
-            with tempfile.TemporaryDirectory() as d:
-                trainable = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-                torch.save({"model": trainable, "optimizer": optimizer.state_dict(), "step": step},
-                           os.path.join(d, STATE_FILE))
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+            trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+            report(metrics, {"model": trainable, "optimizer": optimizer.state_dict(), "step": step,
+                             "torch_rng": torch.get_rng_state()})
+    return metrics
 
+
+def tune_report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+    """Report to Tune with a checkpoint holding ``state``."""
+    import torch
+    from ray import tune
+
+    with tempfile.TemporaryDirectory() as d:
+        torch.save(state, os.path.join(d, STATE_FILE))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def train_trial(config: dict[str, Any], spec_dict: dict[str, Any], report: Report | None = None) -> None:
+    """Tune function trainable for one grid cell (bias_ratio, bias_type, mitigation, seed).
+
+    Resumes from ``tune.get_checkpoint()`` when Tune restarts a failed trial or a sweep. ``report``
+    replaces :func:`tune_report` (tests wrap it to inject a crash after a checkpoint).
+    """
+    import torch
+    from ray import tune
+
+    from bias_ray.runtime import quiet_libraries
+
+    quiet_libraries()
+    spec = parse_spec(spec_dict, check_files=False)
+    state = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / STATE_FILE, weights_only=False)
+    fit(spec, config, report or tune_report, state)

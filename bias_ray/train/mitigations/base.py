@@ -2,28 +2,69 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class NoParams(BaseModel):
+    """Parameters of a mitigation; subclasses list theirs as pydantic fields (unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class TrialContext:
+    """What a mitigation may need to know about the trial it runs in."""
+
+    bias_type: str
+    groups: list[str]
+    student_kind: str = "seq_cls"
+
+
+def validate_params(cls: type[Mitigation], params: dict[str, Any]) -> BaseModel:
+    """Validate ``params`` against ``cls.Params``; a ValueError names each bad key and what is allowed."""
+    try:
+        return cls.Params.model_validate(params)
+    except ValidationError as err:
+        allowed = ", ".join(f"{f.alias or k} ({f.description})" for k, f in cls.Params.model_fields.items())
+        problems = []
+        for e in err.errors():
+            loc = ".".join(str(p) for p in e["loc"]) or "(params)"
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                msg = "unknown parameter"
+            problems.append(f"{loc}: {msg}")
+        raise ValueError(
+            f"mitigation {cls.name!r}: bad params: {'; '.join(problems)}. Allowed: {allowed or 'none'}"
+        ) from None
 
 
 class Mitigation:
     """A mitigation can change the data, the tokenizer/model, the batch and/or the loss.
 
     Hooks, in the order a trial calls them:
-    ``transform_train`` (rows) -> ``prepare_model`` (tokenizer, model, before LoRA) ->
-    ``transform_batch`` (each tokenized batch) -> ``extra_loss`` (each step) and
-    ``transform_eval`` (evaluation rows). ``stats`` is logged to Tune and W&B at each report.
+    ``setup`` (trial context) -> ``transform_train`` (rows) -> ``prepare_model`` (student IO,
+    model, before LoRA) -> per step ``transform_batch`` (encoded batch + its rows) and
+    ``extra_loss`` (added to the task loss) -> ``transform_eval`` (evaluation rows).
+    ``stats`` is reported to Tune (and so W&B) at each evaluation, under ``mitigation/``.
     """
 
-    name = "base"
+    name: ClassVar[str] = "base"
+    Params: ClassVar[type[BaseModel]] = NoParams
     #: Model modules that must be trained in full beside LoRA (e.g. resized embeddings).
     modules_to_save: list[str] = []
 
     def __init__(self, **params: Any) -> None:
-        if params:
-            raise ValueError(f"mitigation {self.name!r} takes no parameters; got {sorted(params)}")
+        self.params = validate_params(type(self), params)
         self._stats: dict[str, float] = {}
+        self.ctx: TrialContext | None = None
+        self.student: Any = None  # bias_ray.train.student.StudentIO, set by prepare_model
+
+    def setup(self, ctx: TrialContext) -> None:
+        self.ctx = ctx
 
     def transform_train(self, rows: pd.DataFrame) -> pd.DataFrame:
         return rows
@@ -31,14 +72,18 @@ class Mitigation:
     def transform_eval(self, rows: pd.DataFrame) -> pd.DataFrame:
         return rows
 
-    def prepare_model(self, tokenizer: Any, model: Any) -> None:
-        return None
+    def prepare_model(self, student: Any, model: Any) -> None:
+        """``student`` is the trial's StudentIO (tokenizer, encode, class_logits); ``model`` is not yet LoRA-wrapped."""
+        self.student = student
 
     def transform_batch(self, batch: dict[str, Any], rows: pd.DataFrame) -> dict[str, Any]:
         return batch
 
-    def extra_loss(self, model: Any, batch: dict[str, Any], outputs: Any) -> Any | None:
+    def extra_loss(self, model: Any, batch: dict[str, Any], outputs: Any, rows: pd.DataFrame) -> Any | None:
         return None
+
+    def _add(self, key: str, value: float) -> None:
+        self._stats[key] = self._stats.get(key, 0.0) + float(value)
 
     def stats(self) -> dict[str, float]:
         return {f"mitigation/{k}": v for k, v in self._stats.items()}

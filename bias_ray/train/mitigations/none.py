@@ -6,6 +6,6 @@ from bias_ray.train.mitigations.base import Mitigation
 
 @MITIGATIONS.register("none")
 class NoMitigation(Mitigation):
-    """Train on the mix as it is."""
+    """Train on the mix as it is: loss = CE(f(x), y)."""
 
     name = "none"

@@ -1,46 +1,88 @@
-"""Token-based mitigation: mark each sample's provenance with a special token.
+"""Token-based mitigation: mark each sample's provenance with special tokens.
 
-Rule: a training text t becomes ``tag(source) + " " + t`` with ``tag = augmented_tag`` for
-augmented rows and ``real_tag`` for real rows. The tags are added to the tokenizer as special
-tokens, the embedding matrix is resized and trained in full. At evaluation every text is
-prefixed with ``real_tag``, so the model is conditioned on the distribution of real data.
+Rule: a training text ``t`` becomes ``tag(row) + " " + t`` where ``tag = augmented_tag`` for
+augmented rows and ``real_tag`` for real rows; with ``tag_bias_type`` augmented rows also carry
+``<bias:TYPE>`` after the provenance tag. The tags are added to the tokenizer as special tokens
+(one id each, never split), the embedding matrix is resized and trained in full beside LoRA
+(``modules_to_save``). At evaluation every text gets ``eval_tag``'s tag (default the real-data
+tag), so the model is conditioned on the distribution of real data. The loss is unchanged:
+``loss = CE(f(tag(x) ⊕ x), y)``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
+from pydantic import Field, field_validator, model_validator
 
 from bias_ray.train.mitigations import MITIGATIONS
-from bias_ray.train.mitigations.base import Mitigation
+from bias_ray.train.mitigations.base import Mitigation, NoParams
+
+
+class TokenParams(NoParams):
+    real_tag: str = Field(default="<real>", description="tag prefixed to real rows")
+    augmented_tag: str = Field(default="<aug>", description="tag prefixed to augmented rows")
+    tag_bias_type: bool = Field(default=False, description="also prefix augmented rows with <bias:TYPE>")
+    eval_tag: Literal["real", "augmented", "none"] = Field(default="real", description="tag used at evaluation")
+
+    @field_validator("real_tag", "augmented_tag")
+    @classmethod
+    def _one_word(cls, v: str) -> str:
+        if not v or any(c.isspace() for c in v):
+            raise ValueError(f"a tag must be one non-empty word without spaces, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TokenParams:
+        if self.real_tag == self.augmented_tag:
+            raise ValueError(f"real_tag and augmented_tag must differ (both {self.real_tag!r})")
+        return self
 
 
 @MITIGATIONS.register("token")
 class TokenMitigation(Mitigation):
     name = "token"
+    Params = TokenParams
     modules_to_save = ["embed_tokens"]
+    params: TokenParams
 
-    def __init__(self, real_tag: str = "<real>", augmented_tag: str = "<aug>") -> None:
-        super().__init__()
-        self.real_tag, self.augmented_tag = real_tag, augmented_tag
+    @property
+    def bias_tag(self) -> str:
+        return f"<bias:{self.ctx.bias_type}>" if self.ctx else "<bias>"
 
-    def _tagged(self, rows: pd.DataFrame, tags: pd.Series) -> pd.DataFrame:
-        rows = rows.copy()
-        rows["text"] = tags + " " + rows["text"].astype(str)
-        return rows
+    def new_tokens(self) -> list[str]:
+        p = self.params
+        return [p.real_tag, p.augmented_tag] + ([self.bias_tag] if p.tag_bias_type else [])
+
+    def _augmented_prefix(self) -> str:
+        p = self.params
+        return p.augmented_tag + (" " + self.bias_tag if p.tag_bias_type else "")
 
     def transform_train(self, rows: pd.DataFrame) -> pd.DataFrame:
         aug = rows["is_augmented"].astype(bool)
         self._stats["tagged_augmented"] = float(aug.sum())
         self._stats["tagged_real"] = float((~aug).sum())
-        tags = aug.map({True: self.augmented_tag, False: self.real_tag})
-        return self._tagged(rows, tags)
+        tags = aug.map({True: self._augmented_prefix(), False: self.params.real_tag})
+        rows = rows.copy()
+        rows["text"] = tags + " " + rows["text"].astype(str)
+        return rows
 
     def transform_eval(self, rows: pd.DataFrame) -> pd.DataFrame:
-        return self._tagged(rows, pd.Series(self.real_tag, index=rows.index))
+        which = self.params.eval_tag
+        if which == "none":
+            return rows
+        tag = self.params.real_tag if which == "real" else self._augmented_prefix()
+        rows = rows.copy()
+        rows["text"] = tag + " " + rows["text"].astype(str)
+        return rows
 
-    def prepare_model(self, tokenizer: Any, model: Any) -> None:
-        added = tokenizer.add_special_tokens({"additional_special_tokens": [self.real_tag, self.augmented_tag]})
+    def prepare_model(self, student: Any, model: Any) -> None:
+        super().prepare_model(student, model)
+        tokenizer = student.tokenizer
+        added = tokenizer.add_special_tokens(
+            {"additional_special_tokens": self.new_tokens()}, replace_extra_special_tokens=False
+        )
         model.resize_token_embeddings(len(tokenizer))
         self._stats["tokens_added"] = float(added)
+        self._stats["vocab_size"] = float(len(tokenizer))

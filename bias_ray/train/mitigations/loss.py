@@ -1,0 +1,143 @@
+"""Loss-based mitigation: an extra term with weight lambda that penalises dependence on group identity.
+
+Formula, for a batch B with task loss ``L_task = mean_i CE(f(x_i), y_i)``::
+
+    L = L_task + lambda * (1/|S|) * sum_{i in S} D(p(.|x_i), q_i)
+
+- ``reference: counterfactual`` (default): ``q_i = p(.|x~_i)`` where ``x~_i`` is ``x_i`` with every
+  group identity term swapped for the same-index term of the next group of the trial's bias type
+  (lexicon file, word boundaries, see :func:`swap_groups`); ``S`` = rows of B (augmented only with
+  ``apply_to: augmented``) holding at least one group term. Gradients flow through both outputs.
+- ``reference: base``: ``q_i = p_0(.|x_i)`` of the frozen base model (LoRA adapters disabled, no
+  gradient); ``S`` = the augmented rows of B (all rows with ``apply_to: all``).
+
+``p`` is the softmax over the labels (the classifier's logits, or a causal LM's next-token
+logits of the label words). ``divergence`` D:
+``kl``: sum_c p_c log(p_c / q_c); ``js``: KL(p||m)/2 + KL(q||m)/2 with m = (p+q)/2;
+``l2``: sum_c (p_c - q_c)^2. An empty S adds nothing.
+
+``lambda = 0`` adds nothing to the loss or the gradients: the term is still computed for the
+log, under ``no_grad`` and in a forked RNG, so training is bit-identical to ``none``.
+Stats: ``divergence`` (mean over steps so far), ``extra_loss`` (lambda x last D), ``rows`` (|S| summed).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pandas as pd
+from pydantic import ConfigDict, Field, field_validator
+
+from bias_ray.train.mitigations import MITIGATIONS
+from bias_ray.train.mitigations.base import Mitigation, NoParams, TrialContext
+from bias_ray.train.mitigations.lexicon import load_lexicon, swap_groups, term_pattern
+from bias_ray.train.mitigations.mask import resolve_lexicon
+from bias_ray.train.student import model_inputs
+
+
+class LossParams(NoParams):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    lam: float = Field(default=1.0, ge=0, alias="lambda", description="weight of the extra term")
+    divergence: Literal["kl", "js", "l2"] = Field(default="js", description="D between output distributions")
+    reference: Literal["counterfactual", "base"] = Field(
+        default="counterfactual", description="compare with the group-swapped sample or the frozen base model"
+    )
+    apply_to: Literal["augmented", "all"] = Field(default="augmented", description="rows the term covers")
+    lexicon: str | None = Field(default=None, description="lexicon file or folder; default: built-in lexicons")
+
+    @field_validator("lexicon")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        return resolve_lexicon(v)
+
+
+def divergence(p: Any, q: Any, kind: str) -> Any:
+    """Per-row D(p, q) for probability rows ``p``, ``q`` of shape ``[N, C]``."""
+    import torch
+
+    eps = torch.finfo(p.dtype).tiny
+    if kind == "kl":
+        return (p * (torch.log(p + eps) - torch.log(q + eps))).sum(-1)
+    if kind == "js":
+        m = (p + q) / 2
+        return 0.5 * divergence(p, m, "kl") + 0.5 * divergence(q, m, "kl")
+    if kind == "l2":
+        return ((p - q) ** 2).sum(-1)
+    raise ValueError(f"unknown divergence {kind!r}; allowed: kl, js, l2")
+
+
+@MITIGATIONS.register("loss")
+class LossMitigation(Mitigation):
+    name = "loss"
+    Params = LossParams
+    params: LossParams
+
+    def setup(self, ctx: TrialContext) -> None:
+        super().setup(ctx)
+        if self.params.reference == "counterfactual":
+            self.lexicon = load_lexicon(ctx.bias_type, self.params.lexicon)
+            self.pattern = term_pattern(self.lexicon.terms(("groups",), ctx.groups))
+            if len([g for g in ctx.groups if g in self.lexicon.groups]) < 2:
+                raise ValueError(
+                    f"mitigation 'loss': counterfactual swaps need at least two groups of bias type {ctx.bias_type!r} "
+                    f"in the lexicon (groups {ctx.groups}, lexicon has {sorted(self.lexicon.groups)})"
+                )
+        self._stats.update(divergence=0.0, extra_loss=0.0, rows=0.0, steps=0.0)
+
+    def _rows(self, rows: pd.DataFrame) -> list[int]:
+        if self.params.apply_to == "augmented":
+            return [i for i, a in enumerate(rows["is_augmented"].astype(bool)) if a]
+        return list(range(len(rows)))
+
+    def counterfactuals(self, rows: pd.DataFrame) -> tuple[list[int], list[str]]:
+        """Positions in the batch of the rows in S and their group-swapped texts."""
+        keep, texts = [], []
+        for i in self._rows(rows):
+            swapped, n = swap_groups(str(rows["text"].iloc[i]), self.lexicon, self.ctx.groups, self.pattern)
+            if n:
+                keep.append(i)
+                texts.append(swapped)
+        return keep, texts
+
+    def term(self, model: Any, batch: dict[str, Any], outputs: Any, rows: pd.DataFrame) -> Any | None:
+        """The mean divergence over S (a differentiable scalar), or None when S is empty."""
+        import torch
+
+        if self.params.reference == "counterfactual":
+            keep, texts = self.counterfactuals(rows)
+            if not keep:
+                return None
+            cf = self.student.encode(texts)
+            other = self.student.class_logits(model(**model_inputs(cf)).logits, cf)
+        else:
+            keep = self._rows(rows)
+            if not keep:
+                return None
+            with torch.no_grad(), model.disable_adapter():
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            other = self.student.class_logits(logits, batch)[keep]
+        p = torch.softmax(self.student.class_logits(outputs.logits, batch)[keep], -1)
+        q = torch.softmax(other, -1)
+        self._add("rows", len(keep))
+        return divergence(p, q, self.params.divergence).mean()
+
+    def extra_loss(self, model: Any, batch: dict[str, Any], outputs: Any, rows: pd.DataFrame) -> Any | None:
+        import torch
+
+        lam = self.params.lam
+        if lam == 0:  # log only: no graph, and the RNG stream (dropout) is left as `none` would see it
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                value = self.term(model, batch, outputs, rows)
+        else:
+            value = self.term(model, batch, outputs, rows)
+        d = float(value.detach()) if value is not None else 0.0
+        steps = self._stats["steps"] + 1
+        self._stats.update(
+            divergence=self._stats["divergence"] + (d - self._stats["divergence"]) / steps,
+            extra_loss=lam * d,
+            steps=steps,
+        )
+        if lam == 0 or value is None:
+            return None
+        return lam * value

@@ -1,0 +1,135 @@
+"""Mask-based mitigation: bias-bearing tokens of augmented samples are kept out of the training loss.
+
+Rule. A token at position ``j`` of row ``i`` is *masked* iff row ``i`` is augmented (or
+``apply_to: all``) and the token's character span overlaps a lexicon match in the row's text.
+Matches are the bias type's group identity terms and/or stereotype attributes (``kinds``) from a
+per-bias-type lexicon file, matched case-insensitively on word boundaries (``(?<!\\w)term(?!\\w)``),
+so "muslims" matches and "muslimsx" does not; every sub-word token of a matched word is masked.
+Real rows are never masked. Padding is never masked.
+
+What "out of the loss" means depends on what the loss reads (train/student.py):
+
+- the masked tokens are LM targets (causal LM student with ``training.lm_loss: full``):
+  ``labels[i, j] = -100`` (the ignore index), so the LM loss skips them:
+  ``loss = Σ_{(i,j) unmasked} CE(f(x)_{i,j-1}, x_{i,j}) / #unmasked``.
+- otherwise (sequence classifier: one label per row; causal LM with ``lm_loss: answer``: only the
+  label word is a target) there is no per-token label to ignore, so the masked tokens are removed
+  from what the loss can depend on. ``input_rule: attention`` (default) sets
+  ``attention_mask[i, j] = 0``, so no other token attends to them; ``replace`` swaps their ids
+  for the tokenizer's unknown token. ``loss = CE(f(x ⊙ (1-M)), y)``. If every token of a row
+  would be masked, its last token is kept so the row still has an input.
+
+Stats: ``masked_tokens`` and ``masked_rows`` (cumulative), ``masked_share`` (masked / non-pad tokens
+of the rows it applies to).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from pydantic import Field, field_validator
+
+from bias_ray.train.mitigations import MITIGATIONS
+from bias_ray.train.mitigations.base import Mitigation, NoParams, TrialContext
+from bias_ray.train.mitigations.lexicon import find_spans, load_lexicon, term_pattern
+from bias_ray.train.student import IGNORE_INDEX
+
+
+def resolve_lexicon(v: str | None) -> str | None:
+    """An absolute path, so Ray workers (with another working directory) find the same file."""
+    if v is None:
+        return None
+    path = Path(v).expanduser().resolve()
+    if not path.exists():
+        raise ValueError(f"lexicon {v!r}: no such file or folder; give a <bias_type>.yaml file or a folder of them")
+    return str(path)
+
+
+class MaskParams(NoParams):
+    lexicon: str | None = Field(default=None, description="lexicon file or folder; default: built-in lexicons")
+    kinds: list[Literal["groups", "attributes"]] = Field(
+        default=["groups", "attributes"], min_length=1, description="which lexicon entries to mask"
+    )
+    apply_to: Literal["augmented", "all"] = Field(default="augmented", description="rows whose tokens are masked")
+    input_rule: Literal["attention", "replace"] = Field(
+        default="attention", description="how masked tokens leave the input when they are not LM targets"
+    )
+
+    @field_validator("lexicon")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        return resolve_lexicon(v)
+
+
+@MITIGATIONS.register("mask")
+class MaskMitigation(Mitigation):
+    name = "mask"
+    Params = MaskParams
+    params: MaskParams
+
+    def setup(self, ctx: TrialContext) -> None:
+        super().setup(ctx)
+        self.lexicon = load_lexicon(ctx.bias_type, self.params.lexicon)
+        terms = self.lexicon.terms(tuple(self.params.kinds))
+        self.pattern = term_pattern(terms)
+        self._stats.update(masked_tokens=0.0, masked_rows=0.0, masked_share=0.0, lexicon_terms=float(len(terms)))
+        self._seen_tokens = 0.0
+
+    def prepare_model(self, student: Any, model: Any) -> None:
+        super().prepare_model(student, model)
+        if not student.tokenizer.is_fast:
+            raise ValueError(
+                "mitigation 'mask' matches lexicon words through token character offsets, which only fast "
+                "(Rust) tokenizers give; save the student with a tokenizer.json or use another mitigation"
+            )
+
+    def mask_positions(self, batch: dict[str, Any], rows: pd.DataFrame) -> Any:
+        """``(mask, applies)``: boolean ``[B, T]``, True where a token is masked (rule in the module
+        docstring), and boolean ``[B]``, True for the rows the rule applies to."""
+        import torch
+
+        texts = rows["text"].astype(str).tolist()
+        applies = (
+            rows["is_augmented"].astype(bool).tolist() if self.params.apply_to == "augmented" else [True] * len(rows)
+        )
+        offsets = batch["offset_mapping"].tolist()
+        attention = batch["attention_mask"].bool()
+        mask = torch.zeros_like(batch["input_ids"], dtype=torch.bool)
+        for i, (text, on) in enumerate(zip(texts, applies)):
+            if not on:
+                continue
+            spans = find_spans(text, self.pattern)
+            if not spans:
+                continue
+            for j, (a, b) in enumerate(offsets[i]):
+                if b > a and attention[i, j] and any(a < e and b > s for s, e in spans):
+                    mask[i, j] = True
+        return mask, torch.tensor(list(applies), dtype=torch.bool)
+
+    def transform_batch(self, batch: dict[str, Any], rows: pd.DataFrame) -> dict[str, Any]:
+        import torch
+
+        mask, applies = self.mask_positions(batch, rows)
+        attention = batch["attention_mask"].bool()
+        # keep one token per row: a row with no input left would have nothing to classify
+        empty = (attention & ~mask).sum(-1) == 0
+        for i in torch.nonzero(empty).flatten().tolist():
+            last = torch.nonzero(attention[i]).flatten()[-1]
+            mask[i, last] = False
+        labels = batch.get("labels")
+        if labels is not None and labels.dim() == 2 and bool((labels[mask] != IGNORE_INDEX).all()):
+            batch["labels"] = labels.masked_fill(mask, IGNORE_INDEX)  # they were LM targets: ignore them
+        elif self.params.input_rule == "attention":
+            batch["attention_mask"] = batch["attention_mask"].masked_fill(mask, 0)
+        else:
+            unk = self.student.tokenizer.unk_token_id
+            if unk is None:
+                raise ValueError("mask: input_rule 'replace' needs a tokenizer with an unk token; use 'attention'")
+            batch["input_ids"] = batch["input_ids"].masked_fill(mask, unk)
+        self._add("masked_tokens", mask.sum())
+        self._add("masked_rows", mask.any(-1).sum())
+        self._seen_tokens += float(attention[applies].sum())
+        self._stats["masked_share"] = self._stats["masked_tokens"] / self._seen_tokens if self._seen_tokens else 0.0
+        return batch
