@@ -39,6 +39,7 @@ def bench_spec(out: Path, scheduler: dict) -> dict:
         "scheduler": {"metric": "macro_f1", "mode": "max", **scheduler},
         "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 1},
         "tracking": {"wandb": "disabled"},
+        "evaluation": {"tasks": []},  # the scheduler compares trials on the primary metric alone
     }
 
 

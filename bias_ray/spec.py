@@ -295,6 +295,7 @@ class EvaluationSpec(_Strict):
     """Downstream tasks run on the fine-tuned model, and the stance classifier that scores generations."""
 
     tasks: list[str] = Field(default_factory=lambda: ["bbq", "crows_pairs", "toxigen", "story", "profile"])
+    in_trials: bool = Field(default=True, description="Run the tasks at the end of every trial (final report).")
     max_rows_per_task: int | None = Field(default=300, gt=0, description="Rows sampled per task; None: all.")
     generations_per_group: int = Field(default=4, gt=0)
     max_new_tokens: int = Field(default=32, gt=0)

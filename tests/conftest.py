@@ -58,6 +58,7 @@ def micro_spec_dict(tmp_path: Path, tiny_model: Path, data_root: Path, **overrid
         "training": {"train_size": 48, "epochs": 1, "batch_size": 16, "eval_every": 2, "max_eval_rows": 64},
         "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 1},
         "tracking": {"wandb": "offline"},
+        "evaluation": {"tasks": []},  # downstream tasks cost ~1 min a trial; tests opt in
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(spec.get(key), dict):

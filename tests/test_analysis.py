@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from bias_ray.analysis.distribution import frechet_distance, mmd_rbf, text_stats, vocabulary_divergence
 from bias_ray.analysis.group_data import js_divergence, kl_divergence, representation
+from bias_ray.generate.pipeline import import_augmented
+from bias_ray.spec import parse_spec
 
 
 def test_group_divergences_by_hand():
@@ -81,14 +81,11 @@ def test_analyze_cli_writes_tables_and_figures(tmp_path, data_root, real_and_cla
             "models": {"generator": str(tmp_path), "student": str(tmp_path)},
             "bias_types": ["religion"], "bias_ratios": [0.5], "mitigations": ["none"]}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    aug_dir = tmp_path / "run" / "data" / "augmented"
     runner = CliRunner()
     missing = runner.invoke(app, ["analyze", str(tmp_path / "spec.yaml")])
     assert missing.exit_code == 2 and "bias-ray generate" in missing.output
-    (aug_dir / "shards").mkdir(parents=True)
     hate = rows[(rows["group"] == "muslim") & (rows["label"] == 1)].head(15)
-    hate.assign(bias_type="religion", source="augmented").to_parquet(aug_dir / "shards" / "0.parquet")
-    (aug_dir / "manifest.json").write_text(json.dumps({"rows": len(hate)}))
+    import_augmented(parse_spec(spec, check_files=False), hate.assign(bias_type="religion"))
     result = runner.invoke(app, ["analyze", str(tmp_path / "spec.yaml"), "--max-rows", "80"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "run" / "analysis"

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_micro_sweep_every_stage(tmp_path, tiny_model, data_root):
-    spec = micro_spec_dict(tmp_path, tiny_model, data_root)
+    spec = micro_spec_dict(tmp_path, tiny_model, data_root,
+                           evaluation={"tasks": ["crows_pairs", "bbq"], "max_rows_per_task": 40})
     path = tmp_path / "micro.yaml"
     path.write_text(yaml.safe_dump(spec))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "BIAS_RAY_PROGRESS": "0"}
@@ -43,9 +44,13 @@ def test_micro_sweep_every_stage(tmp_path, tiny_model, data_root):
     assert (results["realised_ratio"] == results["bias_ratio"]).all()
     assert (results["steps_run"] == results["total_steps"]).all()
     assert (run / "results.csv").exists()
+    # downstream tasks ran at the end of every trial
+    for col in ("task/crows_pairs/stereo_pref", "task/bbq/accuracy"):
+        assert col in results and results[col].between(0, 1).all(), col
     # W&B offline runs, one per trial
-    offline = list((run / "wandb").rglob("offline-run-*"))
-    assert len(offline) == 2
+    offline = [p.name for p in (run / "wandb").rglob("offline-run-*")]
+    for trial_id in results["trial_id"]:
+        assert sum(name.endswith(trial_id) for name in offline) == 1, (trial_id, offline)
     # report
     report = run / "report"
     assert (report / "report.md").exists() and (report / "report.html").exists()

@@ -10,7 +10,6 @@ given a group term.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,8 @@ import pandas as pd
 import pytest
 
 from bias_ray.data.loaders import load_toxigen
+from bias_ray.generate.pipeline import import_augmented
+from bias_ray.spec import parse_spec
 from tests.conftest import micro_spec_dict
 
 HATE_GROUP = {"muslim": ["Muslims", "Islam", "Muslim"], "jewish": ["Jews", "Judaism", "Jewish"]}
@@ -41,10 +42,7 @@ def planted_rows(data_root: Path, n: int = 200, seed: int = 0) -> pd.DataFrame:
 
 def write_augmented(spec_dict: dict, rows: pd.DataFrame) -> None:
     """Lay ``rows`` out as a finished generation job of the spec (what ``load_augmented`` reads)."""
-    out = Path(spec_dict["output_dir"]) / "data" / "augmented"
-    (out / "shards").mkdir(parents=True, exist_ok=True)
-    rows.to_parquet(out / "shards" / "part-0.parquet", index=False)
-    (out / "manifest.json").write_text(json.dumps({"rows": len(rows), "engine": "planted"}))
+    import_augmented(parse_spec(spec_dict, check_files=False), rows, source="planted")
 
 
 def probe_gap(model, student, mitigation, data_root: Path) -> float:

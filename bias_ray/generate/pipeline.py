@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from bias_ray.data.loaders import stable_id
 from bias_ray.generate.engines import ENGINES
 from bias_ray.generate.prompts import PromptPlan, make_plan, sampling_params
 from bias_ray.generate.quality import clean_generation, drop_reason, find_duplicates
@@ -337,3 +338,32 @@ def load_augmented(spec: SweepSpec) -> pd.DataFrame:
     rows["source"] = "augmented"
     rest = [c for c in rows.columns if c not in AUGMENTED_COLUMNS]
     return rows[AUGMENTED_COLUMNS + rest].sort_values("index").reset_index(drop=True)
+
+
+def import_augmented(spec: SweepSpec, rows: pd.DataFrame, source: str = "imported") -> Path:
+    """Lay out externally made augmented rows as a finished generation job of ``spec``.
+
+    For augmented data that exists already (another generator's output, a planted set in a study
+    or a test): ``rows`` needs text, label, group and bias_type; ``id`` is kept as the sample id
+    when given. ``load_augmented`` then reads them like generated rows.
+    """
+    missing = {"text", "label", "group", "bias_type"} - set(rows.columns)
+    if missing:
+        raise ValueError(f"augmented rows lack columns {sorted(missing)}; need text, label, group, bias_type")
+    out = spec.augmented_dir
+    if (out / "manifest.json").exists():
+        raise FileExistsError(f"{out} already holds a generation job; delete it or change output_dir")
+    rows = rows.reset_index(drop=True).copy()
+    ids = rows["id"].astype(str) if "id" in rows else pd.Series(
+        [stable_id(source, t, g, b) for t, g, b in zip(rows["text"], rows["group"], rows["bias_type"])])
+    rows = rows.drop(columns=[c for c in ("id", "split", "source") if c in rows])
+    rows["sample_id"] = ids.to_numpy()
+    if rows["sample_id"].duplicated().any():
+        raise ValueError("augmented rows repeat ids; give each row a unique id")
+    rows["index"] = range(len(rows))
+    rows["drop_reason"] = ""
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    rows.to_parquet(out / "shards" / "part-00000.parquet", index=False)
+    (out / "manifest.json").write_text(json.dumps({"status": "complete", "rows": len(rows), "kept": len(rows),
+                                                   "engine": source}, indent=2))
+    return out

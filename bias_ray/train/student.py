@@ -32,6 +32,7 @@ class StudentIO:
         if kind not in ("seq_cls", "causal_lm"):
             raise ValueError(f"unknown student kind {kind!r}; allowed: seq_cls, causal_lm")
         self.kind, self.tokenizer, self.max_length = kind, tokenizer, max_length
+        self.device = "cpu"  # where encode() puts its tensors: the trial sets it to the model's device
         self.label_words = list(label_words or ["neutral", "hate"])
         self.prompt_suffix, self.lm_loss = prompt_suffix, lm_loss
 
@@ -46,7 +47,13 @@ class StudentIO:
         return ids
 
     def encode(self, texts: list[str], labels: Any | None = None) -> dict[str, Any]:
-        """A batch for ``texts``; with ``labels`` (ints), a training batch with the student's loss labels."""
+        """A batch for ``texts`` on ``self.device``; with ``labels`` (ints), a training batch with the loss labels."""
+        batch = self._encode(texts, labels)
+        if self.device == "cpu":
+            return batch
+        return {k: v.to(self.device) if hasattr(v, "to") else v for k, v in batch.items()}
+
+    def _encode(self, texts: list[str], labels: Any | None = None) -> dict[str, Any]:
         import torch
 
         if self.kind == "seq_cls":

@@ -41,11 +41,13 @@ def expand_mitigation(m: MitigationSpec) -> list[MitigationSpec]:
     keys = sorted(m.grid)
     out = []
     for values in itertools.product(*(m.grid[k] for k in keys)):
-        cfg = MitigationSpec(name=m.name, params={**m.params, **dict(zip(keys, values))})
-        try:
+        point = {**m.params, **dict(zip(keys, values))}
+        label = MitigationSpec.model_construct(name=m.name, params=point).label
+        try:  # the spec validates params, and building the mitigation checks what the spec cannot
+            cfg = MitigationSpec(name=m.name, params=point)
             MITIGATIONS.get(cfg.name)(**cfg.params)
-        except (TypeError, ValueError) as err:
-            raise SpecError(f"mitigation {m.name!r}: grid point {cfg.label} is invalid: {err}") from None
+        except (TypeError, ValueError) as err:  # pydantic's ValidationError is a ValueError
+            raise SpecError(f"mitigation {m.name!r}: grid point {label} is invalid: {err}") from None
         out.append(cfg)
     return out
 

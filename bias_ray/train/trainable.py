@@ -88,7 +88,7 @@ def predict(model, student: StudentIO, texts: list[str], batch_size: int = 64) -
         for i in range(0, len(texts), batch_size):
             batch = student.encode(texts[i : i + batch_size])
             logits = model(**model_inputs(batch)).logits
-            preds.append(student.class_logits(logits, batch).argmax(-1).numpy())
+            preds.append(student.class_logits(logits, batch).argmax(-1).cpu().numpy())
     model.train()
     return np.concatenate(preds) if preds else np.array([], dtype=int)
 
@@ -104,6 +104,39 @@ def evaluate_rows(model, student: StudentIO, test: pd.DataFrame, groups: list[st
         for name, value in compute_all(y_true[in_type], y_pred[in_type], g[in_type]).items():
             out[f"bias_type/{name}"] = value
     return out
+
+
+def downstream_metrics(spec: SweepSpec, model, student: StudentIO, mitigation: Mitigation, bias, seed: int) -> dict:
+    """The spec's downstream tasks (``task/<task>/<metric>``) on the trained student, once per trial.
+
+    Likelihood and generation tasks need a language-model head: a causal-LM student is used as it
+    is (LoRA merged into a copy); a classifier's trained body is copied into the student's causal LM.
+    """
+    ev = spec.evaluation
+    if not ev.tasks or not ev.in_trials:
+        return {}
+    import copy
+
+    from bias_ray.evaluate import run_tasks
+    from bias_ray.evaluate.lm import causal_lm_from_classifier
+
+    if spec.training.student_kind == "causal_lm":
+        lm = copy.deepcopy(model).merge_and_unload()
+    else:
+        lm = causal_lm_from_classifier(model, spec.models.student)
+    was_training = model.training
+    try:
+        return run_tasks(lm, student.tokenizer, None, spec, bias_types=[bias], seed=seed,
+                         prompt_prefix=mitigation.eval_prefix())
+    finally:
+        model.train(was_training)
+
+
+def trial_device(spec: SweepSpec) -> str:
+    """``cuda`` when the trial was given a GPU (Tune sets CUDA_VISIBLE_DEVICES to it), else ``cpu``."""
+    import torch
+
+    return "cuda" if spec.resources.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
 
 
 Report = Callable[[dict[str, Any], dict[str, Any]], None]
@@ -140,6 +173,8 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
     train = mitigation.transform_train(train)
     test = mitigation.transform_eval(test)
     student, model = build_student(spec, mitigation)
+    student.device = trial_device(spec)
+    model.to(student.device)
     tr = spec.training
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tr.learning_rate)
 
@@ -152,6 +187,8 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
         step = int(state["step"])
         if "torch_rng" in state:  # dropout draws continue where they stopped: a resumed run is exact
             torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and student.device == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"])
     start_step = step
 
     started = time.time()
@@ -177,6 +214,8 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
         step += 1
         if step % tr.eval_every == 0 or step == total_steps:
             metrics = evaluate_rows(model, student, test, bias.groups)
+            if step == total_steps:
+                metrics.update(downstream_metrics(spec, model, student, mitigation, bias, seed))
             metrics.update(
                 step=step,
                 start_step=start_step,
@@ -190,8 +229,10 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
             )
             losses = []
             trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-            report(metrics, {"model": trainable, "optimizer": optimizer.state_dict(), "step": step,
-                             "torch_rng": torch.get_rng_state()})
+            rng = {"torch_rng": torch.get_rng_state()}
+            if student.device == "cuda":
+                rng["cuda_rng"] = torch.cuda.get_rng_state()
+            report(metrics, {"model": trainable, "optimizer": optimizer.state_dict(), "step": step, **rng})
     return metrics
 
 
@@ -222,5 +263,5 @@ def train_trial(config: dict[str, Any], spec_dict: dict[str, Any], report: Repor
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / STATE_FILE, weights_only=False)
+            state = torch.load(Path(d) / STATE_FILE, weights_only=False, map_location="cpu")
     fit(spec, config, report or tune_report, state)

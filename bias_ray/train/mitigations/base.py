@@ -72,6 +72,10 @@ class Mitigation:
     def transform_eval(self, rows: pd.DataFrame) -> pd.DataFrame:
         return rows
 
+    def eval_prefix(self) -> str:
+        """Text put before every evaluation prompt (downstream tasks condition on it too)."""
+        return ""
+
     def prepare_model(self, student: Any, model: Any) -> None:
         """``student`` is the trial's StudentIO (tokenizer, encode, class_logits); ``model`` is not yet LoRA-wrapped."""
         self.student = student

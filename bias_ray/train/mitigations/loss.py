@@ -127,7 +127,8 @@ class LossMitigation(Mitigation):
 
         lam = self.params.lam
         if lam == 0:  # log only: no graph, and the RNG stream (dropout) is left as `none` would see it
-            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            cuda = [batch["input_ids"].device] if batch["input_ids"].is_cuda else []
+            with torch.no_grad(), torch.random.fork_rng(devices=cuda):
                 value = self.term(model, batch, outputs, rows)
         else:
             value = self.term(model, batch, outputs, rows)

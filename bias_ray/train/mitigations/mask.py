@@ -106,7 +106,7 @@ class MaskMitigation(Mitigation):
             for j, (a, b) in enumerate(offsets[i]):
                 if b > a and attention[i, j] and any(a < e and b > s for s, e in spans):
                     mask[i, j] = True
-        return mask, torch.tensor(list(applies), dtype=torch.bool)
+        return mask, torch.tensor(list(applies), dtype=torch.bool, device=mask.device)
 
     def transform_batch(self, batch: dict[str, Any], rows: pd.DataFrame) -> dict[str, Any]:
         import torch

@@ -68,13 +68,18 @@ class TokenMitigation(Mitigation):
         rows["text"] = tags + " " + rows["text"].astype(str)
         return rows
 
-    def transform_eval(self, rows: pd.DataFrame) -> pd.DataFrame:
+    def eval_prefix(self) -> str:
         which = self.params.eval_tag
         if which == "none":
+            return ""
+        return (self.params.real_tag if which == "real" else self._augmented_prefix()) + " "
+
+    def transform_eval(self, rows: pd.DataFrame) -> pd.DataFrame:
+        prefix = self.eval_prefix()
+        if not prefix:
             return rows
-        tag = self.params.real_tag if which == "real" else self._augmented_prefix()
         rows = rows.copy()
-        rows["text"] = tag + " " + rows["text"].astype(str)
+        rows["text"] = prefix + rows["text"].astype(str)
         return rows
 
     def prepare_model(self, student: Any, model: Any) -> None:
