@@ -70,7 +70,8 @@ def trial_throughput(model_dir: Path, data_root: Path, out: Path, gpus: float, t
             "train_and_eval_s": round(wall - task_s, 2), "downstream_task_s": round(task_s, 2),
             "steps_per_s": round(metrics["step"] / max(wall - task_s, 1e-9), 2),
             "macro_f1": round(metrics["macro_f1"], 4),
-            "task_metrics": {k: round(v, 4) for k, v in metrics.items() if k.startswith("task/") and "/wall_s" not in k}}
+            "task_metrics": {k: round(v, 4) for k, v in metrics.items()
+                             if k.startswith("task/") and "/wall_s" not in k}}
 
 
 def main() -> None:
