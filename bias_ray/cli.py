@@ -19,8 +19,12 @@ console = Console()
 
 
 def _load(spec_path: Path) -> SweepSpec:
+    from bias_ray.train.sweep import expand_spec
+
     try:
-        return load_spec(spec_path)
+        spec = load_spec(spec_path)
+        expand_spec(spec)  # a bad point of a mitigation grid is a bad spec too: reject it before any work
+        return spec
     except SpecError as err:
         console.print(f"[red]{err}[/red]", highlight=False)
         raise typer.Exit(2) from None
@@ -38,10 +42,14 @@ def _prepare_models(spec: SweepSpec) -> None:
 @app.command()
 def validate(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> None:
     """Check a sweep spec without running anything."""
+    from bias_ray.train.sweep import expand_spec
+
     spec = _load(spec_path)
+    configs = len(expand_spec(spec).mitigations)
     console.print(
         f"[green]ok[/green] {spec_path}: {spec.grid_size} trials = {len(spec.bias_types)} bias types x "
-        f"{len(spec.bias_ratios)} ratios x {len(spec.mitigations)} mitigations x {len(spec.seeds)} seeds"
+        f"{len(spec.bias_ratios)} ratios x {configs} mitigation configs x {len(spec.seeds)} seeds",
+        soft_wrap=True,
     )
 
 

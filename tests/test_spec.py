@@ -21,7 +21,7 @@ def good(tmp_path: Path, data_root: Path) -> dict:
 
 def test_quickstart_is_valid(tmp_path, data_root):
     spec = parse_spec(good(tmp_path, data_root))
-    assert spec.grid_size == 2 * 3 * 2 * 1
+    assert spec.grid_size == 2 * 3 * 4 * 1
     assert [b.name for b in spec.bias_type_specs] == ["gender", "religion"]
     assert spec.bias_type("gender").groups  # catalog entries are expanded into data
     assert spec.output_dir.is_absolute()
@@ -115,7 +115,7 @@ def test_validate_command_exit_codes(tmp_path, data_root):
     path.write_text(yaml.safe_dump(spec))
     ok = CliRunner().invoke(app, ["validate", str(path)])
     assert ok.exit_code == 0, ok.output
-    assert "12 trials" in " ".join(ok.output.split())
+    assert "24 trials" in " ".join(ok.output.split())
     spec["bias_ratios"] = [2.0]
     path.write_text(yaml.safe_dump(spec))
     bad = CliRunner().invoke(app, ["validate", str(path)])

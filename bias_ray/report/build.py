@@ -55,14 +55,23 @@ def plot_metric_vs_ratio(table: pd.DataFrame, metric: str, out: Path) -> Path:
             agg = g.groupby("bias_ratio")[metric].agg(["mean", "std"]).reset_index().sort_values("bias_ratio")
             ax.errorbar(agg["bias_ratio"], agg["mean"], yerr=agg["std"].fillna(0), marker="o", capsize=3,
                         label=str(mit))
+        if sub[metric].isna().all():  # e.g. a task without data for this bias type
+            ax.text(0.5, 0.5, "no data for this bias type", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(bt)
         ax.set_xlabel("bias ratio (augmented share)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric)
-    axes[0][-1].legend(title="mitigation", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
     fig.tight_layout()
+    # beside the panels, not over them: mitigation labels with parameters are long
+    fig.legend(handles, labels, title="mitigation", fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     path = out / f"{_safe(metric)}_vs_bias_ratio.png"
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
