@@ -235,13 +235,8 @@ def analyze(
     import pandas as pd
 
     summary = pd.read_csv(out / "summary.csv")
-    t = Table(title=f"{spec.name}: augmented vs real")
-    cols = ["bias_type", "value_gap", "stance_diff", "group_js", "mmd", "frechet", "unigram_js"]
-    for c in cols:
-        t.add_column(c)
-    for row in summary[cols].itertuples(index=False):
-        t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
-    console.print(t)
+    _print_table(summary, ["bias_type", "value_gap", "stance_diff", "group_js", "mmd", "frechet", "unigram_js"],
+                 f"{spec.name}: augmented vs real")
     console.print(f"[green]analysis[/green] in {out}")
 
 
@@ -268,16 +263,20 @@ def run(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> None:
     console.print(f"[green]done[/green] in {time.time() - started:.0f}s; report: {out / 'report.html'}")
 
 
-def _print_results(table, spec: SweepSpec) -> None:
-    metric = spec.scheduler.metric
-    t = Table(title=f"{spec.name}: {len(table)} trials")
-    cols = ["bias_type", "bias_ratio", "mitigation", "seed", metric, "bias_type/fpr_gap", "steps_run"]
-    cols = [c for c in cols if c in table]
+def _print_table(frame, cols: list[str], title: str) -> None:
+    """The given columns of a DataFrame as a rich table (floats to 4 places)."""
+    cols = [c for c in cols if c in frame]
+    t = Table(title=title)
     for c in cols:
         t.add_column(c)
-    for row in table[cols].itertuples(index=False):
+    for row in frame[cols].itertuples(index=False):
         t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
     console.print(t)
+
+
+def _print_results(table, spec: SweepSpec) -> None:
+    cols = ["bias_type", "bias_ratio", "mitigation", "seed", spec.scheduler.metric, "bias_type/fpr_gap", "steps_run"]
+    _print_table(table, cols, f"{spec.name}: {len(table)} trials")
     console.print(f"results: {spec.results_path} (and .csv)")
 
 

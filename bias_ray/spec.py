@@ -45,6 +45,13 @@ def bias_type_catalog() -> dict[str, dict[str, Any]]:
         return yaml.safe_load(f)["bias_types"]
 
 
+def _registered(name: str, registry: Any) -> str:
+    """``name`` if the plug-in registry knows it; else an error listing what it knows."""
+    if name not in registry:
+        raise ValueError(f"unknown {registry.kind} {name!r}; allowed: {', '.join(registry.names())}")
+    return name
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
@@ -126,9 +133,7 @@ class GenerationSpec(_Strict):
     def _known_engine(cls, v: str) -> str:
         from bias_ray.generate.engines import ENGINES
 
-        if v not in ENGINES:
-            raise ValueError(f"unknown engine {v!r}; allowed: {', '.join(ENGINES.names())}")
-        return v
+        return _registered(v, ENGINES)
 
     @field_validator("template")
     @classmethod
@@ -213,9 +218,7 @@ class MitigationSpec(_Strict):
     def _known(cls, v: str) -> str:
         from bias_ray.train.mitigations import MITIGATIONS
 
-        if v not in MITIGATIONS:
-            raise ValueError(f"unknown mitigation {v!r}; allowed: {', '.join(MITIGATIONS.names())}")
-        return v
+        return _registered(v, MITIGATIONS)
 
     @model_validator(mode="after")
     def _valid_params(self) -> MitigationSpec:
