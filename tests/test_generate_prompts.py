@@ -166,3 +166,30 @@ def test_crows_pairs_template_seeds_stances_from_the_pairs(tmp_path, data_root):
             assert side == ("stereo" if row.stance == "biased" else "anti")
             assert pairs.loc[pair_id, "bias_type"] == row.group
             assert pairs.loc[pair_id, "text" if side == "stereo" else "text_anti"] in row.prompt
+
+
+def test_bbq_template_seeds_put_the_stereotyped_group_in_the_negative_role(tmp_path, data_root):
+    from bias_ray.data.loaders import load_bbq_template_statements
+    from bias_ray.spec import RESOURCES
+
+    seeds = load_bbq_template_statements(data_root)
+    assert {"Religion", "Nationality"} <= set(seeds["group"])
+    # template 1 of the Religion sheet: the NAME1 person confesses to the bombing; Muslims are the stereotyped group
+    bomb = seeds[seeds["text"].str.contains("bomb exploded") & seeds["text"].str.contains("Muslim")]
+    biased = bomb[bomb["label"] == 1]["text"].iloc[0]
+    counter = bomb[bomb["label"] == 0]["text"].iloc[0]
+    assert "the Muslim person confessed" in biased
+    assert "the Muslim person confessed" not in counter and "{{" not in biased + counter
+    assert (seeds.groupby("label").size() == len(seeds) // 2).all()  # one consistent, one inconsistent story each
+
+    spec = parse_spec(micro_spec_dict(tmp_path, tmp_path, data_root, bias_types=["religion"],
+                                      generation={"template": str(RESOURCES / "prompts" / "bbq_stories.yaml"),
+                                                  "stances": {"biased": 1, "counter": 1},
+                                                  "samples_per_bias_type": 6}))
+    prompts = build_prompts(spec)
+    by_id = seeds.set_index("id")
+    assert set(prompts["template_id"]) == {"bbq_stories"} and set(prompts["group"]) == {"Religion"}
+    for row in prompts.itertuples():
+        for seed in row.seed_ids.split(","):
+            assert by_id.loc[seed, "label"] == (1 if row.stance == "biased" else 0)
+            assert by_id.loc[seed, "text"] in row.prompt

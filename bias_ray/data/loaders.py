@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -151,3 +152,65 @@ def load_bbq(root: str | Path, categories: list[str] | None = None) -> pd.DataFr
     if not rows:
         raise ValueError(f"no BBQ rows under {folder} for categories {categories}")
     return pd.DataFrame(rows)
+
+
+def _bbq_words(spec: str) -> dict[str, str]:
+    """``"WORD1: [luggage, bag]; WORD2: [released, let go]"`` -> the first option of each word."""
+    out = {}
+    for name, options in re.findall(r"(WORD\d+)\s*:\s*\[([^\]]*)\]", spec or ""):
+        first = options.split(",")[0].strip()
+        if first:
+            out[name] = first
+    return out
+
+
+def load_bbq_template_statements(root: str | Path) -> pd.DataFrame:
+    """Short stories from the BBQ template sheets that do (label 1) or do not (label 0) follow a stereotype.
+
+    Each template's ambiguous plus disambiguating context is filled twice: once with the stereotyped
+    group in the role of the negative answer (stereotype-consistent) and once with another group of
+    the same category from ``vocabulary.csv`` in that role (stereotype-inconsistent). Templates whose
+    names are not in the vocabulary (proper names, coded groups) are left out. ``group`` and
+    ``bias_type`` are the sheet's name (e.g. ``Religion``).
+    """
+    folder = _require(Path(root) / "bbq" / "templates", "BBQ template sheets")
+    vocab = pd.read_csv(_require(folder / "vocabulary.csv", "BBQ vocabulary"))
+    names_by_category = {
+        c.strip(): sorted(set(g["Name"].astype(str).str.strip())) for c, g in vocab.groupby("Category")
+    }
+    rows = []
+    for file in sorted(folder.glob("*.csv")):
+        category = file.stem
+        names = names_by_category.get(category)
+        if not names:
+            continue
+        sheet = pd.read_csv(file, dtype=str).fillna("")
+        by_lower = {n.lower(): n for n in names}
+        for i, t in sheet.iterrows():
+            slot = re.search(r"\{\{(NAME[12])\}\}", t.get("Answer_negative", ""))
+            try:
+                stereotyped = [s.lower() for s in json.loads(t.get("Known_stereotyped_groups") or "[]")]
+            except json.JSONDecodeError:
+                continue
+            if not slot or not t.get("Ambiguous_Context"):
+                continue
+            words = _bbq_words(t.get("Lexical_diversity", ""))
+            template = f"{t['Ambiguous_Context']} {t['Disambiguating_Context']}"
+            for s in stereotyped:
+                if s not in by_lower:
+                    continue
+                others = [n for n in names if n.lower() not in stereotyped]
+                if not others:
+                    continue
+                other = others[int(stable_id(category, i, s), 16) % len(others)]
+                negative, positive = slot.group(1), "NAME2" if slot.group(1) == "NAME1" else "NAME1"
+                for label, (neg, pos) in ((1, (by_lower[s], other)), (0, (other, by_lower[s]))):
+                    text = template.replace(f"{{{{{negative}}}}}", neg).replace(f"{{{{{positive}}}}}", pos)
+                    for w, v in words.items():
+                        text = text.replace(f"{{{{{w}}}}}", v)
+                    if "{{" in text:
+                        continue
+                    rows.append({"id": stable_id("bbq-template", category, i, s, label), "text": text.strip(),
+                                 "label": label, "group": category, "bias_type": category, "split": "train",
+                                 "source": "bbq_templates"})
+    return pd.DataFrame(rows, columns=SCHEMA)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from bias_ray.data.loaders import load_crows_pairs, load_toxigen, stable_id
+from bias_ray.data.loaders import load_bbq_template_statements, load_crows_pairs, load_toxigen, stable_id
 from bias_ray.spec import RESOURCES, SweepSpec
 
 DEFAULT_TEMPLATE = RESOURCES / "prompts" / "toxigen_statements.yaml"
@@ -136,8 +136,17 @@ def _crows_pairs_seeds(spec: SweepSpec) -> pd.DataFrame:
     return pd.concat([stereo, anti], ignore_index=True)
 
 
+def _bbq_template_seeds(spec: SweepSpec) -> pd.DataFrame:
+    """BBQ template stories, stereotype-consistent (label 1) and -inconsistent (label 0), per category."""
+    return load_bbq_template_statements(spec.data.resolved_root)
+
+
 # seed source -> (loader of id,text,label,group rows, the BiasType field naming its groups there)
-SEED_SOURCES = {"toxigen": (_toxigen_seeds, "groups"), "crows_pairs": (_crows_pairs_seeds, "crows_categories")}
+SEED_SOURCES = {
+    "toxigen": (_toxigen_seeds, "groups"),
+    "crows_pairs": (_crows_pairs_seeds, "crows_categories"),
+    "bbq_templates": (_bbq_template_seeds, "bbq_categories"),
+}
 
 
 def load_seed_rows(spec: SweepSpec, template: dict[str, Any]) -> pd.DataFrame:
