@@ -77,9 +77,8 @@ class ModelsSpec(_Strict):
 
 class DataSpec(_Strict):
     root: Path | None = Field(default=None, description="Real data folder; default: ../shared/data.")
-    task: str = "toxigen"
+    task: Literal["toxigen"] = Field(default="toxigen", description="The fine-tuning task of the trials.")
     test_fraction: float = Field(default=0.3, gt=0, lt=1)
-    max_real_per_group: int | None = Field(default=None, gt=0)
 
     @property
     def resolved_root(self) -> Path:
