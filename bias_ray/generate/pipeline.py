@@ -221,13 +221,14 @@ def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done
     return stats
 
 
-def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[str, Any],
+              ids: list[str]) -> dict[str, Any]:
     """Check completeness, drop exact duplicates, write the manifest (last, atomically)."""
     out = spec.augmented_dir
     rows = _read_parts(out / "shards", ["sample_id", "text", "drop_reason", "generated_tokens", "engine_s", "device"])
     quarantine = _read_parts(out / "quarantine", ["sample_id", "reason"])
     ids = pd.concat([rows["sample_id"], quarantine["sample_id"]], ignore_index=True)
-    requested = set(plan.sample_ids(np.arange(plan.total)))
+    requested = set(ids)
     repeated, missing = int(ids.duplicated().sum()), len(requested - set(ids))
     if repeated or missing or len(ids) != plan.total:
         raise GenerationJobError(f"{out}: {missing} requested samples missing and {repeated} repeated after the run; "
@@ -304,9 +305,8 @@ def generate(spec: SweepSpec, progress: bool | None = None) -> Path:
     manifest_path = out / "manifest.json"
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("status") == "complete" and manifest.get("fingerprint") == job["fingerprint"] \
-                and manifest.get("requested") == job["requested"]:
-            return out  # finished: nothing to do
+        if manifest.get("status") == "complete" and {k: manifest.get(k) for k in job} == job:
+            return out  # finished with these very settings: nothing to do (other settings: _check_job says so)
     _check_job(out, job)
     for stale in out.glob("*/.part-*.tmp-*"):  # half-written files of a killed run
         stale.unlink(missing_ok=True)
@@ -318,7 +318,7 @@ def generate(spec: SweepSpec, progress: bool | None = None) -> Path:
         if progress is None:
             progress = os.environ.get("BIAS_RAY_PROGRESS", "1") == "1"
         run.update(_stream(spec, plan, todo, out, len(done), progress))
-    manifest = _finalize(spec, plan, job, run)
+    manifest = _finalize(spec, plan, job, run, ids)
     _log_wandb(spec, manifest)
     return out
 

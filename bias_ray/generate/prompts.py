@@ -184,6 +184,8 @@ def make_plan(spec: SweepSpec, seed_rows: pd.DataFrame | None = None,
                 start += count
             label = int(template["stances"][stance]["seed_label"])
             for group in groups[bias.name]:
+                if (group, label) in pools:  # shared by stances with one seed label, and by bias types
+                    continue
                 pool = seed_rows[(seed_rows["group"] == group) & (seed_rows["label"] == label)]
                 if pool.empty:  # a group without seed statements of this stance: use any of the group
                     pool = seed_rows[seed_rows["group"] == group]

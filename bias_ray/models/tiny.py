@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
-
 from bias_ray.data.loaders import load_crows_pairs, load_toxigen
 
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
@@ -87,7 +85,3 @@ def ensure_model(path: str | Path, data_root: str | Path, build_if_missing: bool
         )
     return build_tiny_model(path, data_root)
 
-
-def corpus_frame(data_root: str | Path) -> pd.DataFrame:
-    """The texts the tokenizer is trained on, for inspection."""
-    return pd.DataFrame({"text": _corpus(Path(data_root))})

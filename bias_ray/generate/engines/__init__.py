@@ -21,4 +21,10 @@ class Engine(Protocol):
 
 ENGINES: Registry[type] = Registry("engine")
 
+
+def sample_seed(sample_id: object) -> int:
+    """The sampling seed of one sample, from its id: the same sample draws the same text on any engine."""
+    return int(str(sample_id)[:8], 16)
+
+
 from bias_ray.generate.engines import http_engine, transformers_engine, vllm_engine  # noqa: E402,F401  (registers)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bias_ray.generate.engines import ENGINES
+from bias_ray.generate.engines import ENGINES, sample_seed
 
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -48,7 +48,7 @@ def payload_settings(spec) -> dict[str, Any]:
 
 def make_payload(prompt: str, sample_id: str, settings: dict[str, Any]) -> dict[str, Any]:
     """One completions request; the per-sample seed makes a sampled reply reproducible where servers honour it."""
-    return {**settings, "prompt": str(prompt), "seed": int(str(sample_id)[:8], 16)}
+    return {**settings, "prompt": str(prompt), "seed": sample_seed(sample_id)}
 
 
 def parse_completion(response: Any) -> tuple[str, int, str]:

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from bias_ray.generate.engines import ENGINES
+from bias_ray.generate.engines import ENGINES, sample_seed
+from bias_ray.generate.prompts import sampling_params
 
 
 class TransformersGenerator:
@@ -31,6 +32,7 @@ class TransformersGenerator:
         self.device = device
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.tokenizer.padding_side = "left"
+        self.tokenizer.truncation_side = "left"  # an over-long prompt keeps its end: the open line to continue
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -61,7 +63,7 @@ class TransformersGenerator:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         prompts = [str(p) for p in batch["prompt"]]
         # the batch's first sample id seeds sampling: reproducible for a given batching
-        seed = int(str(batch["sample_id"][0])[:8], 16) if "sample_id" in batch and len(prompts) else 0
+        seed = sample_seed(batch["sample_id"][0]) if "sample_id" in batch and len(prompts) else 0
         started = time.perf_counter()
         errors = [""] * len(prompts)
         try:
@@ -94,8 +96,7 @@ def engine_settings(spec) -> tuple[dict[str, Any], str, int]:
     gen = spec.generation
     use_gpu = torch.cuda.is_available() and gen.options.get("device", "auto") != "cpu"
     concurrency = gen.concurrency or (1 if use_gpu else int(cpu_budget()))
-    sampling = {"temperature": gen.temperature, "top_p": gen.top_p, "max_new_tokens": gen.max_new_tokens,
-                "max_prompt_tokens": gen.max_prompt_tokens, "cpu_threads": int(gen.options.get("cpu_threads", 1))}
+    sampling = {**sampling_params(spec), "cpu_threads": int(gen.options.get("cpu_threads", 1))}
     return sampling, "cuda" if use_gpu else "cpu", concurrency
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bias_ray.generate.engines import ENGINES
+from bias_ray.generate.engines import ENGINES, sample_seed
 
 
 def vllm_config(spec):
@@ -41,7 +41,7 @@ class _Preprocess:
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         return {"prompt": row["prompt"],
-                "sampling_params": {**self.sampling, "seed": int(str(row["sample_id"])[:8], 16)}}
+                "sampling_params": {**self.sampling, "seed": sample_seed(row["sample_id"])}}
 
 
 def _postprocess(row: dict[str, Any]) -> dict[str, Any]:
