@@ -21,13 +21,13 @@ def mmd_rbf(x: np.ndarray, y: np.ndarray, bandwidth: float | None = None) -> flo
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(x) < 2 or len(y) < 2:
         return float("nan")
-    if bandwidth is None:
-        pooled = np.concatenate([x, y])
-        d = _sq_dists(pooled, pooled)
-        bandwidth = float(np.sqrt(np.median(d[np.triu_indices(len(pooled), 1)]) / 2)) or 1.0
-    gamma = 1.0 / (2 * bandwidth**2)
-    kxx, kyy, kxy = (np.exp(-gamma * _sq_dists(a, b)) for a, b in ((x, x), (y, y), (x, y)))
     n, m = len(x), len(y)
+    pooled = np.concatenate([x, y])
+    d = _sq_dists(pooled, pooled)  # once: for the bandwidth and for all three kernel blocks
+    if bandwidth is None:
+        bandwidth = float(np.sqrt(np.median(d[np.triu_indices(n + m, 1)]) / 2)) or 1.0
+    k = np.exp(-d / (2 * bandwidth**2))
+    kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
     return float((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
                  - 2 * kxy.mean())
 

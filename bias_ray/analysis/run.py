@@ -110,7 +110,8 @@ def analyze(spec, max_rows: int | None = 2000) -> Path:
     real_all = load_toxigen(spec.data.resolved_root, spec.data.test_fraction)
     real_all = real_all[real_all["split"] == "train"]
     ev = spec.evaluation
-    clf = toxigen_classifier(str(spec.data.resolved_root), ev.encoder, ev.classifier_epochs, ev.classifier_l2)
+    clf = toxigen_classifier(str(spec.data.resolved_root), ev.encoder, ev.classifier_epochs, ev.classifier_l2,
+                             spec.data.test_fraction)
     out = spec.run_dir / "analysis"
     out.mkdir(parents=True, exist_ok=True)
     per_type: dict[str, Comparison] = {}

@@ -70,9 +70,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("BIAS_RAY_CACHE", Path.home() / ".cache" / "bias-ray"))
 
 
-def _cache_key(data_root: str, encoder: str, epochs: int, l2: float) -> str:
+def _cache_key(data_root: str, encoder: str, epochs: int, l2: float, test_fraction: float) -> str:
     """Changes whenever the training data, the encoder weights or the settings change."""
-    parts = [str(FIT_VERSION), encoder, str(epochs), str(l2)]
+    parts = [str(FIT_VERSION), encoder, str(epochs), str(l2), str(test_fraction)]
     for f in sorted((Path(data_root) / "toxigen" / "prompts").glob("*_1k.txt")) + [Path(encoder) / "config.json"]:
         st = f.stat()
         parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
@@ -80,18 +80,19 @@ def _cache_key(data_root: str, encoder: str, epochs: int, l2: float) -> str:
 
 
 @cache
-def toxigen_classifier(data_root: str, encoder: str, epochs: int = 300, l2: float = 1e-3) -> StanceClassifier:
+def toxigen_classifier(data_root: str, encoder: str, epochs: int = 300, l2: float = 1e-3,
+                       test_fraction: float = 0.3) -> StanceClassifier:
     """Train on the ToxiGen train split (or load the cached fit); held-out accuracy, macro-F1 in ``.metrics``."""
     from bias_ray.data.loaders import load_toxigen
     from bias_ray.evaluate.encoder import _load
 
     encoder = resolve_encoder(encoder)
     _load(encoder)  # a clear error for a missing encoder before anything else
-    path = cache_dir() / f"stance-{_cache_key(data_root, encoder, epochs, l2)}.npz"
+    path = cache_dir() / f"stance-{_cache_key(data_root, encoder, epochs, l2, test_fraction)}.npz"
     if path.is_file():
         saved = np.load(path)
         return StanceClassifier(encoder, saved["weight"], float(saved["bias"]), json.loads(str(saved["metrics"])))
-    rows = load_toxigen(data_root, test_fraction=0.3)
+    rows = load_toxigen(data_root, test_fraction=test_fraction)  # the sweep's split: held out means held out
     train, test = rows[rows["split"] == "train"], rows[rows["split"] == "test"]
     clf = StanceClassifier.fit(train["text"].tolist(), train["label"].to_numpy(), encoder, epochs, l2)
     pred = (clf.proba(test["text"].tolist()) > 0.5).astype(int)

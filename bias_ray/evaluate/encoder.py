@@ -47,7 +47,9 @@ def encode(texts: list[str], path: str, batch_size: int = 64, max_length: int = 
 
     path = resolve_encoder(path)
     tokenizer, model = _load(str(path))
-    todo = list(dict.fromkeys(t for t in texts if (str(path), t) not in _MEMO))
+    key = str(path)
+    todo = [t for t in dict.fromkeys(texts) if (key, t) not in _MEMO]
+    fresh: dict[str, np.ndarray] = {}
     with torch.inference_mode():
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
@@ -55,14 +57,11 @@ def encode(texts: list[str], path: str, batch_size: int = 64, max_length: int = 
             hidden = model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            vecs = torch.nn.functional.normalize(pooled, dim=-1).numpy().astype(np.float32)
-            if len(_MEMO) + len(chunk) > _MEMO_LIMIT:
-                _MEMO.clear()
-            _MEMO.update({(str(path), t): v for t, v in zip(chunk, vecs)})
+            fresh.update(zip(chunk, torch.nn.functional.normalize(pooled, dim=-1).numpy().astype(np.float32)))
     if not texts:
         return np.zeros((0, model.config.hidden_size), dtype=np.float32)
-    missing = [t for t in texts if (str(path), t) not in _MEMO]
-    if missing:  # the memo was cleared mid-call: embed the rest directly
+    out = np.stack([fresh[t] if t in fresh else _MEMO[(key, t)] for t in texts])
+    if len(_MEMO) + len(fresh) > _MEMO_LIMIT:  # bounded memory: start over rather than grow
         _MEMO.clear()
-        return encode(texts, path, batch_size, max_length)
-    return np.stack([_MEMO[(str(path), t)] for t in texts])
+    _MEMO.update({(key, t): v for t, v in fresh.items()})
+    return out

@@ -67,10 +67,9 @@ class LMScorer:
                     input_ids[i, : len(ids)] = torch.tensor(ids)
                     mask[i, : len(ids)] = 1
                 logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
-                logp = torch.log_softmax(logits.float(), dim=-1).cpu()
-                for i, (ids, n) in enumerate(chunk):
-                    targets = torch.tensor(ids[len(ids) - n :])
-                    rows = logp[i, len(ids) - n - 1 : len(ids) - 1]
+                for i, (ids, n) in enumerate(chunk):  # only the continuation's positions, on the device
+                    rows = torch.log_softmax(logits[i, len(ids) - n - 1 : len(ids) - 1].float(), dim=-1)
+                    targets = torch.tensor(ids[len(ids) - n :], device=rows.device)
                     sums[start + i] = float(rows.gather(1, targets[:, None]).sum())
         if was_training:
             self.model.train()
@@ -82,7 +81,9 @@ class LMScorer:
 
         tok = self.tokenizer
         old_side = getattr(tok, "padding_side", "right")
+        old_trunc = getattr(tok, "truncation_side", "right")
         tok.padding_side = "left"
+        tok.truncation_side = "left"  # an over-long prompt keeps its end, the text the model continues
         was_training = self.model.training
         self.model.eval()
         out: list[str] = []
@@ -99,7 +100,7 @@ class LMScorer:
                     new = gen[:, enc["input_ids"].shape[1] :]
                     out += [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
         finally:
-            tok.padding_side = old_side
+            tok.padding_side, tok.truncation_side = old_side, old_trunc
             if was_training:
                 self.model.train()
         return out

@@ -57,7 +57,7 @@ class TaskContext:
 
             s = self.settings
             self._classifier = toxigen_classifier(str(self.data_root), s.encoder, s.classifier_epochs,
-                                                  s.classifier_l2)
+                                                  s.classifier_l2, self.test_fraction)
         return self._classifier
 
     def cap(self, rows: pd.DataFrame, by: str) -> pd.DataFrame:
