@@ -42,10 +42,8 @@ def _prepare_models(spec: SweepSpec) -> None:
 @app.command()
 def validate(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> None:
     """Check a sweep spec without running anything."""
-    from bias_ray.train.sweep import expand_spec
-
     spec = _load(spec_path)
-    configs = len(expand_spec(spec).mitigations)
+    configs = spec.mitigation_configs
     console.print(
         f"[green]ok[/green] {spec_path}: {spec.grid_size} trials = {len(spec.bias_types)} bias types x "
         f"{len(spec.bias_ratios)} ratios x {configs} mitigation configs x {len(spec.seeds)} seeds",

@@ -411,9 +411,13 @@ class SweepSpec(_Strict):
         raise KeyError(label)
 
     @property
+    def mitigation_configs(self) -> int:
+        """Mitigation configs once each grid is crossed out."""
+        return sum(math.prod(len(v) for v in m.grid.values()) for m in self.mitigation_specs)
+
+    @property
     def grid_size(self) -> int:
-        configs = sum(math.prod(len(v) for v in m.grid.values()) for m in self.mitigation_specs)
-        return len(self.bias_ratios) * len(self.bias_types) * configs * len(self.seeds)
+        return len(self.bias_ratios) * len(self.bias_types) * self.mitigation_configs * len(self.seeds)
 
     # Output layout: one folder per run, documented in README.md.
     @property
@@ -435,6 +439,10 @@ class SweepSpec(_Strict):
     @property
     def report_dir(self) -> Path:
         return self.run_dir / "report"
+
+    @property
+    def wandb_dir(self) -> Path:
+        return self.run_dir / "wandb"
 
 
 def _format_errors(source: str, err: ValidationError) -> str:

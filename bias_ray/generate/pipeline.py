@@ -284,7 +284,7 @@ def _log_wandb(spec: SweepSpec, manifest: dict[str, Any]) -> None:
         return
     import wandb
 
-    wandb_dir = spec.run_dir / "wandb"
+    wandb_dir = spec.wandb_dir
     wandb_dir.mkdir(parents=True, exist_ok=True)
     flat = {k: v for k, v in manifest.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     flat.update({f"last_run/{k}": v for k, v in manifest["last_run"].items()})

@@ -14,6 +14,7 @@ tokenizer) and ``answer_pos``; pass
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 IGNORE_INDEX = -100
@@ -36,7 +37,12 @@ class StudentIO:
         self.label_words = list(label_words or ["neutral", "hate"])
         self.prompt_suffix, self.lm_loss = prompt_suffix, lm_loss
 
-    @property
+    @cached_property
+    def suffix_ids(self) -> list[int]:
+        """The prompt suffix's tokens (fixed for the trial: tokenized once, not every step)."""
+        return self.tokenizer(self.prompt_suffix, add_special_tokens=False)["input_ids"]
+
+    @cached_property
     def answer_ids(self) -> list[int]:
         """First token of each label word, as the model would write it after the prompt."""
         ids = [self.tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in self.label_words]
@@ -65,7 +71,7 @@ class StudentIO:
             if labels is not None:
                 batch["labels"] = torch.tensor(list(labels), dtype=torch.long)
             return batch
-        suffix = self.tokenizer(self.prompt_suffix, add_special_tokens=False)["input_ids"]
+        suffix = self.suffix_ids
         answers = self.answer_ids
         budget = self.max_length - len(suffix) - 1
         if budget < 1:

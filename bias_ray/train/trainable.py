@@ -124,12 +124,8 @@ def downstream_metrics(spec: SweepSpec, model, student: StudentIO, mitigation: M
         lm = copy.deepcopy(model).merge_and_unload()
     else:
         lm = causal_lm_from_classifier(model, spec.models.student)
-    was_training = model.training
-    try:
-        return run_tasks(lm, student.tokenizer, None, spec, bias_types=[bias], seed=seed,
-                         prompt_prefix=mitigation.eval_prefix())
-    finally:
-        model.train(was_training)
+    return run_tasks(lm, student.tokenizer, None, spec, bias_types=[bias], seed=seed,
+                     prompt_prefix=mitigation.eval_prefix())
 
 
 def trial_device(spec: SweepSpec) -> str:

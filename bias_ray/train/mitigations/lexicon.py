@@ -10,13 +10,33 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
 import yaml
+from pydantic import AfterValidator, Field
 
 from bias_ray.spec import RESOURCES
 
 LEXICON_DIR = RESOURCES / "lexicons"
 
+
+
+def resolve_lexicon(v: str | None) -> str | None:
+    """An absolute path, so Ray workers (with another working directory) find the same file."""
+    if v is None:
+        return None
+    path = Path(v).expanduser().resolve()
+    if not path.exists():
+        raise ValueError(f"lexicon {v!r}: no such file or folder; give a <bias_type>.yaml file or a folder of them")
+    return str(path)
+
+
+# the `lexicon` parameter of every mitigation that reads one
+LexiconSource = Annotated[
+    str | None,
+    AfterValidator(resolve_lexicon),
+    Field(description="lexicon file or folder; default: built-in lexicons"),
+]
 
 @dataclass(frozen=True)
 class Lexicon:

@@ -26,12 +26,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field
 
 from bias_ray.train.mitigations import MITIGATIONS
 from bias_ray.train.mitigations.base import Mitigation, NoParams, TrialContext
-from bias_ray.train.mitigations.lexicon import load_lexicon, swap_groups, term_pattern
-from bias_ray.train.mitigations.mask import resolve_lexicon
+from bias_ray.train.mitigations.lexicon import LexiconSource, load_lexicon, swap_groups, term_pattern
 from bias_ray.train.student import model_inputs
 
 
@@ -44,12 +43,7 @@ class LossParams(NoParams):
         default="counterfactual", description="compare with the group-swapped sample or the frozen base model"
     )
     apply_to: Literal["augmented", "all"] = Field(default="augmented", description="rows the term covers")
-    lexicon: str | None = Field(default=None, description="lexicon file or folder; default: built-in lexicons")
-
-    @field_validator("lexicon")
-    @classmethod
-    def _absolute(cls, v: str | None) -> str | None:
-        return resolve_lexicon(v)
+    lexicon: LexiconSource = None
 
 
 def divergence(p: Any, q: Any, kind: str) -> Any:

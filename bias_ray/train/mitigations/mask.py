@@ -25,30 +25,19 @@ of the rows it applies to).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from bias_ray.train.mitigations import MITIGATIONS
 from bias_ray.train.mitigations.base import Mitigation, NoParams, TrialContext
-from bias_ray.train.mitigations.lexicon import find_spans, load_lexicon, term_pattern
+from bias_ray.train.mitigations.lexicon import LexiconSource, find_spans, load_lexicon, term_pattern
 from bias_ray.train.student import IGNORE_INDEX
 
 
-def resolve_lexicon(v: str | None) -> str | None:
-    """An absolute path, so Ray workers (with another working directory) find the same file."""
-    if v is None:
-        return None
-    path = Path(v).expanduser().resolve()
-    if not path.exists():
-        raise ValueError(f"lexicon {v!r}: no such file or folder; give a <bias_type>.yaml file or a folder of them")
-    return str(path)
-
-
 class MaskParams(NoParams):
-    lexicon: str | None = Field(default=None, description="lexicon file or folder; default: built-in lexicons")
+    lexicon: LexiconSource = None
     kinds: list[Literal["groups", "attributes"]] = Field(
         default=["groups", "attributes"], min_length=1, description="which lexicon entries to mask"
     )
@@ -56,11 +45,6 @@ class MaskParams(NoParams):
     input_rule: Literal["attention", "replace"] = Field(
         default="attention", description="how masked tokens leave the input when they are not LM targets"
     )
-
-    @field_validator("lexicon")
-    @classmethod
-    def _absolute(cls, v: str | None) -> str | None:
-        return resolve_lexicon(v)
 
 
 @MITIGATIONS.register("mask")
@@ -94,18 +78,15 @@ class MaskMitigation(Mitigation):
         applies = (
             rows["is_augmented"].astype(bool).tolist() if self.params.apply_to == "augmented" else [True] * len(rows)
         )
-        offsets = batch["offset_mapping"].tolist()
-        attention = batch["attention_mask"].bool()
-        mask = torch.zeros_like(batch["input_ids"], dtype=torch.bool)
+        offsets = batch["offset_mapping"]  # [B, T, 2] character spans of the tokens
+        real = (offsets[..., 1] > offsets[..., 0]) & batch["attention_mask"].bool()
+        mask = torch.zeros_like(real)
         for i, (text, on) in enumerate(zip(texts, applies)):
-            if not on:
-                continue
-            spans = find_spans(text, self.pattern)
-            if not spans:
-                continue
-            for j, (a, b) in enumerate(offsets[i]):
-                if b > a and attention[i, j] and any(a < e and b > s for s, e in spans):
-                    mask[i, j] = True
+            spans = find_spans(text, self.pattern) if on else []
+            if spans:  # a token is masked when its characters overlap any lexicon match (one tensor op a row)
+                s = torch.tensor(spans, device=offsets.device)  # [S, 2]
+                a, b = offsets[i, :, :1], offsets[i, :, 1:]  # [T, 1]
+                mask[i] = real[i] & ((a < s[:, 1]) & (b > s[:, 0])).any(-1)
         return mask, torch.tensor(list(applies), dtype=torch.bool, device=mask.device)
 
     def transform_batch(self, batch: dict[str, Any], rows: pd.DataFrame) -> dict[str, Any]:
