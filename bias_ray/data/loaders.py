@@ -92,23 +92,33 @@ def load_toxigen(root: str | Path, test_fraction: float = 0.3, groups: list[str]
 
 
 def load_crows_pairs(root: str | Path) -> pd.DataFrame:
-    """CrowS-Pairs minimal pairs: ``text`` is the stereotypical sentence, ``text_anti`` the other."""
+    """CrowS-Pairs minimal pairs as the authors define them (Nangia et al. 2020, nyu-mll/crows-pairs).
+
+    ``text`` is ``sent_more``, the more stereotypical sentence, and ``text_anti`` is ``sent_less``, in
+    ``stereo`` and ``antistereo`` pairs alike: the authors' ``scripts/metric.py`` counts a pair as biased
+    when the model prefers ``sent_more``, whatever the direction. ``direction`` is the pair's
+    ``stereo_antistereo`` value (``stereo``: sent_more demonstrates a stereotype of a disadvantaged group;
+    ``antistereo``: it violates one of an advantaged group); ``label`` is 1 for ``stereo`` pairs.
+    """
     path = _require(Path(root) / "crows_pairs" / "crows_pairs_anonymized.csv", "CrowS-Pairs csv")
     raw = pd.read_csv(path)
     missing = {"sent_more", "sent_less", "stereo_antistereo", "bias_type"} - set(raw.columns)
     if missing:
         raise ValueError(f"{path}: columns {sorted(missing)} are missing; is this the CrowS-Pairs file?")
-    stereo = raw["stereo_antistereo"].eq("stereo")
+    unknown = set(raw["stereo_antistereo"]) - {"stereo", "antistereo"}
+    if unknown:
+        raise ValueError(f"{path}: stereo_antistereo holds {sorted(map(str, unknown))}; expected stereo or antistereo")
     df = pd.DataFrame(
         {
             "id": [stable_id("crows", i) for i in raw.index],
-            "text": raw["sent_more"].where(stereo, raw["sent_less"]),
-            "text_anti": raw["sent_less"].where(stereo, raw["sent_more"]),
-            "label": stereo.astype(int),
+            "text": raw["sent_more"],
+            "text_anti": raw["sent_less"],
+            "label": raw["stereo_antistereo"].eq("stereo").astype(int),
             "group": raw["bias_type"],
             "bias_type": raw["bias_type"],
             "split": "test",
             "source": "crows_pairs",
+            "direction": raw["stereo_antistereo"],
         }
     )
     return df
