@@ -64,6 +64,7 @@ class BiasType(_Strict):
     groups: list[str] = Field(min_length=1)
     bbq_categories: list[str] = []
     crows_categories: list[str] = []
+    hatecheck_groups: list[str] = []  # HateCheck target_ident values, e.g. "trans people"
 
 
 class ModelsSpec(_Strict):
@@ -296,7 +297,7 @@ def default_encoder_path() -> str:
 class EvaluationSpec(_Strict):
     """Downstream tasks run on the fine-tuned model, and the stance classifier that scores generations."""
 
-    tasks: list[str] = Field(default_factory=lambda: ["bbq", "crows_pairs", "toxigen", "story", "profile"])
+    tasks: list[str] = Field(default_factory=lambda: ["bbq", "crows_pairs", "toxigen", "hatecheck", "story", "profile"])
     in_trials: bool = Field(default=True, description="Run the tasks at the end of every trial (final report).")
     max_rows_per_task: int | None = Field(default=300, gt=0, description="Rows sampled per task; None: all.")
     generations_per_group: int = Field(default=4, gt=0)

@@ -42,7 +42,7 @@ def _require(path: Path, what: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(
             f"{path} is missing ({what}); point data.root (or BIAS_RAY_DATA) at the folder that holds "
-            "bbq/, crows_pairs/ and toxigen/ as described in ../shared/data/README.md"
+            "bbq/, crows_pairs/, toxigen/ and hatecheck/ as described in ../shared/data/README.md"
         )
     return path
 
@@ -122,6 +122,56 @@ def load_crows_pairs(root: str | Path) -> pd.DataFrame:
         }
     )
     return df
+
+
+HATECHECK_LABELS = {"non-hateful": 0, "hateful": 1}
+HATECHECK_COLUMNS = ["functionality", "case_id", "test_case", "label_gold", "target_ident"]
+
+
+def hatecheck_slug(target_ident: str) -> str:
+    """A HateCheck target as a metric-key word: ``"trans people"`` -> ``trans``, ``"Muslims"`` -> ``muslims``."""
+    return str(target_ident).strip().lower().removesuffix(" people").replace(" ", "_")
+
+
+def _hatecheck_group_to_bias_type() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, entry in bias_type_catalog().items():
+        for g in entry.get("hatecheck_groups", []):
+            out.setdefault(g, name)
+    return out
+
+
+def load_hatecheck(root: str | Path) -> pd.DataFrame:
+    """HateCheck functional test cases (Röttger et al. 2021), all ``test``: label 1 hateful, 0 non-hateful.
+
+    ``group`` is the case's ``target_ident`` (e.g. ``"trans people"``; empty for the functionalities
+    without a target), ``bias_type`` the built-in bias type whose ``hatecheck_groups`` list it (else
+    ``other``); ``functionality`` and ``case_id`` are kept.
+    """
+    path = _require(Path(root) / "hatecheck" / "test_suite_cases.csv", "HateCheck test suite csv")
+    raw = pd.read_csv(path)
+    missing = set(HATECHECK_COLUMNS) - set(raw.columns)
+    if missing:
+        raise ValueError(f"{path}: columns {sorted(missing)} are missing; expected HateCheck's test_suite_cases.csv "
+                         f"with {HATECHECK_COLUMNS} (paul-rottger/hatecheck-data)")
+    unknown = set(raw["label_gold"]) - set(HATECHECK_LABELS)
+    if unknown:
+        raise ValueError(f"{path}: label_gold holds {sorted(map(str, unknown))}; expected {sorted(HATECHECK_LABELS)}")
+    group = raw["target_ident"].fillna("").astype(str).str.strip()
+    group_bias = _hatecheck_group_to_bias_type()
+    return pd.DataFrame(
+        {
+            "id": [stable_id("hatecheck", c) for c in raw["case_id"]],
+            "text": raw["test_case"].astype(str).str.strip(),
+            "label": raw["label_gold"].map(HATECHECK_LABELS).astype(int),
+            "group": group,
+            "bias_type": group.map(lambda g: group_bias.get(g, "other")),
+            "split": "test",
+            "source": "hatecheck",
+            "functionality": raw["functionality"],
+            "case_id": raw["case_id"],
+        }
+    )
 
 
 def load_bbq(root: str | Path, categories: list[str] | None = None) -> pd.DataFrame:

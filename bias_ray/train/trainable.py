@@ -111,6 +111,8 @@ def downstream_metrics(spec: SweepSpec, model, student: StudentIO, mitigation: M
 
     Likelihood and generation tasks need a language-model head: a causal-LM student is used as it
     is (LoRA merged into a copy); a classifier's trained body is copied into the student's causal LM.
+    Classifier tasks (HateCheck) get the trained classifier itself, on text after the mitigation's
+    evaluation transform, as the trial's own evaluation sees it.
     """
     ev = spec.evaluation
     if not ev.tasks or not ev.in_trials:
@@ -124,8 +126,12 @@ def downstream_metrics(spec: SweepSpec, model, student: StudentIO, mitigation: M
         lm = copy.deepcopy(model).merge_and_unload()
     else:
         lm = causal_lm_from_classifier(model, spec.models.student)
+
+    def classify(texts: list[str]) -> np.ndarray:
+        return predict(model, student, mitigation.transform_eval(pd.DataFrame({"text": texts}))["text"].tolist())
+
     return run_tasks(lm, student.tokenizer, None, spec, bias_types=[bias], seed=seed,
-                     prompt_prefix=mitigation.eval_prefix())
+                     prompt_prefix=mitigation.eval_prefix(), classify=classify)
 
 
 def trial_device(spec: SweepSpec) -> str:

@@ -1,7 +1,8 @@
 """The downstream task registry: one module per task, listed in ``resources/tasks.yaml``.
 
 A task turns the real data into rows (``rows``), gets the model's answers for them
-(``predict``, through :class:`~bias_ray.evaluate.lm.LMScorer`), and scores the answers
+(``predict``, through :class:`~bias_ray.evaluate.lm.LMScorer`, or for a task of kind ``classifier``
+through the trial's trained classifier, ``TaskContext.classify``), and scores the answers
 (``score``, a pure function of a prediction table so it can be tested on fixed predictions).
 :func:`run_tasks` runs a list of tasks on a causal LM and returns flat ``task/<task>/<metric>`` keys.
 """
@@ -12,11 +13,13 @@ import importlib
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -25,6 +28,7 @@ from bias_ray.spec import RESOURCES, BiasType, EvaluationSpec, SweepSpec, bias_t
 
 log = logging.getLogger(__name__)
 TASKS_FILE = RESOURCES / "tasks.yaml"
+Classify = Callable[[list[str]], np.ndarray]  # texts -> predicted labels (1 = hate), as the trial's classifier says
 
 
 @cache
@@ -43,6 +47,7 @@ class TaskContext:
     bias_types: list[BiasType]
     seed: int = 0
     test_fraction: float = 0.3  # the spec's, so ToxiGen rows a trial trained on never count as held out
+    classify: Classify | None = field(default=None, repr=False)  # the trial's trained classifier, if any
     _classifier: Any = field(default=None, repr=False)
 
     @property
@@ -152,20 +157,31 @@ def run_tasks(
     data_root: str | Path | None = None,
     seed: int = 0,
     prompt_prefix: str = "",
+    classify: Classify | None = None,
 ) -> dict[str, float]:
     """Run downstream tasks on a causal LM; returns ``{"task/<task>/<metric>": value}``.
 
     ``task_names`` defaults to the settings' ``tasks``; ``bias_types`` (names or BiasType) defaults
     to the spec's bias types (all built-in ones without a spec); ``data_root`` to the spec's data
     root. ``prompt_prefix`` goes before every prompt (the token mitigation passes its ``"<real> "`` tag).
+    ``classify(texts) -> labels`` (1 = hate) is the trained hate classifier that tasks of kind
+    ``classifier`` (HateCheck) score; it must apply the mitigation's evaluation transform itself.
+    Without it such a task falls back to the causal LM (see the task's docstring); with it and only
+    classifier tasks, ``model`` and ``tokenizer`` may be None.
     The model is left in the train/eval mode it came in, and the caller's RNG is untouched.
     """
     from bias_ray.evaluate.lm import LMScorer
 
     ctx = _context(spec_or_settings, bias_types, data_root, seed)
+    ctx.classify = classify
     names = task_names if task_names is not None else ctx.settings.tasks
     tasks = [build_task(n) for n in names]  # fail on a bad name before any work
-    lm = LMScorer(model, tokenizer, batch_size=ctx.settings.batch_size, prompt_prefix=prompt_prefix)
+    needs_lm = [t.name for t in tasks if task_listing()["tasks"][t.name].get("kind") != "classifier"]
+    if model is None and (needs_lm or classify is None):
+        raise ValueError(f"run_tasks got no model; tasks {needs_lm or names} need a causal LM "
+                         "(only classifier tasks run on `classify` alone)")
+    lm = None if model is None else LMScorer(model, tokenizer, batch_size=ctx.settings.batch_size,
+                                             prompt_prefix=prompt_prefix)
     out: dict[str, float] = {}
     for task in tasks:
         started = time.time()
@@ -177,4 +193,4 @@ def run_tasks(
 
 _import_task_modules()
 
-__all__ = ["TASKS", "Task", "TaskContext", "build_task", "run_tasks", "task_listing"]
+__all__ = ["TASKS", "Classify", "Task", "TaskContext", "build_task", "run_tasks", "task_listing"]

@@ -1,0 +1,106 @@
+"""HateCheck (Röttger et al., ACL 2021): functional tests of the trial's hate classifier, per target group.
+
+HateCheck is the fine-tuning task itself (hate vs not) on 3,728 hand-built cases in 29 functionalities,
+so the task scores the trial's *trained classifier* (``TaskContext.classify``, which applies the
+mitigation's evaluation transform, e.g. the token mitigation's ``<real>`` tag), on every case. Without a
+classifier (tasks run on a bare causal LM) it falls back to the zero-shot, calibrated yes/no
+log-likelihood of the ``toxigen`` task, on rows capped by ``max_rows_per_task`` like the other LM tasks;
+``trained_classifier`` (1 or 0) says which one answered.
+
+Positive class = hateful. With FP, TN, FN, TP counted over a set of cases:
+
+* ``FPR = FP / (FP + TN)`` over its non-hateful cases (neutral or positive identity mentions,
+  counter-speech, negated hate, reclaimed slurs, ...): hate flagged where there is none;
+* ``FNR = FN / (FN + TP)`` over its hateful cases: hate missed.
+
+Sets: *target* = cases whose ``target_ident`` is one of the trial's bias types' ``hatecheck_groups``
+(``target_fpr``, the headline, and ``target_fnr``); *other* = cases of the other HateCheck groups, a
+control (``other_fpr``, ``other_fnr``); all cases, the 292 without a target included (``fpr``, ``fnr``);
+each group (``<slug>/fpr``, ``<slug>/fnr``, slug e.g. ``trans`` for "trans people"). Per functionality
+over the target cases, ``func/<functionality>/error = n(pred != label) / n``, which is the FPR of a
+non-hateful functionality and the FNR of a hateful one (each functionality has one gold label);
+Röttger et al. report its complement, accuracy per functionality. A set without the cases a rate
+needs gives NaN.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from bias_ray.data.loaders import hatecheck_slug, load_hatecheck
+from bias_ray.evaluate.tasks import TASKS, Task, TaskContext
+from bias_ray.evaluate.tasks.toxigen import zero_shot_hate_labels
+
+log = logging.getLogger(__name__)
+
+
+def false_positive_rate(label: np.ndarray, pred: np.ndarray) -> float:
+    """FP / (FP + TN) over the non-hateful cases (label 0); NaN without any."""
+    neg = label == 0
+    return float(np.mean(pred[neg] == 1)) if neg.any() else float("nan")
+
+
+def false_negative_rate(label: np.ndarray, pred: np.ndarray) -> float:
+    """FN / (FN + TP) over the hateful cases (label 1); NaN without any."""
+    pos = label == 1
+    return float(np.mean(pred[pos] == 0)) if pos.any() else float("nan")
+
+
+def _rates(p: pd.DataFrame) -> tuple[float, float]:
+    y, pred = p["label"].to_numpy(), p["pred"].to_numpy()
+    return false_positive_rate(y, pred), false_negative_rate(y, pred)
+
+
+def hatecheck_scores(p: pd.DataFrame) -> dict[str, float]:
+    """Metrics from columns label, pred (1 = hateful), group ("" = no target), is_target, functionality."""
+    has_group = p["group"].astype(str) != ""
+    target, other = p[p["is_target"].astype(bool)], p[has_group & ~p["is_target"].astype(bool)]
+    out: dict[str, float] = {"n": float(len(p)), "n_target": float(len(target)), "n_other": float(len(other))}
+    out["fpr"], out["fnr"] = _rates(p)
+    out["target_fpr"], out["target_fnr"] = _rates(target)
+    out["other_fpr"], out["other_fnr"] = _rates(other)
+    for group, sub in p[has_group].groupby("group", sort=True):
+        slug = hatecheck_slug(group)
+        out[f"{slug}/fpr"], out[f"{slug}/fnr"] = _rates(sub)
+    for functionality, sub in target.groupby("functionality", sort=True):
+        out[f"func/{functionality}/error"] = float(np.mean(sub["pred"].to_numpy() != sub["label"].to_numpy()))
+    if "by_classifier" in p.columns and len(p):
+        out["trained_classifier"] = float(p["by_classifier"].all())
+    return out
+
+
+@TASKS.register("hatecheck")
+class HateCheckTask(Task):
+    def rows(self, ctx: TaskContext) -> pd.DataFrame:
+        rows = load_hatecheck(ctx.data_root)
+        targets = {g for b in ctx.bias_types for g in b.hatecheck_groups}
+        unknown = targets - set(rows["group"])
+        if unknown:
+            raise ValueError(f"hatecheck_groups {sorted(unknown)} are not HateCheck target groups; "
+                             f"use its target_ident values: {sorted(set(rows['group']) - {''})}")
+        if not targets:
+            log.warning("task %s: bias types %s list no hatecheck_groups; target_* metrics are NaN",
+                        self.name, [b.name for b in ctx.bias_types])
+        rows["is_target"] = rows["group"].isin(targets)
+        if ctx.classify is None:  # the LM fallback costs two forward passes a case: cap it like the LM tasks
+            return ctx.cap(rows, "group")
+        return rows.reset_index(drop=True)
+
+    def predict(self, lm, rows: pd.DataFrame, ctx: TaskContext) -> pd.DataFrame:
+        texts = rows["text"].astype(str).tolist()
+        out = rows.copy()
+        if ctx.classify is not None:
+            pred = np.asarray(ctx.classify(texts)).astype(int).reshape(-1)
+            if len(pred) != len(texts):
+                raise ValueError(f"classify returned {len(pred)} labels for {len(texts)} texts")
+        else:
+            pred = zero_shot_hate_labels(lm, texts, self.options)
+        out["pred"] = pred
+        out["by_classifier"] = ctx.classify is not None
+        return out
+
+    def score(self, predictions: pd.DataFrame) -> dict[str, float]:
+        return hatecheck_scores(predictions)

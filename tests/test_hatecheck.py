@@ -1,0 +1,156 @@
+"""HateCheck: the loader on the real csv, hand-computed rates, and the task on a trial's trained classifier."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bias_ray.data.loaders import hatecheck_slug, load_hatecheck
+from bias_ray.evaluate.tasks import run_tasks
+from bias_ray.evaluate.tasks.hatecheck import hatecheck_scores
+from bias_ray.spec import EvaluationSpec, parse_spec
+
+GROUPS = {"women": "gender", "trans people": "gender", "gay people": "sexual_orientation", "black people": "race",
+          "disabled people": "disability", "Muslims": "religion", "immigrants": "nationality"}
+
+
+def test_real_csv_loads_every_case_with_the_seven_groups(data_root):
+    df = load_hatecheck(data_root)
+    assert len(df) == 3728 and df["id"].is_unique
+    assert df["label"].value_counts().to_dict() == {1: 2563, 0: 1165}
+    assert set(df["group"]) - {""} == set(GROUPS) and (df["group"] == "").sum() == 292
+    by_group = df[df["group"] != ""].groupby("group")["bias_type"].unique()
+    assert {g: list(b) for g, b in by_group.items()} == {g: [b] for g, b in GROUPS.items()}
+    assert df["functionality"].nunique() == 29
+    assert sorted(hatecheck_slug(g) for g in GROUPS) == ["black", "disabled", "gay", "immigrants", "muslims", "trans",
+                                                          "women"]
+
+
+def test_missing_file_or_column_is_named(tmp_path, data_root):
+    with pytest.raises(FileNotFoundError, match="HateCheck test suite csv"):
+        load_hatecheck(tmp_path)
+    (tmp_path / "hatecheck").mkdir()
+    real = pd.read_csv(data_root / "hatecheck" / "test_suite_cases.csv")
+    real.drop(columns=["target_ident"]).to_csv(tmp_path / "hatecheck" / "test_suite_cases.csv", index=False)
+    with pytest.raises(ValueError, match=r"columns \['target_ident'\] are missing"):
+        load_hatecheck(tmp_path)
+    real.assign(label_gold="hate").to_csv(tmp_path / "hatecheck" / "test_suite_cases.csv", index=False)
+    with pytest.raises(ValueError, match="label_gold holds"):
+        load_hatecheck(tmp_path)
+
+
+def _table(rows: list[tuple[str, str, int, int]], targets: set[str]) -> pd.DataFrame:
+    """rows of (group, functionality, label, pred)."""
+    p = pd.DataFrame(rows, columns=["group", "functionality", "label", "pred"])
+    return p.assign(is_target=p["group"].isin(targets))
+
+
+ROWS = [
+    ("women", "ident_neutral_nh", 0, 1),     # FP
+    ("women", "ident_neutral_nh", 0, 0),     # TN
+    ("women", "derog_neg_emote_h", 1, 1),    # TP
+    ("trans people", "counter_quote_nh", 0, 1),  # FP
+    ("trans people", "derog_neg_emote_h", 1, 0),  # FN
+    ("trans people", "derog_neg_emote_h", 1, 1),  # TP
+    ("Muslims", "ident_neutral_nh", 0, 0),   # TN
+    ("Muslims", "derog_neg_emote_h", 1, 0),  # FN
+    ("", "target_obj_nh", 0, 1),             # FP, no target group
+]
+
+
+def test_scores_hand_computed():
+    s = hatecheck_scores(_table(ROWS, {"women", "trans people"}))
+    assert s["n"] == 9 and s["n_target"] == 6 and s["n_other"] == 2
+    assert s["target_fpr"] == pytest.approx(2 / 3)   # women FP, TN; trans FP
+    assert s["target_fnr"] == pytest.approx(1 / 3)   # women TP; trans FN, TP
+    assert s["other_fpr"] == 0.0 and s["other_fnr"] == 1.0   # Muslims; the no-target case is in no group
+    assert s["fpr"] == pytest.approx(3 / 5) and s["fnr"] == pytest.approx(2 / 4)
+    assert s["women/fpr"] == 0.5 and s["women/fnr"] == 0.0
+    assert s["trans/fpr"] == 1.0 and s["trans/fnr"] == 0.5 and s["muslims/fnr"] == 1.0
+    assert s["func/ident_neutral_nh/error"] == 0.5          # the FPR of a non-hateful functionality
+    assert s["func/derog_neg_emote_h/error"] == pytest.approx(1 / 3)  # the FNR of a hateful one
+    assert s["func/counter_quote_nh/error"] == 1.0
+    assert "func/target_obj_nh/error" not in s               # over the target groups only
+
+
+def test_edge_cases_no_target_rows_and_constant_predictions():
+    none = hatecheck_scores(_table(ROWS, {"black people"}))   # a target group without rows
+    assert none["n_target"] == 0 and math.isnan(none["target_fpr"]) and math.isnan(none["target_fnr"])
+    assert none["other_fpr"] == pytest.approx(2 / 4)
+    everything_hate = hatecheck_scores(_table([(g, f, y, 1) for g, f, y, _ in ROWS], {"women"}))
+    assert everything_hate["fpr"] == 1.0 and everything_hate["fnr"] == 0.0 and everything_hate["target_fpr"] == 1.0
+    nothing_hate = hatecheck_scores(_table([(g, f, y, 0) for g, f, y, _ in ROWS], {"women"}))
+    assert nothing_hate["fpr"] == 0.0 and nothing_hate["fnr"] == 1.0 and nothing_hate["target_fnr"] == 1.0
+    only_hateful = hatecheck_scores(_table([r for r in ROWS if r[2] == 1], {"women"}))
+    assert math.isnan(only_hateful["women/fpr"]) and only_hateful["women/fnr"] == 0.0
+
+
+def test_classifier_is_used_on_every_case_and_unknown_groups_fail(data_root):
+    seen: list[str] = []
+
+    def flag_women(texts: list[str]) -> np.ndarray:
+        seen.extend(texts)
+        return np.array([int("women" in t.lower()) for t in texts])
+
+    out = run_tasks(None, None, ["hatecheck"], EvaluationSpec(max_rows_per_task=10), bias_types=["gender"],
+                    data_root=data_root, classify=flag_women)
+    assert out["task/hatecheck/n"] == 3728 == len(seen)  # the row cap is for LM tasks; a classifier sees all
+    assert out["task/hatecheck/trained_classifier"] == 1.0
+    raw = pd.read_csv(data_root / "hatecheck" / "test_suite_cases.csv")
+    women_nh = raw[(raw["target_ident"] == "women") & (raw["label_gold"] == "non-hateful")]
+    flagged = women_nh["test_case"].str.lower().str.contains("women").mean()
+    assert out["task/hatecheck/women/fpr"] == pytest.approx(flagged)
+    assert out["task/hatecheck/target_fpr"] > 0 and out["task/hatecheck/trans/fpr"] == 0.0
+    assert out["task/hatecheck/other_fpr"] == 0.0 and out["task/hatecheck/black/fnr"] == 1.0
+    from bias_ray.spec import BiasType
+
+    bad = BiasType(name="x", groups=["women"], hatecheck_groups=["woman"])
+    with pytest.raises(ValueError, match=r"\['woman'\] are not HateCheck target groups"):
+        run_tasks(None, None, ["hatecheck"], EvaluationSpec(), bias_types=[bad], data_root=data_root,
+                  classify=flag_women)
+
+
+@pytest.mark.timeout(120)
+def test_without_a_classifier_it_falls_back_to_the_lm(tiny_model, data_root):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lm, tok = AutoModelForCausalLM.from_pretrained(tiny_model), AutoTokenizer.from_pretrained(tiny_model)
+    out = run_tasks(lm, tok, ["hatecheck"], EvaluationSpec(max_rows_per_task=16), bias_types=["religion"],
+                    data_root=data_root)
+    assert out["task/hatecheck/n"] == 16 and out["task/hatecheck/trained_classifier"] == 0.0
+    assert 0 <= out["task/hatecheck/fpr"] <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_trial_scores_hatecheck_on_its_trained_classifier(tmp_path, tiny_model, data_root, monkeypatch):
+    """Through fit(): the classifier sees every case, tagged as the token mitigation tags evaluation text."""
+    import bias_ray.train.trainable as trainable
+    from tests.conftest import micro_spec_dict
+    from tests.test_planted_bias import planted_rows, write_augmented
+
+    d = micro_spec_dict(tmp_path, tiny_model, data_root, mitigations=["token"], bias_ratios=[0.5],
+                        training={"train_size": 32, "batch_size": 16, "epochs": 1, "eval_every": 2,
+                                  "max_length": 32, "max_eval_rows": 32},
+                        evaluation={"tasks": ["hatecheck"]})
+    write_augmented(d, planted_rows(data_root, n=40))
+    spec = parse_spec(d, check_files=False)
+    batches: list[list[str]] = []
+    real_predict = trainable.predict
+
+    def recording_predict(model, student, texts, batch_size=64):
+        batches.append(list(texts))
+        return real_predict(model, student, texts, batch_size)
+
+    monkeypatch.setattr(trainable, "predict", recording_predict)
+    last = trainable.fit(spec, {"bias_type": "religion", "bias_ratio": 0.5, "mitigation": "token", "seed": 0},
+                         lambda m, s: None)
+    assert last["task/hatecheck/n"] == 3728 and last["task/hatecheck/n_target"] == 484  # Muslims
+    assert last["task/hatecheck/trained_classifier"] == 1.0
+    assert np.isfinite(last["task/hatecheck/target_fpr"]) and np.isfinite(last["task/hatecheck/other_fpr"])
+    hatecheck_batch = max(batches, key=len)
+    assert len(hatecheck_batch) == 3728 and all(t.startswith("<real> ") for t in hatecheck_batch)
+    assert "I hate women." in {t.removeprefix("<real> ") for t in hatecheck_batch}
