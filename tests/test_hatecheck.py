@@ -154,3 +154,16 @@ def test_a_trial_scores_hatecheck_on_its_trained_classifier(tmp_path, tiny_model
     hatecheck_batch = max(batches, key=len)
     assert len(hatecheck_batch) == 3728 and all(t.startswith("<real> ") for t in hatecheck_batch)
     assert "I hate women." in {t.removeprefix("<real> ") for t in hatecheck_batch}
+
+
+def test_max_rows_option_caps_the_classifier_cases_per_group(data_root):
+    from bias_ray.evaluate.tasks import _context
+    from bias_ray.evaluate.tasks.hatecheck import HateCheckTask
+
+    ctx = _context(EvaluationSpec(max_rows_per_task=10), ["religion"], data_root, 0)
+    ctx.classify = lambda texts: np.zeros(len(texts), dtype=int)
+    capped = HateCheckTask("hatecheck", max_rows=80).rows(ctx)
+    assert capped["group"].value_counts().to_dict() == {g: 10 for g in [*GROUPS, ""]}  # 80 // 8 groups
+    assert len(HateCheckTask("hatecheck", max_rows=None).rows(ctx)) == 3728
+    ctx.classify = None  # the LM fallback follows max_rows_per_task
+    assert len(HateCheckTask("hatecheck").rows(ctx)) == 8

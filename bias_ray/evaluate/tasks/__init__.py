@@ -65,9 +65,10 @@ class TaskContext:
                                                   s.classifier_l2, self.test_fraction)
         return self._classifier
 
-    def cap(self, rows: pd.DataFrame, by: str) -> pd.DataFrame:
-        """At most ``max_rows_per_task`` rows, spread evenly over ``by``; the same rows on every call."""
-        limit = self.settings.max_rows_per_task
+    def cap(self, rows: pd.DataFrame, by: str, limit: int | None = -1) -> pd.DataFrame:
+        """At most ``limit`` rows (default ``max_rows_per_task``; None: all), spread evenly over ``by``;
+        the same rows on every call."""
+        limit = self.settings.max_rows_per_task if limit == -1 else limit
         if limit is None or len(rows) <= limit:
             return rows.reset_index(drop=True)
         per = max(1, limit // max(1, rows[by].nunique()))

@@ -5,7 +5,9 @@ so the task scores the trial's *trained classifier* (``TaskContext.classify``, w
 mitigation's evaluation transform, e.g. the token mitigation's ``<real>`` tag), on every case. Without a
 classifier (tasks run on a bare causal LM) it falls back to the zero-shot, calibrated yes/no
 log-likelihood of the ``toxigen`` task, on rows capped by ``max_rows_per_task`` like the other LM tasks;
-``trained_classifier`` (1 or 0) says which one answered.
+``trained_classifier`` (1 or 0) says which one answered. The classifier sees every case unless the
+task's ``max_rows`` option (tasks.yaml, default null) caps them, spread evenly over the groups: a
+forward pass per case costs about 1-3 ms on one CPU thread for the tiny student (bench/hatecheck_task.py).
 
 Positive class = hateful. With FP, TN, FN, TP counted over a set of cases:
 
@@ -87,7 +89,7 @@ class HateCheckTask(Task):
         rows["is_target"] = rows["group"].isin(targets)
         if ctx.classify is None:  # the LM fallback costs two forward passes a case: cap it like the LM tasks
             return ctx.cap(rows, "group")
-        return rows.reset_index(drop=True)
+        return ctx.cap(rows, "group", self.options.get("max_rows"))  # the classifier: all cases by default
 
     def predict(self, lm, rows: pd.DataFrame, ctx: TaskContext) -> pd.DataFrame:
         texts = rows["text"].astype(str).tolist()
