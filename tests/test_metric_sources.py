@@ -203,7 +203,7 @@ def test_toxigen_task_metrics_match_sklearn_on_the_real_statements(data_root):
     """ToxiGen (Hartvigsen et al. 2022) statements with their prompt file's label (hate_* -> 1, neutral_* -> 0),
     read here from the raw files; macro-F1 is scikit-learn's f1_score(average="macro"); the gaps are the
     largest between-group difference in FPR, FNR (equalized odds, Hardt et al. 2016) and positive rate
-    (demographic parity), as fairlearn's *_difference metrics define them."""
+    (demographic parity), as fairlearn's MetricFrame.difference(method="between_groups") defines them."""
     from sklearn.metrics import confusion_matrix, f1_score
 
     from bias_ray.data.loaders import load_toxigen
