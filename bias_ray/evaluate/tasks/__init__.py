@@ -65,15 +65,18 @@ class TaskContext:
                                                   s.classifier_l2, self.test_fraction)
         return self._classifier
 
-    def cap(self, rows: pd.DataFrame, by: str, limit: int | None = -1) -> pd.DataFrame:
-        """At most ``limit`` rows (default ``max_rows_per_task``; None: all), spread evenly over ``by``;
-        the same rows on every call."""
-        limit = self.settings.max_rows_per_task if limit == -1 else limit
-        if limit is None or len(rows) <= limit:
-            return rows.reset_index(drop=True)
-        per = max(1, limit // max(1, rows[by].nunique()))
-        parts = [g.sample(n=min(len(g), per), random_state=0) for _, g in rows.groupby(by, sort=True)]
-        return pd.concat(parts).reset_index(drop=True)
+    def cap(self, rows: pd.DataFrame, by: str) -> pd.DataFrame:
+        """At most ``max_rows_per_task`` rows, spread evenly over ``by``; the same rows on every call."""
+        return cap_rows(rows, by, self.settings.max_rows_per_task)
+
+
+def cap_rows(rows: pd.DataFrame, by: str, limit: int | None) -> pd.DataFrame:
+    """At most ``limit`` rows (None: all), spread evenly over ``by``; the same rows on every call."""
+    if limit is None or len(rows) <= limit:
+        return rows.reset_index(drop=True)
+    per = max(1, limit // max(1, rows[by].nunique()))
+    parts = [g.sample(n=min(len(g), per), random_state=0) for _, g in rows.groupby(by, sort=True)]
+    return pd.concat(parts).reset_index(drop=True)
 
 
 class Task(ABC):
@@ -194,4 +197,4 @@ def run_tasks(
 
 _import_task_modules()
 
-__all__ = ["TASKS", "Classify", "Task", "TaskContext", "build_task", "run_tasks", "task_listing"]
+__all__ = ["TASKS", "Classify", "Task", "TaskContext", "build_task", "cap_rows", "run_tasks", "task_listing"]

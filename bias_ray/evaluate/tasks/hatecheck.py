@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from bias_ray.data.loaders import hatecheck_slug, load_hatecheck
-from bias_ray.evaluate.tasks import TASKS, Task, TaskContext
+from bias_ray.evaluate.tasks import TASKS, Task, TaskContext, cap_rows
 from bias_ray.evaluate.tasks.toxigen import zero_shot_hate_labels
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class HateCheckTask(Task):
         rows["is_target"] = rows["group"].isin(targets)
         if ctx.classify is None:  # the LM fallback costs two forward passes a case: cap it like the LM tasks
             return ctx.cap(rows, "group")
-        return ctx.cap(rows, "group", self.options.get("max_rows"))  # the classifier: all cases by default
+        return cap_rows(rows, "group", self.options.get("max_rows"))  # the classifier: all cases by default
 
     def predict(self, lm, rows: pd.DataFrame, ctx: TaskContext) -> pd.DataFrame:
         texts = rows["text"].astype(str).tolist()
