@@ -97,8 +97,9 @@ def load_crows_pairs(root: str | Path) -> pd.DataFrame:
     ``text`` is ``sent_more``, the more stereotypical sentence, and ``text_anti`` is ``sent_less``, in
     ``stereo`` and ``antistereo`` pairs alike: the authors' ``scripts/metric.py`` counts a pair as biased
     when the model prefers ``sent_more``, whatever the direction. ``direction`` is the pair's
-    ``stereo_antistereo`` value (``stereo``: sent_more demonstrates a stereotype of a disadvantaged group;
-    ``antistereo``: it violates one of an advantaged group); ``label`` is 1 for ``stereo`` pairs.
+    ``stereo_antistereo`` value (the authors' README: ``stereo``, sent_more demonstrates a stereotype of a
+    historically disadvantaged group; ``antistereo``, sent_less violates one; the other sentence names a
+    contrasting advantaged group); ``label`` is 1 for ``stereo`` pairs.
     """
     path = _require(Path(root) / "crows_pairs" / "crows_pairs_anonymized.csv", "CrowS-Pairs csv")
     raw = pd.read_csv(path)
