@@ -205,7 +205,7 @@ def report(
         console.print(f"[red]--wandb {wandb!r}: use auto, offline, online or disabled[/red]")
         raise typer.Exit(2)
     if wandb == "auto":
-        from bias_ray.train.sweep import wandb_mode
+        from bias_ray.tracking import wandb_mode
 
         wandb = wandb_mode("auto") if (run_dir / "wandb").is_dir() else "disabled"
     try:
@@ -255,7 +255,7 @@ def run(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> None:
     table = run_sweep(spec, resume=True)
     _print_results(table, spec)
     console.rule("report")
-    from bias_ray.train.sweep import wandb_mode
+    from bias_ray.tracking import wandb_mode
 
     out = build_report(spec.run_dir, wandb=wandb_mode(spec.tracking.wandb), project=spec.tracking.project)
     console.print(f"[green]done[/green] in {time.time() - started:.0f}s; report: {out / 'report.html'}")

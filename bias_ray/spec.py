@@ -10,15 +10,14 @@ from __future__ import annotations
 import math
 import os
 import re
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-RESOURCES = PACKAGE_DIR / "resources"
+from bias_ray.catalog import PACKAGE_DIR, RESOURCES, bias_type_catalog  # noqa: F401  (RESOURCES re-exported)
+from bias_ray.registry import ENGINES, MITIGATIONS, TASKS
 
 SCHEDULER_NAMES = ("none", "asha", "hyperband", "median")
 STANCES = ("biased", "neutral", "counter")
@@ -38,15 +37,12 @@ def default_data_root() -> Path:
     return PACKAGE_DIR.parent.parent / "shared" / "data"
 
 
-@cache
-def bias_type_catalog() -> dict[str, dict[str, Any]]:
-    """The built-in bias types (data in ``resources/bias_types.yaml``)."""
-    with open(RESOURCES / "bias_types.yaml") as f:
-        return yaml.safe_load(f)["bias_types"]
-
-
 def _registered(name: str, registry: Any) -> str:
-    """``name`` if the plug-in registry knows it; else an error listing what it knows."""
+    """``name`` if the plug-in registry knows it; else an error listing what it knows.
+
+    The registries live in :mod:`bias_ray.registry`, which imports a plug-in package only at the
+    first lookup: the spec never imports the plug-in packages (which import the spec) itself.
+    """
     if name not in registry:
         raise ValueError(f"unknown {registry.kind} {name!r}; allowed: {', '.join(registry.names())}")
     return name
@@ -130,8 +126,6 @@ class GenerationSpec(_Strict):
     @field_validator("engine")
     @classmethod
     def _known_engine(cls, v: str) -> str:
-        from bias_ray.generate.engines import ENGINES
-
         return _registered(v, ENGINES)
 
     @field_validator("template")
@@ -215,8 +209,6 @@ class MitigationSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from bias_ray.train.mitigations import MITIGATIONS
-
         return _registered(v, MITIGATIONS)
 
     @model_validator(mode="after")
@@ -225,9 +217,7 @@ class MitigationSpec(_Strict):
 
         The keys given are kept (so labels stay short) with validated values (paths made absolute).
         """
-        from bias_ray.train.mitigations import MITIGATIONS, validate_params
-
-        checked = validate_params(MITIGATIONS.get(self.name), self.params).model_dump(by_alias=True)
+        checked = MITIGATIONS.get(self.name).validated_params(self.params).model_dump(by_alias=True)
         self.params = {k: checked[k] for k in self.params}
         return self
 
@@ -310,8 +300,6 @@ class EvaluationSpec(_Strict):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, v: list[str]) -> list[str]:
-        from bias_ray.evaluate.tasks import TASKS
-
         unknown = [t for t in v if t not in TASKS]
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; available: {', '.join(TASKS.names())}")

@@ -104,7 +104,7 @@ def analyze(spec, max_rows: int | None = 2000) -> Path:
     """Run the three analyses for every bias type of ``spec`` and write them under ``<run_dir>/analysis``."""
     from bias_ray.data.loaders import load_toxigen
     from bias_ray.evaluate.classifier import toxigen_classifier
-    from bias_ray.generate.pipeline import load_augmented
+    from bias_ray.generate import load_augmented
 
     augmented = load_augmented(spec)
     real_all = load_toxigen(spec.data.resolved_root, spec.data.test_fraction)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bias_ray.spec import bias_type_catalog
+from bias_ray.catalog import bias_type_catalog
 
 SCHEMA = ["id", "text", "label", "group", "bias_type", "split", "source"]
 TOXIGEN_LABELS = {"neutral": 0, "hate": 1}

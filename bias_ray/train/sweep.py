@@ -11,8 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import netrc
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import pandas as pd
 
 from bias_ray.mix import mix_counts
 from bias_ray.spec import MitigationSpec, SchedulerSpec, SpecError, SweepSpec, dump_spec
+from bias_ray.tracking import start_run, trial_callbacks, wandb_mode
 from bias_ray.train.trainable import train_trial
 
 GRID_KEYS = ["bias_type", "bias_ratio", "mitigation", "seed"]
@@ -189,49 +188,10 @@ def max_concurrent(spec: SweepSpec) -> int:
 # ---------------------------------------------------------------- W&B
 
 
-def wandb_mode(setting: str) -> str:
-    """``auto`` is online when the user is logged in (API key or netrc entry), else offline."""
-    if setting != "auto":
-        return setting
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    try:
-        if netrc.netrc().authenticators("api.wandb.ai"):
-            return "online"
-    except (FileNotFoundError, netrc.NetrcParseError):
-        pass
-    return "offline"
-
-
-def cell_tags(config: dict[str, Any]) -> list[str]:
-    """W&B tags naming a trial's grid cell, e.g. ``bias_ratio=0.5``."""
-    return [f"{k}={config[k]}" for k in GRID_KEYS if k in config]
-
-
 def callbacks(spec: SweepSpec) -> list:
-    """One W&B run per trial, grouped by sweep name, config and tags = the grid cell."""
-    mode = wandb_mode(spec.tracking.wandb)
-    if mode == "disabled":
-        return []
-    from ray.air.integrations.wandb import WandbLoggerCallback
-
-    class CellTaggedWandb(WandbLoggerCallback):
-        def _start_logging_actor(self, trial, exclude_results, **kwargs):
-            kwargs["tags"] = [*spec.tracking.tags, *cell_tags(trial.config)]
-            super()._start_logging_actor(trial, exclude_results, **kwargs)
-
-    os.environ["WANDB_MODE"] = mode  # without it Ray's callback demands an API key even offline
-    spec.wandb_dir.mkdir(parents=True, exist_ok=True)
-    return [
-        CellTaggedWandb(
-            project=spec.tracking.project,
-            group=spec.name,
-            mode=mode,
-            dir=str(spec.wandb_dir),
-            excludes=["cpus"],
-            log_config=False,
-        )
-    ]
+    """One W&B run per trial (see :func:`bias_ray.tracking.trial_callbacks`)."""
+    return trial_callbacks(wandb_mode(spec.tracking.wandb), spec.wandb_dir, spec.tracking.project, spec.name,
+                           spec.tracking.tags, GRID_KEYS)
 
 
 def log_grid_table(spec: SweepSpec, table: pd.DataFrame) -> str | None:
@@ -241,10 +201,8 @@ def log_grid_table(spec: SweepSpec, table: pd.DataFrame) -> str | None:
         return None
     import wandb
 
-    spec.wandb_dir.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(project=spec.tracking.project, group=spec.name, name=f"{spec.name}-grid", job_type="grid",
-                     mode=mode, dir=str(spec.wandb_dir), tags=list(spec.tracking.tags), reinit="finish_previous",
-                     config={"grid_size": len(table)})
+    run = start_run(mode, spec.wandb_dir, spec.tracking.project, f"{spec.name}-grid", "grid", group=spec.name,
+                    tags=spec.tracking.tags, config={"grid_size": len(table)})
     clean = table.astype({c: str for c in table.columns if table[c].dtype == object})
     run.log({"grid": wandb.Table(dataframe=clean)})
     run.summary.update(early_stop_summary(table))

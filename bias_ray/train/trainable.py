@@ -32,7 +32,7 @@ STATE_FILE = "trial_state.pt"
 
 def trial_data(spec: SweepSpec, bias_type: str, ratio: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The training mix for one grid cell and the real held-out evaluation rows."""
-    from bias_ray.generate.pipeline import load_augmented
+    from bias_ray.generate import load_augmented
 
     real = load_toxigen(spec.data.resolved_root, spec.data.test_fraction)
     augmented = load_augmented(spec)
