@@ -236,8 +236,12 @@ def can_resume(path: str) -> bool:
     return tune.Tuner.can_restore(path) and any(Path(path).glob("experiment_state-*.json"))
 
 
-def build_tuner(spec: SweepSpec, resume: bool = False, trainable=None):
-    """A new Tuner, or with ``resume`` the interrupted one restored (finished trials stay finished)."""
+def build_tuner(spec: SweepSpec, resume: bool = False, trainable=None, extra_callbacks: list | None = None,
+                verbose: int = 1):
+    """A new Tuner, or with ``resume`` the interrupted one restored (finished trials stay finished).
+
+    ``extra_callbacks`` (e.g. the CLI's live view) join the W&B ones; ``verbose`` is Tune's own output.
+    """
     from ray import tune
 
     run_spec = expand_spec(spec)
@@ -261,10 +265,10 @@ def build_tuner(spec: SweepSpec, resume: bool = False, trainable=None):
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=storage_uri(spec),
-            callbacks=callbacks(spec),
+            callbacks=callbacks(spec) + list(extra_callbacks or []),
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            verbose=1,
+            verbose=verbose,
         ),
     )
 
@@ -334,16 +338,18 @@ def write_results(table: pd.DataFrame, path: Path) -> None:
     table.to_csv(path.with_suffix(".csv"), index=False)
 
 
-def run_sweep(spec: SweepSpec, resume: bool = False, trainable=None) -> pd.DataFrame:
+def run_sweep(spec: SweepSpec, resume: bool = False, trainable=None, extra_callbacks: list | None = None,
+              verbose: int = 1) -> pd.DataFrame:
     """Run (or resume) the grid; write the results table, the early-stop summary and the W&B grid table.
 
-    ``trainable`` replaces :func:`train_trial` (same signature), e.g. to wrap it in tests or benchmarks.
+    ``trainable`` replaces :func:`train_trial` (same signature), e.g. to wrap it in tests or benchmarks;
+    ``extra_callbacks`` and ``verbose`` go to :func:`build_tuner`.
     """
     from bias_ray.runtime import init_ray
 
     init_ray()
     spec.run_dir.mkdir(parents=True, exist_ok=True)
-    tuner = build_tuner(spec, resume=resume, trainable=trainable)
+    tuner = build_tuner(spec, resume=resume, trainable=trainable, extra_callbacks=extra_callbacks, verbose=verbose)
     grid = tuner.fit()
     table = results_table(grid, spec)
     write_results(table, spec.results_path)
