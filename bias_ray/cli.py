@@ -58,7 +58,8 @@ def _quiet(run_dir: Path, verbose: bool) -> Iterator[Path]:
             if verbose:
                 raise
             write_traceback(log_file, err)
-            console.print(f"[red]error[/red] {escape(one_line(err))} (details: {log_file})", highlight=False)
+            console.print(f"[red]error[/red] {escape(one_line(err))} (details: {log_file})", highlight=False,
+                          soft_wrap=True)
             raise typer.Exit(1) from None
 
 

@@ -46,7 +46,9 @@ def _quiet_env() -> dict[str, str | None]:
 
     quiet_wandb()
     changes = {"BIAS_RAY_DATA_PROGRESS": "0",  # Ray Data's own progress bars (bias_ray.runtime reads it)
-               "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+               "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+               # workers' prints stay in Ray's session folder (/tmp/ray/session_latest/logs), not the driver
+               "BIAS_RAY_LOG_TO_DRIVER": "0"}
     old = {k: os.environ.get(k) for k in changes}
     os.environ.update(changes)
     return old
@@ -83,6 +85,7 @@ def quiet_session(run_dir: Path, console: Console, verbose: bool = False) -> Ite
     except (OSError, ValueError):  # no real descriptor 2 (an embedding host): Python streams only
         saved_fd2 = None
     sys.stdout = sys.stderr = stream
+    moved = _move_stream_handlers(old_streams, stream)  # handlers Ray and others made at import time
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
@@ -92,6 +95,8 @@ def quiet_session(run_dir: Path, console: Console, verbose: bool = False) -> Ite
     finally:
         stream.flush()
         log.removeHandler(handler)
+        for h, old_stream in moved:
+            h.setStream(old_stream)
         sys.stdout, sys.stderr = old_streams
         if saved_fd2 is not None:
             os.dup2(saved_fd2, 2)
@@ -102,6 +107,18 @@ def quiet_session(run_dir: Path, console: Console, verbose: bool = False) -> Ite
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _move_stream_handlers(terminal_streams: tuple, stream) -> list[tuple[logging.StreamHandler, Any]]:
+    """Point every logging handler that writes to the terminal's streams at ``stream``; returns what moved."""
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    moved = []
+    for lg in loggers:
+        for h in lg.handlers:
+            if type(h) is logging.StreamHandler and h.stream in terminal_streams:
+                moved.append((h, h.setStream(stream)))
+    return moved
 
 
 def write_traceback(path: Path, err: BaseException) -> None:
@@ -170,8 +187,9 @@ class SweepProgress:
         text = Text.assemble(
             ("sweep ", "bold"), f"{self.done + self.failed}/{self.total} trials done  ",
             (f"{len(self.running)} running", "cyan"), "  ", (f"{self.stopped_early} stopped early", "yellow"), "  ",
-            (f"{self.failed} failed", "red" if self.failed else "dim"), f"  best {self.metric} {best}  ",
-            f"elapsed {_duration(elapsed)}  ETA {_duration(eta) if eta is not None else '-'}",
+            (f"{self.failed} failed", "red" if self.failed else "dim"),
+            f"\n      best {self.metric} {best}  elapsed {_duration(elapsed)}  "
+            f"ETA {_duration(eta) if eta is not None else '-'}",
         )
         return text
 
@@ -194,8 +212,9 @@ class SweepView(Callback):
     def setup(self, **info: Any) -> None:
         self.progress.started = time.monotonic()
         if self.console is not None:
+            # no stdout/stderr redirect: library prints stay in the log, not above the view
             self.live = Live(self.progress.line(), console=self.console, refresh_per_second=2,
-                             get_renderable=self.progress.line)
+                             get_renderable=self.progress.line, redirect_stdout=False, redirect_stderr=False)
             self.live.start()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:

@@ -45,7 +45,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             object_store_memory=None if address else int(os.environ.get("BIAS_RAY_OBJECT_STORE_BYTES", 2 << 30)),
             include_dashboard=False if not address else None,
             logging_level=logging.WARNING,
-            log_to_driver=True,
+            log_to_driver=os.environ.get("BIAS_RAY_LOG_TO_DRIVER", "1") == "1",  # 0: the CLI's quiet mode
             runtime_env={"env_vars": env_vars},
         )
     except ConnectionError as err:

@@ -125,7 +125,8 @@ class _Progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(TextColumn("generate"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[rates]}"), TimeElapsedColumn())
+                                TextColumn("{task.fields[rates]}"), TimeElapsedColumn(),
+                                redirect_stdout=False, redirect_stderr=False)  # library prints: the log file
             self.task = self.bar.add_task("generate", total=total, completed=done, rates="")
             self.bar.start()
 
