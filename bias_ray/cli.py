@@ -303,7 +303,7 @@ def run(
     spec = _load(spec_path)
     started = time.time()
     with _quiet(spec.run_dir, verbose) as log_file:
-        console.print(f"{spec.name}: {spec.grid_size} trials; logs: {log_file}", highlight=False)
+        console.print(f"{spec.name}: {spec.grid_size} trials; logs: {log_file}", highlight=False, soft_wrap=True)
         with console.status("preparing models"):
             _prepare_models(spec)
         console.rule("generate")
@@ -314,7 +314,7 @@ def run(
         console.rule("report")
         with console.status(f"report: tables, plots and HTML in {spec.report_dir}"):
             out = build_report(spec.run_dir, wandb=wandb_mode(spec.tracking.wandb), project=spec.tracking.project)
-    console.print(f"[green]done[/green] in {time.time() - started:.0f}s; report: {out / 'report.html'}")
+    console.print(f"[green]done[/green] in {time.time() - started:.0f}s; report: {out / 'report.html'}", soft_wrap=True)
 
 
 def _print_table(frame, cols: list[str], title: str) -> None:
