@@ -28,7 +28,7 @@ def _load(spec_path: Path) -> SweepSpec:
         expand_spec(spec)  # a bad point of a mitigation grid is a bad spec too: reject it before any work
         return spec
     except SpecError as err:
-        console.print(f"[red]{err}[/red]", highlight=False)
+        console.print(f"[red]{escape(str(err))}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 

@@ -107,6 +107,15 @@ def test_bad_file_fails_validation_naming_file_and_column(tmp_path, data_root, c
     assert str(path) in str(err.value) and str(err.value).startswith("s.yaml: data:")
 
 
+def test_error_names_the_datas_own_column(tmp_path, data_root):
+    raw = _rows().rename(columns={"label": "toxic"})
+    raw.loc[4, "toxic"] = 2
+    path = _write(raw, tmp_path / "mine.csv")
+    data = {"task": "file", "path": str(path), "columns": {"label": "toxic"}}
+    with pytest.raises(SpecError, match=r"column 'label' \(data column 'toxic'\) must be 0 or 1; row\(s\) 4"):
+        parse_spec(_spec(tmp_path, data_root, data))
+
+
 def test_bias_type_groups_must_be_in_the_data(tmp_path, data_root):
     path = _write(_rows(), tmp_path / "mine.parquet")
     spec = _spec(tmp_path, data_root, {"task": "file", "path": str(path)},

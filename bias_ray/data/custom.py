@@ -105,6 +105,10 @@ def check_rows(raw: pd.DataFrame, where: str, test_fraction: float, columns: dic
             raise DataError(f"{where}: data.columns maps {renamed[theirs]!r} to column {theirs!r}, which the data "
                             f"lacks; its columns: {', '.join(map(str, raw.columns))}")
     df = raw.rename(columns=renamed)
+
+    def col(ours: str) -> str:
+        """A column as the error names it: ours, and the data's own name where data.columns maps it."""
+        return f"'{ours}' (data column {columns[ours]!r})" if ours in columns else f"'{ours}'"
     missing = [c for c in REQUIRED if c not in df]
     if missing:
         raise DataError(f"{where}: column(s) {missing} missing; the data needs text, label and group columns "
@@ -115,29 +119,29 @@ def check_rows(raw: pd.DataFrame, where: str, test_fraction: float, columns: dic
     text = df["text"]
     bad = df.index[text.isna() | ~text.map(lambda v: isinstance(v, str) and bool(v.strip()))]
     if len(bad):
-        raise DataError(f"{where}: column 'text' is empty or not text in {_rows_shown(bad)}; "
+        raise DataError(f"{where}: column {col('text')} is empty or not text in {_rows_shown(bad)}; "
                         "every row needs a non-empty text")
 
     label = pd.to_numeric(df["label"].map(lambda v: int(v) if isinstance(v, bool) else v), errors="coerce")
     bad = df.index[~label.isin([0, 1])]
     if len(bad):
         values = sorted({repr(v) for v in df.loc[bad[:SHOWN], "label"]})
-        raise DataError(f"{where}: column 'label' must be 0 or 1; {_rows_shown(bad)} hold {', '.join(values)}")
+        raise DataError(f"{where}: column {col('label')} must be 0 or 1; {_rows_shown(bad)} hold {', '.join(values)}")
     if label.nunique() < 2:
-        raise DataError(f"{where}: column 'label' is {int(label.iloc[0])} in every row; a classifier needs both "
+        raise DataError(f"{where}: column {col('label')} is {int(label.iloc[0])} in every row; a classifier needs both "
                         "labels (0 and 1)")
 
     group = df["group"]
     bad = df.index[group.isna() | (group.astype(str).str.strip() == "")]
     if len(bad):
-        raise DataError(f"{where}: column 'group' is empty in {_rows_shown(bad)}; name the target group of every row "
-                        "(e.g. women, muslim), as listed in the spec's bias_types")
+        raise DataError(f"{where}: column {col('group')} is empty in {_rows_shown(bad)}; name the target group of "
+                        "every row (e.g. women, muslim), as listed in the spec's bias_types")
 
     if "id" in df:
         ids = df["id"].astype(str)
         if ids.duplicated().any():
             dup = ids[ids.duplicated()].unique()[:SHOWN].tolist()
-            raise DataError(f"{where}: column 'id' repeats {dup}; ids must be unique (or drop the column)")
+            raise DataError(f"{where}: column {col('id')} repeats {dup}; ids must be unique (or drop the column)")
     else:
         ids = pd.Series([stable_id(source, i, t) for i, t in zip(df.index, text)], index=df.index)
 
@@ -146,8 +150,8 @@ def check_rows(raw: pd.DataFrame, where: str, test_fraction: float, columns: dic
         bad = df.index[split.isna() | ~split.isin(SPLITS)]
         if len(bad):
             values = sorted({repr(v) for v in df.loc[bad, "split"]})[:SHOWN]
-            raise DataError(f"{where}: column 'split' has unknown value(s) {', '.join(values)} in {_rows_shown(bad)}; "
-                            "allowed: train, test (or drop the column and set data.test_fraction)")
+            raise DataError(f"{where}: column {col('split')} has unknown value(s) {', '.join(values)} in "
+                            f"{_rows_shown(bad)}; allowed: train, test (or drop the column and set data.test_fraction)")
         split = split.astype(str)
     else:
         split = ids.map(lambda i: split_of(i, test_fraction))
