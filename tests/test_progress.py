@@ -95,3 +95,31 @@ def test_cli_error_is_one_line_with_the_log_path(tmp_path, data_root, monkeypatc
     assert result.output.split() == f"error RuntimeError: the engine broke (details: {log})".split()
     assert "second line of detail" in log.read_text() and "Traceback" in log.read_text()
     assert one_line(ValueError("")) == "ValueError"
+
+
+def test_failed_trials_are_one_line_each(tmp_path, data_root, monkeypatch):
+    import pandas as pd
+
+    from bias_ray import cli
+    from bias_ray.spec import parse_spec
+    from bias_ray.train import sweep
+
+    table = pd.DataFrame({"bias_type": ["gender", "gender"], "bias_ratio": [0.0, 0.5], "mitigation": ["none", "none"],
+                          "seed": [0, 0], "error": [None, "RuntimeError: CUDA out of memory"]})
+    seen = {}
+
+    def fake_run_sweep(spec, resume=False, trainable=None, extra_callbacks=None, verbose=1):
+        seen["callbacks"], seen["verbose"] = extra_callbacks, verbose
+        return table
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)
+    spec = parse_spec({"name": "x", "output_dir": str(tmp_path), "data": {"root": str(data_root)},
+                       "models": {"generator": "m", "student": "m", "build_tiny_if_missing": True},
+                       "bias_types": ["gender"], "bias_ratios": [0.0, 0.5], "mitigations": ["none"]})
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=out, width=300))
+    cli._run_sweep(spec, resume=False, verbose=False, log_file=tmp_path / "x.log")
+    assert isinstance(seen["callbacks"][0], SweepView) and seen["verbose"] == 0  # Tune's own output off
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("failed")]
+    assert lines == [f"failed trial gender ratio=0.5 none seed=0: RuntimeError: CUDA out of memory "
+                     f"(details: {tmp_path / 'x.log'})"]
