@@ -23,6 +23,7 @@ from typing import Any
 from ray.tune import Callback
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.text import Text
 
 LOG_FILE = Path("logs") / "bias-ray.log"
@@ -90,11 +91,17 @@ def quiet_session(run_dir: Path, console: Console, verbose: bool = False) -> Ite
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    errors = TerminalErrors(console, path)
+    error_loggers = [logging.getLogger(), logging.getLogger("ray")]  # "ray" does not propagate to the root
+    for lg in error_loggers:
+        lg.addHandler(errors)
     try:
         yield path
     finally:
         stream.flush()
         log.removeHandler(handler)
+        for lg in error_loggers:
+            lg.removeHandler(errors)
         for h, old_stream in moved:
             h.setStream(old_stream)
         sys.stdout, sys.stderr = old_streams
@@ -107,6 +114,27 @@ def quiet_session(run_dir: Path, console: Console, verbose: bool = False) -> Ite
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+class TerminalErrors(logging.Handler):
+    """Library log records at ERROR and above, as one terminal line each (the full record is in the log)."""
+
+    def __init__(self, console: Console, path: Path) -> None:
+        super().__init__(level=logging.ERROR)
+        self.console, self.path = console, path
+        self._last: logging.LogRecord | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record is self._last:  # reached through two of the loggers this handler is on
+            return
+        self._last = record
+        try:
+            lines = record.getMessage().strip().splitlines()
+            first = lines[0] if lines else ""
+            self.console.print(f"[red]error[/red] {escape(record.name)}: {escape(first[:300])} (details: {self.path})",
+                               highlight=False, soft_wrap=True)
+        except Exception:  # a handler must never raise into the library that logs
+            self.handleError(record)
 
 
 def _move_stream_handlers(terminal_streams: tuple, stream) -> list[tuple[logging.StreamHandler, Any]]:

@@ -26,10 +26,12 @@ def test_quiet_session_sends_library_output_to_the_log(tmp_path):
         sys.stderr.write("a library stderr line\n")
         os.write(2, b"a C++ core_worker.cc line on descriptor 2\n")
         ray_style.warning("a Ray Data warning")
+        logging.getLogger("ray.tune.test").error("saving the experiment failed\nTraceback: ...")
         console.print("the live view")
     assert path == log_path(tmp_path) == tmp_path / "logs" / "bias-ray.log"
     shown, logged = terminal.getvalue(), path.read_text()
-    assert shown.strip() == "the live view"
+    assert shown.splitlines() == [f"error ray.tune.test: saving the experiment failed (details: {path})",
+                                  "the live view"]  # errors: one line each; warnings only in the log
     for line in ("a library print", "a library stderr line", "core_worker.cc line", "a Ray Data warning"):
         assert line in logged and line not in shown
     assert os.environ.get("BIAS_RAY_DATA_PROGRESS") != "0"  # restored after the session
