@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -26,7 +28,7 @@ def _load(spec_path: Path) -> SweepSpec:
         expand_spec(spec)  # a bad point of a mitigation grid is a bad spec too: reject it before any work
         return spec
     except SpecError as err:
-        console.print(f"[red]{err}[/red]", highlight=False)
+        console.print(f"[red]{escape(str(err))}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -37,6 +39,45 @@ def _prepare_models(spec: SweepSpec) -> None:
     if spec.generation.engine == "transformers":
         ensure_model(spec.models.generator, root, spec.models.build_tiny_if_missing)
     ensure_model(spec.models.student, root, spec.models.build_tiny_if_missing)
+
+
+VERBOSE_HELP = "Stream Ray, Tune and W&B logs to the terminal (default: <output_dir>/logs/bias-ray.log)"
+
+
+@contextmanager
+def _quiet(run_dir: Path, verbose: bool) -> Iterator[Path]:
+    """Library logs to the run's log file (see bias_ray.progress); a failure is one terminal line."""
+    from bias_ray.progress import one_line, quiet_session, write_traceback
+
+    with quiet_session(run_dir, console, verbose) as log_file:
+        try:
+            yield log_file
+        except (typer.Exit, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            if verbose:
+                raise
+            write_traceback(log_file, err)
+            console.print(f"[red]error[/red] {escape(one_line(err))} (details: {log_file})", highlight=False,
+                          soft_wrap=True)
+            raise typer.Exit(1) from None
+
+
+def _run_sweep(spec: SweepSpec, resume: bool, verbose: bool, log_file: Path):
+    """The sweep with its live view (trials done/running/stopped/failed, best, ETA); failed trials listed."""
+    from bias_ray.progress import SweepView
+    from bias_ray.train.sweep import run_sweep
+
+    view = None if verbose else SweepView(spec.grid_size, spec.scheduler.metric, spec.scheduler.mode, console)
+    try:
+        table = run_sweep(spec, resume=resume, extra_callbacks=[view] if view else None, verbose=1 if verbose else 0)
+    finally:
+        if view is not None:
+            view.stop()
+    for row in table[table["error"].notna()].itertuples() if "error" in table else []:
+        console.print(f"[red]failed[/red] trial {row.bias_type} ratio={row.bias_ratio} {row.mitigation} "
+                      f"seed={row.seed}: {escape(str(row.error))} (details: {log_file})", highlight=False)
+    return table
 
 
 @app.command()
@@ -69,13 +110,17 @@ def models_tiny(
 
 
 @app.command()
-def generate(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> None:
+def generate(
+    spec_path: Path = typer.Argument(..., help="YAML sweep spec"),
+    verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
+) -> None:
     """Generate the augmented data for every bias type of the spec."""
-    from bias_ray.generate.pipeline import generate as run_generation
+    from bias_ray.generate import generate as run_generation
 
     spec = _load(spec_path)
-    _prepare_models(spec)
-    out = run_generation(spec)
+    with _quiet(spec.run_dir, verbose):
+        _prepare_models(spec)
+        out = run_generation(spec)
     console.print(f"[green]augmented data[/green] in {out}")
 
 
@@ -85,9 +130,10 @@ def sweep(
     resume: bool = typer.Option(False, help="Continue an interrupted sweep without rerunning finished trials"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the grid and its cost; run nothing"),
     seconds_per_step: float = typer.Option(0.5, help="Per-step time estimate for the dry run's hours"),
+    verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
     """Run the Ray Tune grid of fine-tuning trials (or, with --dry-run, show what it would run)."""
-    from bias_ray.train.sweep import can_resume, early_stop_summary, experiment_path, plan, run_sweep
+    from bias_ray.train.sweep import can_resume, early_stop_summary, experiment_path, plan
 
     spec = _load(spec_path)
     if dry_run:
@@ -97,10 +143,11 @@ def sweep(
             console.print(f"[red]{escape(str(err))}[/red]", highlight=False)
             raise typer.Exit(2) from None
         return
-    _prepare_models(spec)
-    if resume and not can_resume(experiment_path(spec)):
-        console.print(f"nothing to resume at {experiment_path(spec)}; starting the sweep")
-    table = run_sweep(spec, resume=resume)
+    with _quiet(spec.run_dir, verbose) as log_file:
+        _prepare_models(spec)
+        if resume and not can_resume(experiment_path(spec)):
+            console.print(f"nothing to resume at {experiment_path(spec)}; starting the sweep")
+        table = _run_sweep(spec, resume, verbose, log_file)
     _print_results(table, spec)
     s = early_stop_summary(table)
     if s["trials"]:
@@ -197,6 +244,7 @@ def report(
     wandb: str = typer.Option("auto", help="Log the report tables to W&B: auto (when the sweep used W&B), "
                               "offline, online or disabled"),
     project: str = typer.Option("bias-ray", help="W&B project"),
+    verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
     """Write the report (Markdown, self-contained HTML, PNG plots) of a finished sweep."""
     from bias_ray.report import build_report
@@ -205,11 +253,15 @@ def report(
         console.print(f"[red]--wandb {wandb!r}: use auto, offline, online or disabled[/red]")
         raise typer.Exit(2)
     if wandb == "auto":
-        from bias_ray.train.sweep import wandb_mode
+        from bias_ray.tracking import wandb_mode
 
         wandb = wandb_mode("auto") if (run_dir / "wandb").is_dir() else "disabled"
+    if not run_dir.is_dir():
+        console.print(f"[red]{run_dir}: no such run folder; pass a spec's output_dir[/red]")
+        raise typer.Exit(2)
     try:
-        out = build_report(run_dir, wandb=wandb, project=project)
+        with _quiet(run_dir, verbose), console.status(f"report: tables, plots and HTML for {run_dir}"):
+            out = build_report(run_dir, wandb=wandb, project=project)
     except (FileNotFoundError, ValueError) as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None
@@ -239,26 +291,30 @@ def analyze(
 
 
 @app.command()
-def run(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> None:
+def run(
+    spec_path: Path = typer.Argument(..., help="YAML sweep spec"),
+    verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
+) -> None:
     """Every stage in order: generate -> sweep (mix, train, evaluate) -> report."""
-    from bias_ray.generate.pipeline import generate as run_generation
+    from bias_ray.generate import generate as run_generation
     from bias_ray.report import build_report
-    from bias_ray.train.sweep import run_sweep
+    from bias_ray.tracking import wandb_mode
 
     spec = _load(spec_path)
     started = time.time()
-    with console.status("preparing models"):
-        _prepare_models(spec)
-    console.rule("generate")
-    run_generation(spec)
-    console.rule("sweep")
-    table = run_sweep(spec, resume=True)
-    _print_results(table, spec)
-    console.rule("report")
-    from bias_ray.train.sweep import wandb_mode
-
-    out = build_report(spec.run_dir, wandb=wandb_mode(spec.tracking.wandb), project=spec.tracking.project)
-    console.print(f"[green]done[/green] in {time.time() - started:.0f}s; report: {out / 'report.html'}")
+    with _quiet(spec.run_dir, verbose) as log_file:
+        console.print(f"{spec.name}: {spec.grid_size} trials; logs: {log_file}", highlight=False, soft_wrap=True)
+        with console.status("preparing models"):
+            _prepare_models(spec)
+        console.rule("generate")
+        run_generation(spec)
+        console.rule("sweep")
+        table = _run_sweep(spec, True, verbose, log_file)
+        _print_results(table, spec)
+        console.rule("report")
+        with console.status(f"report: tables, plots and HTML in {spec.report_dir}"):
+            out = build_report(spec.run_dir, wandb=wandb_mode(spec.tracking.wandb), project=spec.tracking.project)
+    console.print(f"[green]done[/green] in {time.time() - started:.0f}s; report: {out / 'report.html'}", soft_wrap=True)
 
 
 def _print_table(frame, cols: list[str], title: str) -> None:

@@ -1,14 +1,16 @@
-"""A tiny name -> object registry shared by engines, mitigations, tasks and metrics.
+"""Name -> object registries for engines, mitigations, tasks and metrics.
 
 Adding a plug-in is one file: define the class or function and decorate it with
-``@REGISTRY.register("name")``. The owning package imports its plug-in modules so that
-every registered name is known as soon as the registry itself is imported.
+``@REGISTRY.register("name")``. A registry can name its *home*, the package that imports its
+plug-in modules; the first lookup imports that home, so code that only checks names (the spec)
+needs nothing but this light module and never imports the plug-in packages itself.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -16,9 +18,22 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to plug-ins of one kind, with errors that list what is available."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, home: str | None = None) -> None:
         self.kind = kind
+        self.home = home
         self._items: dict[str, T] = {}
+        self._home_loaded = home is None
+
+    def _load_home(self) -> None:
+        """Import the package that registers the plug-ins (once; a no-op while it is being imported)."""
+        if self._home_loaded:
+            return
+        self._home_loaded = True  # set first: the home's own plug-ins look names up while it imports
+        try:
+            importlib.import_module(self.home)
+        except BaseException:
+            self._home_loaded = False
+            raise
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -30,6 +45,7 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
+        self._load_home()
         try:
             return self._items[name]
         except KeyError:
@@ -38,10 +54,18 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> list[str]:
+        self._load_home()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self._load_home()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._items))
+        return iter(self.names())
+
+
+# The plug-in registries the spec checks names against; each package re-exports its own.
+ENGINES: Registry[Any] = Registry("engine", home="bias_ray.generate.engines")
+MITIGATIONS: Registry[Any] = Registry("mitigation", home="bias_ray.train.mitigations")
+TASKS: Registry[Any] = Registry("task", home="bias_ray.evaluate.tasks")

@@ -45,7 +45,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             object_store_memory=None if address else int(os.environ.get("BIAS_RAY_OBJECT_STORE_BYTES", 2 << 30)),
             include_dashboard=False if not address else None,
             logging_level=logging.WARNING,
-            log_to_driver=True,
+            log_to_driver=os.environ.get("BIAS_RAY_LOG_TO_DRIVER", "1") == "1",  # 0: the CLI's quiet mode
             runtime_env={"env_vars": env_vars},
         )
     except ConnectionError as err:
@@ -56,7 +56,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = os.environ.get("BIAS_RAY_PROGRESS", "1") == "1"
+    # BIAS_RAY_DATA_PROGRESS=0: the CLI's quiet mode (bias_ray.progress) keeps Ray Data's own bars off
+    ctx.enable_progress_bars = os.environ.get("BIAS_RAY_DATA_PROGRESS", os.environ.get("BIAS_RAY_PROGRESS", "1")) == "1"
 
 
 def cpu_budget(leave_free: float = 1.0) -> float:

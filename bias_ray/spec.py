@@ -10,15 +10,14 @@ from __future__ import annotations
 import math
 import os
 import re
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-RESOURCES = PACKAGE_DIR / "resources"
+from bias_ray.catalog import PACKAGE_DIR, RESOURCES, bias_type_catalog  # noqa: F401  (RESOURCES re-exported)
+from bias_ray.registry import ENGINES, MITIGATIONS, TASKS
 
 SCHEDULER_NAMES = ("none", "asha", "hyperband", "median")
 STANCES = ("biased", "neutral", "counter")
@@ -38,15 +37,12 @@ def default_data_root() -> Path:
     return PACKAGE_DIR.parent.parent / "shared" / "data"
 
 
-@cache
-def bias_type_catalog() -> dict[str, dict[str, Any]]:
-    """The built-in bias types (data in ``resources/bias_types.yaml``)."""
-    with open(RESOURCES / "bias_types.yaml") as f:
-        return yaml.safe_load(f)["bias_types"]
-
-
 def _registered(name: str, registry: Any) -> str:
-    """``name`` if the plug-in registry knows it; else an error listing what it knows."""
+    """``name`` if the plug-in registry knows it; else an error listing what it knows.
+
+    The registries live in :mod:`bias_ray.registry`, which imports a plug-in package only at the
+    first lookup: the spec never imports the plug-in packages (which import the spec) itself.
+    """
     if name not in registry:
         raise ValueError(f"unknown {registry.kind} {name!r}; allowed: {', '.join(registry.names())}")
     return name
@@ -76,14 +72,74 @@ class ModelsSpec(_Strict):
     )
 
 
+# ---------------------------------------------------------------- data: the fine-tuning task
+# (its rows are read and checked by bias_ray.data.custom, in check_paths, before any work starts)
+DATA_COLUMNS = ("text", "label", "group", "split", "id", "bias_type")
+
+
 class DataSpec(_Strict):
+    """The real data: benchmark folder (evaluation tasks) and the fine-tuning task's labelled rows."""
+
     root: Path | None = Field(default=None, description="Real data folder; default: ../shared/data.")
-    task: Literal["toxigen"] = Field(default="toxigen", description="The fine-tuning task of the trials.")
-    test_fraction: float = Field(default=0.3, gt=0, lt=1)
+    task: Literal["toxigen", "file", "huggingface"] = Field(
+        default="toxigen",
+        description="The fine-tuning task of the trials: built-in ToxiGen, a labelled file (data.path: .parquet, "
+                    ".jsonl or .csv with text, label 0/1 and group columns), or a Hugging Face dataset "
+                    "(data.path: its id or local folder; needs `pip install datasets`).",
+    )
+    path: str | None = Field(default=None, description="file: the data file; huggingface: dataset id or folder.")
+    hf_config: str | None = Field(default=None, description="huggingface: the dataset's config name, if any.")
+    columns: dict[str, str] = Field(default_factory=dict,
+                                    description="Our column -> the data's column, e.g. {text: comment, label: toxic}.")
+    test_fraction: float = Field(default=0.3, gt=0, lt=1,
+                                 description="Held-out share when the data has no split column.")
+
+    @field_validator("columns")
+    @classmethod
+    def _known_columns(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(DATA_COLUMNS))
+        if unknown:
+            raise ValueError(f"unknown column role(s) {unknown}; map any of {', '.join(DATA_COLUMNS)} to your "
+                             "data's column names, e.g. {text: comment_text}")
+        return v
+
+    @model_validator(mode="after")
+    def _path_matches_task(self) -> DataSpec:
+        if self.task == "toxigen" and (self.path or self.columns or self.hf_config):
+            raise ValueError("data.path, data.columns and data.hf_config are for task file or huggingface; "
+                             "task toxigen reads data.root")
+        if self.task != "toxigen" and not self.path:
+            example = "my_data.parquet" if self.task == "file" else "user/dataset"
+            raise ValueError(f"task {self.task} needs data.path (e.g. {example})")
+        if self.task == "file" and Path(self.path).suffix.lower() not in (".parquet", ".pq", ".jsonl", ".csv"):
+            raise ValueError(f"data.path {self.path}: unsupported file type; give a .parquet, .jsonl or .csv file")
+        return self
 
     @property
     def resolved_root(self) -> Path:
         return (self.root or default_data_root()).expanduser().resolve()
+
+
+def _check_task_data(spec: SweepSpec, source: str) -> None:
+    """Read the user's task data once, now: a bad file or a bias-type group it lacks stops the spec."""
+    if spec.data.task == "toxigen":
+        return
+    from bias_ray.data.custom import DataError, load_task_data
+
+    try:
+        rows = load_task_data(spec.data)
+    except DataError as err:
+        raise SpecError(f"{source}: data: {err}") from None
+    present = set(rows["group"])
+    for bias in spec.bias_type_specs:
+        absent = [g for g in bias.groups if g not in present]
+        if absent:
+            raise SpecError(
+                f"{source}: bias_types: {bias.name!r} names group(s) {absent} that the task data "
+                f"({spec.data.path}) has no row of; its groups: {', '.join(sorted(present))}. "
+                "Define the bias type inline with your data's groups, e.g. {name: x, groups: [a, b]}"
+            )
+# ---------------------------------------------------------------- end of data
 
 
 DEFAULT_REFUSALS = [
@@ -131,8 +187,6 @@ class GenerationSpec(_Strict):
     @field_validator("engine")
     @classmethod
     def _known_engine(cls, v: str) -> str:
-        from bias_ray.generate.engines import ENGINES
-
         return _registered(v, ENGINES)
 
     @field_validator("template")
@@ -216,8 +270,6 @@ class MitigationSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from bias_ray.train.mitigations import MITIGATIONS
-
         return _registered(v, MITIGATIONS)
 
     @model_validator(mode="after")
@@ -226,9 +278,7 @@ class MitigationSpec(_Strict):
 
         The keys given are kept (so labels stay short) with validated values (paths made absolute).
         """
-        from bias_ray.train.mitigations import MITIGATIONS, validate_params
-
-        checked = validate_params(MITIGATIONS.get(self.name), self.params).model_dump(by_alias=True)
+        checked = MITIGATIONS.get(self.name).validated_params(self.params).model_dump(by_alias=True)
         self.params = {k: checked[k] for k in self.params}
         return self
 
@@ -311,8 +361,6 @@ class EvaluationSpec(_Strict):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, v: list[str]) -> list[str]:
-        from bias_ray.evaluate.tasks import TASKS
-
         unknown = [t for t in v if t not in TASKS]
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; available: {', '.join(TASKS.names())}")
@@ -472,6 +520,7 @@ def check_paths(spec: SweepSpec, source: str = "spec") -> None:
     needed = {"toxigen": root / "toxigen" / "prompts"}
     if spec.data.task in needed and not needed[spec.data.task].is_dir():
         raise SpecError(f"{source}: data.root: {needed[spec.data.task]} is missing; is {root} the data folder?")
+    _check_task_data(spec, source)
     for field in ("generator", "student"):
         path = getattr(spec.models, field)
         if spec.generation.engine != "transformers" and field == "generator":
@@ -505,6 +554,8 @@ def resolve_paths(spec: SweepSpec) -> None:
     """Make every local path absolute now, so Ray workers (which run elsewhere) see the same files."""
     spec.output_dir = spec.output_dir.expanduser().resolve()
     spec.data.root = spec.data.resolved_root
+    if spec.data.task == "file" or (spec.data.task == "huggingface" and _looks_local(spec.data.path, False)):
+        spec.data.path = str(Path(spec.data.path).expanduser().resolve())
     for field in ("generator", "student"):
         value = getattr(spec.models, field)
         if _looks_local(value, spec.models.build_tiny_if_missing):

@@ -30,6 +30,13 @@ def test_micro_sweep_every_stage(tmp_path, tiny_model, data_root):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     run = tmp_path / "run"
+    # a quiet terminal: library output went to the run's log file
+    shown, log = proc.stdout + proc.stderr, (run / "logs" / "bias-ray.log").read_text()
+    for noise in ("core_worker.cc", "streaming_executor", "wandb:", "Checkpoint successfully created", "reinit",
+                  "Trial status"):
+        assert noise not in shown, noise
+    assert "streaming_executor" in log and str(run / "logs" / "bias-ray.log") in "".join(shown.split())
+    assert "sweep 2/2 trials done" in shown and "0 failed" in shown
     # generation
     augmented = pd.read_parquet(run / "data" / "augmented" / "shards")
     assert len(augmented) == spec["generation"]["samples_per_bias_type"]

@@ -121,9 +121,12 @@ def test_early_stop_summary_and_tags():
     s = sweep.early_stop_summary(table)
     assert (s["stopped_early"], s["iterations_used"], s["iterations_saved"], s["steps_saved"]) == (2, 14, 16, 64)
     assert s["iterations_share"] == pytest.approx(14 / 30)
-    assert sweep.cell_tags({"bias_type": "gender", "bias_ratio": 0.5, "mitigation": "none", "seed": 0, "cpus": 1}) \
-        == ["bias_type=gender", "bias_ratio=0.5", "mitigation=none", "seed=0"]
-    assert sweep.wandb_mode("offline") == "offline" and sweep.wandb_mode("disabled") == "disabled"
+    from bias_ray import tracking
+
+    cell = {"bias_type": "gender", "bias_ratio": 0.5, "mitigation": "none", "seed": 0, "cpus": 1}
+    assert tracking.cell_tags(cell, sweep.GRID_KEYS) == [
+        "bias_type=gender", "bias_ratio=0.5", "mitigation=none", "seed=0"]
+    assert tracking.wandb_mode("offline") == "offline" and tracking.wandb_mode("disabled") == "disabled"
 
 
 def test_job_staging_and_bad_input(tmp_path):

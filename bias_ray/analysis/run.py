@@ -102,12 +102,12 @@ def _plot(out: Path, per_type: dict[str, Comparison]) -> list[Path]:
 
 def analyze(spec, max_rows: int | None = 2000) -> Path:
     """Run the three analyses for every bias type of ``spec`` and write them under ``<run_dir>/analysis``."""
-    from bias_ray.data.loaders import load_toxigen
+    from bias_ray.data.custom import load_task_data
     from bias_ray.evaluate.classifier import toxigen_classifier
-    from bias_ray.generate.pipeline import load_augmented
+    from bias_ray.generate import load_augmented
 
     augmented = load_augmented(spec)
-    real_all = load_toxigen(spec.data.resolved_root, spec.data.test_fraction)
+    real_all = load_task_data(spec.data)  # the real data the generator drew its seeds from
     real_all = real_all[real_all["split"] == "train"]
     ev = spec.evaluation
     clf = toxigen_classifier(str(spec.data.resolved_root), ev.encoder, ev.classifier_epochs, ev.classifier_l2,

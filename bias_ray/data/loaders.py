@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bias_ray.spec import bias_type_catalog
+from bias_ray.catalog import bias_type_catalog
 
 SCHEMA = ["id", "text", "label", "group", "bias_type", "split", "source"]
 TOXIGEN_LABELS = {"neutral": 0, "hate": 1}
@@ -25,7 +25,8 @@ def stable_id(*parts: object) -> str:
     return hashlib.sha1("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:16]
 
 
-def _split_of(row_id: str, test_fraction: float) -> str:
+def split_of(row_id: str, test_fraction: float) -> str:
+    """``test`` for a ``test_fraction`` share of ids (a hash of the id), else ``train``."""
     bucket = int(hashlib.sha1(row_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "test" if bucket < test_fraction else "train"
 
@@ -82,7 +83,7 @@ def load_toxigen(root: str | Path, test_fraction: float = 0.3, groups: list[str]
                         "label": TOXIGEN_LABELS[stance],
                         "group": group,
                         "bias_type": group_bias.get(group, "other"),
-                        "split": _split_of(rid, test_fraction),
+                        "split": split_of(rid, test_fraction),
                         "source": "toxigen",
                     }
                 )

@@ -1,1 +1,20 @@
-"""Generation: seed data + prompt templates per bias type -> augmented data (Ray Data)."""
+"""Generation: seed data + prompt templates per bias type -> augmented data (Ray Data).
+
+The stage's public surface for other stages: :func:`generate` runs the job, :func:`load_augmented`
+reads a finished job's rows, :func:`import_augmented` lays out rows made elsewhere. They are
+imported on first use, so ``import bias_ray.generate`` stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["generate", "import_augmented", "load_augmented"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from bias_ray.generate import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

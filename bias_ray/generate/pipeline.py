@@ -125,7 +125,8 @@ class _Progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(TextColumn("generate"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[rates]}"), TimeElapsedColumn())
+                                TextColumn("{task.fields[rates]}"), TimeElapsedColumn(),
+                                redirect_stdout=False, redirect_stderr=False)  # library prints: the log file
             self.task = self.bar.add_task("generate", total=total, completed=done, rates="")
             self.bar.start()
 
@@ -277,22 +278,17 @@ def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[
 
 def _log_wandb(spec: SweepSpec, manifest: dict[str, Any]) -> None:
     """Throughput and quality counts to W&B (never the spec's endpoint headers or keys)."""
-    from bias_ray.train.sweep import wandb_mode
+    from bias_ray.tracking import start_run, wandb_mode
 
     mode = wandb_mode(spec.tracking.wandb)
     if mode == "disabled":
         return
-    import wandb
-
-    wandb_dir = spec.wandb_dir
-    wandb_dir.mkdir(parents=True, exist_ok=True)
     flat = {k: v for k, v in manifest.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     flat.update({f"last_run/{k}": v for k, v in manifest["last_run"].items()})
     flat.update({f"dropped/{k}": v for k, v in manifest["dropped"].items()})
     config = {"engine": manifest["engine"], "model": manifest["model"], "sampling": manifest["sampling"],
               "template": f"{manifest['template_id']}@v{manifest['template_version']}"}
-    run = wandb.init(project=spec.tracking.project, name=f"{spec.name}-generate", job_type="generate", mode=mode,
-                     dir=str(wandb_dir), config=config, reinit=True)
+    run = start_run(mode, spec.wandb_dir, spec.tracking.project, f"{spec.name}-generate", "generate", config=config)
     run.summary.update(flat)
     run.finish()
 

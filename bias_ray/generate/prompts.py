@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from bias_ray.data.custom import data_identity, load_task_data
 from bias_ray.data.loaders import load_bbq_template_statements, load_crows_pairs, load_toxigen, stable_id
 from bias_ray.spec import RESOURCES, SweepSpec
 
@@ -54,8 +55,9 @@ def _stance_counts(stances: dict[str, float], n: int) -> dict[str, int]:
 def settings_fingerprint(spec: SweepSpec, template: dict[str, Any]) -> str:
     """Hash of every setting that changes what a prompt yields; part of each sample id."""
     g = spec.generation
+    own_data = () if spec.data.task == "toxigen" else (data_identity(spec.data),)  # ToxiGen ids stay as they were
     return stable_id(g.engine, spec.models.generator, g.temperature, g.top_p, g.max_new_tokens, g.max_prompt_tokens,
-                     g.few_shot, g.seed, template["id"], template["version"])
+                     g.few_shot, g.seed, template["id"], template["version"], *own_data)
 
 
 def sampling_params(spec: SweepSpec) -> dict[str, Any]:
@@ -128,6 +130,12 @@ def _toxigen_seeds(spec: SweepSpec) -> pd.DataFrame:
     return rows[rows["split"] == "train"]  # never the statements the sweep evaluates on
 
 
+def _task_data_seeds(spec: SweepSpec) -> pd.DataFrame:
+    """The train rows of the spec's own fine-tuning data (``data.task``: ToxiGen, a file or a HF dataset)."""
+    rows = load_task_data(spec.data)
+    return rows[rows["split"] == "train"]  # never the rows the sweep evaluates on
+
+
 def _crows_pairs_seeds(spec: SweepSpec) -> pd.DataFrame:
     """Each CrowS-Pairs pair gives a stereotypical (label 1) and an anti-stereotypical (label 0) seed."""
     pairs = load_crows_pairs(spec.data.resolved_root)
@@ -143,6 +151,7 @@ def _bbq_template_seeds(spec: SweepSpec) -> pd.DataFrame:
 
 # seed source -> (loader of id,text,label,group rows, the BiasType field naming its groups there)
 SEED_SOURCES = {
+    "data": (_task_data_seeds, "groups"),
     "toxigen": (_toxigen_seeds, "groups"),
     "crows_pairs": (_crows_pairs_seeds, "crows_categories"),
     "bbq_templates": (_bbq_template_seeds, "bbq_categories"),
@@ -150,8 +159,8 @@ SEED_SOURCES = {
 
 
 def load_seed_rows(spec: SweepSpec, template: dict[str, Any]) -> pd.DataFrame:
-    """The real statements a template draws its few-shot examples from (``seed_source``, default toxigen)."""
-    source = template.get("seed_source", "toxigen")
+    """The real statements a template draws its few-shot examples from (``seed_source``, default data)."""
+    source = template.get("seed_source", "data")
     if source not in SEED_SOURCES:
         raise ValueError(f"prompt template {template['id']!r}: unknown seed_source {source!r}; "
                          f"allowed: {', '.join(SEED_SOURCES)}")
@@ -164,7 +173,7 @@ def make_plan(spec: SweepSpec, seed_rows: pd.DataFrame | None = None,
     template = template or load_template(spec.generation.template)
     if seed_rows is None:
         seed_rows = load_seed_rows(spec, template)
-    group_field = SEED_SOURCES[template.get("seed_source", "toxigen")][1]
+    group_field = SEED_SOURCES[template.get("seed_source", "data")][1]
     gen = spec.generation
     missing = [s for s in gen.stances if s not in template["stances"]]
     if missing:
@@ -192,7 +201,7 @@ def make_plan(spec: SweepSpec, seed_rows: pd.DataFrame | None = None,
                 if pool.empty:
                     raise ValueError(
                         f"bias type {bias.name!r}: group {group!r} has no seed statements in the real data "
-                        f"({template.get('seed_source', 'toxigen')}); use its group names "
+                        f"({template.get('seed_source', 'data')}); use its group names "
                         "(see bias_ray/resources/bias_types.yaml)"
                     )
                 pool = pool.sort_values("id")  # a stable order whatever the loader's

@@ -239,15 +239,11 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
 def log_to_wandb(run_dir: Path, tables: dict[str, pd.DataFrame], images: list[Path], mode: str,
                  project: str) -> str:
     """The report's tables and figures as one W&B run (job_type ``report``); returns the run's folder."""
-    import os
-
-    os.environ.setdefault("WANDB_SILENT", "true")  # keep the CLI's own output readable
     import wandb
 
-    folder = run_dir / "wandb"
-    folder.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(project=project, dir=str(folder), name=f"report-{run_dir.name}", job_type="report",
-                     mode=mode, reinit="finish_previous")
+    from bias_ray.tracking import start_run
+
+    run = start_run(mode, run_dir / "wandb", project, f"report-{run_dir.name}", "report")
     try:
         run.log({f"report/{k}": wandb.Table(dataframe=v.reset_index(drop=True).astype(
             {c: str for c in v.columns if v[c].dtype == object})) for k, v in tables.items() if not v.empty})

@@ -11,8 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import netrc
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import pandas as pd
 
 from bias_ray.mix import mix_counts
 from bias_ray.spec import MitigationSpec, SchedulerSpec, SpecError, SweepSpec, dump_spec
+from bias_ray.tracking import start_run, trial_callbacks, wandb_mode
 from bias_ray.train.trainable import train_trial
 
 GRID_KEYS = ["bias_type", "bias_ratio", "mitigation", "seed"]
@@ -189,49 +188,10 @@ def max_concurrent(spec: SweepSpec) -> int:
 # ---------------------------------------------------------------- W&B
 
 
-def wandb_mode(setting: str) -> str:
-    """``auto`` is online when the user is logged in (API key or netrc entry), else offline."""
-    if setting != "auto":
-        return setting
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    try:
-        if netrc.netrc().authenticators("api.wandb.ai"):
-            return "online"
-    except (FileNotFoundError, netrc.NetrcParseError):
-        pass
-    return "offline"
-
-
-def cell_tags(config: dict[str, Any]) -> list[str]:
-    """W&B tags naming a trial's grid cell, e.g. ``bias_ratio=0.5``."""
-    return [f"{k}={config[k]}" for k in GRID_KEYS if k in config]
-
-
 def callbacks(spec: SweepSpec) -> list:
-    """One W&B run per trial, grouped by sweep name, config and tags = the grid cell."""
-    mode = wandb_mode(spec.tracking.wandb)
-    if mode == "disabled":
-        return []
-    from ray.air.integrations.wandb import WandbLoggerCallback
-
-    class CellTaggedWandb(WandbLoggerCallback):
-        def _start_logging_actor(self, trial, exclude_results, **kwargs):
-            kwargs["tags"] = [*spec.tracking.tags, *cell_tags(trial.config)]
-            super()._start_logging_actor(trial, exclude_results, **kwargs)
-
-    os.environ["WANDB_MODE"] = mode  # without it Ray's callback demands an API key even offline
-    spec.wandb_dir.mkdir(parents=True, exist_ok=True)
-    return [
-        CellTaggedWandb(
-            project=spec.tracking.project,
-            group=spec.name,
-            mode=mode,
-            dir=str(spec.wandb_dir),
-            excludes=["cpus"],
-            log_config=False,
-        )
-    ]
+    """One W&B run per trial (see :func:`bias_ray.tracking.trial_callbacks`)."""
+    return trial_callbacks(wandb_mode(spec.tracking.wandb), spec.wandb_dir, spec.tracking.project, spec.name,
+                           spec.tracking.tags, GRID_KEYS)
 
 
 def log_grid_table(spec: SweepSpec, table: pd.DataFrame) -> str | None:
@@ -241,10 +201,8 @@ def log_grid_table(spec: SweepSpec, table: pd.DataFrame) -> str | None:
         return None
     import wandb
 
-    spec.wandb_dir.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(project=spec.tracking.project, group=spec.name, name=f"{spec.name}-grid", job_type="grid",
-                     mode=mode, dir=str(spec.wandb_dir), tags=list(spec.tracking.tags), reinit="finish_previous",
-                     config={"grid_size": len(table)})
+    run = start_run(mode, spec.wandb_dir, spec.tracking.project, f"{spec.name}-grid", "grid", group=spec.name,
+                    tags=spec.tracking.tags, config={"grid_size": len(table)})
     clean = table.astype({c: str for c in table.columns if table[c].dtype == object})
     run.log({"grid": wandb.Table(dataframe=clean)})
     run.summary.update(early_stop_summary(table))
@@ -278,8 +236,12 @@ def can_resume(path: str) -> bool:
     return tune.Tuner.can_restore(path) and any(Path(path).glob("experiment_state-*.json"))
 
 
-def build_tuner(spec: SweepSpec, resume: bool = False, trainable=None):
-    """A new Tuner, or with ``resume`` the interrupted one restored (finished trials stay finished)."""
+def build_tuner(spec: SweepSpec, resume: bool = False, trainable=None, extra_callbacks: list | None = None,
+                verbose: int = 1):
+    """A new Tuner, or with ``resume`` the interrupted one restored (finished trials stay finished).
+
+    ``extra_callbacks`` (e.g. the CLI's live view) join the W&B ones; ``verbose`` is Tune's own output.
+    """
     from ray import tune
 
     run_spec = expand_spec(spec)
@@ -303,10 +265,10 @@ def build_tuner(spec: SweepSpec, resume: bool = False, trainable=None):
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=storage_uri(spec),
-            callbacks=callbacks(spec),
+            callbacks=callbacks(spec) + list(extra_callbacks or []),
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            verbose=1,
+            verbose=verbose,
         ),
     )
 
@@ -376,16 +338,18 @@ def write_results(table: pd.DataFrame, path: Path) -> None:
     table.to_csv(path.with_suffix(".csv"), index=False)
 
 
-def run_sweep(spec: SweepSpec, resume: bool = False, trainable=None) -> pd.DataFrame:
+def run_sweep(spec: SweepSpec, resume: bool = False, trainable=None, extra_callbacks: list | None = None,
+              verbose: int = 1) -> pd.DataFrame:
     """Run (or resume) the grid; write the results table, the early-stop summary and the W&B grid table.
 
-    ``trainable`` replaces :func:`train_trial` (same signature), e.g. to wrap it in tests or benchmarks.
+    ``trainable`` replaces :func:`train_trial` (same signature), e.g. to wrap it in tests or benchmarks;
+    ``extra_callbacks`` and ``verbose`` go to :func:`build_tuner`.
     """
     from bias_ray.runtime import init_ray
 
     init_ray()
     spec.run_dir.mkdir(parents=True, exist_ok=True)
-    tuner = build_tuner(spec, resume=resume, trainable=trainable)
+    tuner = build_tuner(spec, resume=resume, trainable=trainable, extra_callbacks=extra_callbacks, verbose=verbose)
     grid = tuner.fit()
     table = results_table(grid, spec)
     write_results(table, spec.results_path)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bias_ray.data.loaders import load_toxigen
+from bias_ray.data.custom import load_task_data
 from bias_ray.evaluate.metrics import compute_all
 from bias_ray.mix import mix
 from bias_ray.spec import SweepSpec, parse_spec
@@ -32,9 +32,9 @@ STATE_FILE = "trial_state.pt"
 
 def trial_data(spec: SweepSpec, bias_type: str, ratio: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The training mix for one grid cell and the real held-out evaluation rows."""
-    from bias_ray.generate.pipeline import load_augmented
+    from bias_ray.generate import load_augmented
 
-    real = load_toxigen(spec.data.resolved_root, spec.data.test_fraction)
+    real = load_task_data(spec.data)  # ToxiGen, or the user's file / HF dataset (data.task)
     augmented = load_augmented(spec)
     augmented = augmented[augmented["bias_type"] == bias_type]
     train = mix(real[real["split"] == "train"], augmented, ratio, spec.training.train_size,

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from bias_ray.registry import Registry
+from bias_ray.registry import TASKS
 from bias_ray.spec import RESOURCES, BiasType, EvaluationSpec, SweepSpec, bias_type_catalog, default_data_root
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,6 @@ class Task(ABC):
         return self.score(self.predict(lm, rows, ctx))
 
 
-TASKS: Registry[type[Task]] = Registry("task")
 
 
 def _import_task_modules() -> None:

@@ -9,22 +9,8 @@ GPU nodes), so registering an engine costs nothing.
 
 from __future__ import annotations
 
-from typing import Protocol
+from bias_ray.generate.engines import http_engine, transformers_engine, vllm_engine  # noqa: F401  (registers)
+from bias_ray.generate.engines.base import Engine, sample_seed
+from bias_ray.registry import ENGINES
 
-from bias_ray.registry import Registry
-
-
-class Engine(Protocol):
-    def apply(self, ds, spec) -> object:  # ray.data.Dataset -> ray.data.Dataset
-        ...
-
-
-ENGINES: Registry[type] = Registry("engine")
-
-
-def sample_seed(sample_id: object) -> int:
-    """The sampling seed of one sample, from its id: the same sample draws the same text on any engine."""
-    return int(str(sample_id)[:8], 16)
-
-
-from bias_ray.generate.engines import http_engine, transformers_engine, vllm_engine  # noqa: E402,F401  (registers)
+__all__ = ["ENGINES", "Engine", "sample_seed"]

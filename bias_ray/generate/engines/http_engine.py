@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from bias_ray.generate.engines import ENGINES, sample_seed
+from bias_ray.generate.engines.base import sample_seed
+from bias_ray.registry import ENGINES
 
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from bias_ray.generate.engines import ENGINES, sample_seed
+from bias_ray.generate.engines.base import sample_seed
 from bias_ray.generate.prompts import sampling_params
+from bias_ray.registry import ENGINES
 
 
 class TransformersGenerator:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bias_ray.generate.engines import ENGINES, sample_seed
+from bias_ray.generate.engines.base import sample_seed
+from bias_ray.registry import ENGINES
 
 
 def vllm_config(spec):

@@ -4,11 +4,8 @@ Adding a mitigation is one file in this folder: subclass :class:`Mitigation`, de
 with ``@MITIGATIONS.register("name")`` and import it below.
 """
 
-from bias_ray.registry import Registry
+from bias_ray.registry import MITIGATIONS
+from bias_ray.train.mitigations import loss, mask, none, token  # noqa: F401  (registers)
 from bias_ray.train.mitigations.base import Mitigation, TrialContext, validate_params
-
-MITIGATIONS: Registry[type[Mitigation]] = Registry("mitigation")
-
-from bias_ray.train.mitigations import loss, mask, none, token  # noqa: E402,F401  (registers)
 
 __all__ = ["MITIGATIONS", "Mitigation", "TrialContext", "validate_params"]

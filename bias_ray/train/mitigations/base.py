@@ -63,6 +63,11 @@ class Mitigation:
         self.ctx: TrialContext | None = None
         self.student: Any = None  # bias_ray.train.student.StudentIO, set by prepare_model
 
+    @classmethod
+    def validated_params(cls, params: dict[str, Any]) -> BaseModel:
+        """``params`` checked against :attr:`Params` (the spec calls this through the registry)."""
+        return validate_params(cls, params)
+
     def setup(self, ctx: TrialContext) -> None:
         self.ctx = ctx
 

@@ -1,6 +1,6 @@
 """No mitigation: the baseline every other mitigation is compared with."""
 
-from bias_ray.train.mitigations import MITIGATIONS
+from bias_ray.registry import MITIGATIONS
 from bias_ray.train.mitigations.base import Mitigation
 
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
-from bias_ray.train.mitigations import MITIGATIONS
+from bias_ray.registry import MITIGATIONS
 from bias_ray.train.mitigations.base import Mitigation, NoParams
 
 

@@ -1,0 +1,206 @@
+"""The user's own labelled data as the fine-tuning task: a Parquet/JSONL/CSV file or a HF dataset.
+
+Rows need ``text`` (non-empty), ``label`` (0 or 1) and ``group`` (the target group, matched against
+the spec's bias-type groups), and optionally ``split`` (``train`` or ``test``; without it a hash
+of the row id and ``data.test_fraction`` decide), ``id`` (unique) and ``bias_type``. The spec's
+``data.columns`` renames the data's own column names to these. :func:`read_task_data` checks all of
+it and raises :class:`DataError` naming the file and the column, so ``bias-ray validate`` rejects
+a bad file before any work starts. This module never imports the spec (the spec imports it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bias_ray.catalog import bias_type_catalog
+from bias_ray.data.loaders import SCHEMA, load_toxigen, split_of, stable_id
+
+TASKS = ("toxigen", "file", "huggingface")
+COLUMNS = ("text", "label", "group", "split", "id", "bias_type")
+REQUIRED = ("text", "label", "group")
+SPLITS = ("train", "test")
+READERS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".csv": "csv"}
+SHOWN = 5  # bad rows listed in an error
+
+
+class DataError(ValueError):
+    """The task data cannot be used; the message names the file, the column and the fix."""
+
+
+def _rows_shown(index: pd.Index) -> str:
+    rows = ", ".join(str(i) for i in index[:SHOWN])
+    more = f" and {len(index) - SHOWN} more" if len(index) > SHOWN else ""
+    return f"row(s) {rows}{more} (counting from 0)"
+
+
+def read_file(path: Path) -> pd.DataFrame:
+    """A Parquet, JSONL or CSV file as a DataFrame (strings kept as strings)."""
+    kind = READERS.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; give a .parquet, .jsonl or .csv file")
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; set data.path to your labelled data file")
+    try:
+        if kind == "parquet":
+            return pd.read_parquet(path)
+        if kind == "jsonl":
+            return pd.read_json(path, lines=True, dtype=False)
+        return pd.read_csv(path, dtype={"text": str, "group": str, "split": str, "id": str}, keep_default_na=False,
+                           na_values=[""])
+    except Exception as err:  # the reader's own message says where; we add which file and which format
+        raise DataError(f"{path}: cannot read it as {kind}: {err}") from None
+
+
+def read_hf(name: str, config: str | None) -> pd.DataFrame:
+    """A Hugging Face dataset (hub id, or a local folder) with its ``train``/``test`` splits as ``split``.
+
+    A folder written by ``save_to_disk`` is loaded as it is; anything else goes through
+    ``datasets.load_dataset`` (the hub, or its cache when ``HF_DATASETS_OFFLINE=1``). Splits other
+    than train and test (e.g. validation) are left out.
+    """
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"data.path {name!r}: reading a Hugging Face dataset needs the `datasets` package; "
+                        "`pip install datasets` (or `pip install 'bias-ray[hf]'`)") from None
+    try:
+        folder = Path(name).expanduser()
+        if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
+            loaded = datasets.load_from_disk(str(folder))
+        else:
+            loaded = datasets.load_dataset(name, config)
+    except Exception as err:
+        raise DataError(f"data.path {name!r}: cannot load the Hugging Face dataset: {err}") from None
+    if isinstance(loaded, datasets.Dataset):
+        return loaded.to_pandas()
+    kept = [s for s in loaded if s in SPLITS]
+    if not kept:
+        raise DataError(f"data.path {name!r}: the dataset has splits {sorted(loaded)}, none named train or test")
+    frames = []
+    for split in kept:
+        frame = loaded[split].to_pandas()
+        if "split" not in frame:
+            frame["split"] = split if len(kept) == len(SPLITS) else None  # only train: test_fraction splits it
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def check_rows(raw: pd.DataFrame, where: str, test_fraction: float, columns: dict[str, str] | None = None,
+               source: str = "custom") -> pd.DataFrame:
+    """Validate raw rows and return them in the loaders' schema (``id, text, label, group, bias_type, split, source``).
+
+    ``columns`` maps our column names to the data's (e.g. ``{"text": "comment"}``).
+    """
+    columns = dict(columns or {})
+    unknown = sorted(set(columns) - set(COLUMNS))
+    if unknown:
+        raise DataError(f"{where}: data.columns names {unknown}, which bias-ray does not use; "
+                        f"map any of {', '.join(COLUMNS)} to your column names")
+    renamed = {theirs: ours for ours, theirs in columns.items()}
+    for theirs in renamed:
+        if theirs not in raw:
+            raise DataError(f"{where}: data.columns maps {renamed[theirs]!r} to column {theirs!r}, which the data "
+                            f"lacks; its columns: {', '.join(map(str, raw.columns))}")
+    df = raw.rename(columns=renamed)
+
+    def col(ours: str) -> str:
+        """A column as the error names it: ours, and the data's own name where data.columns maps it."""
+        return f"'{ours}' (data column {columns[ours]!r})" if ours in columns else f"'{ours}'"
+    missing = [c for c in REQUIRED if c not in df]
+    if missing:
+        raise DataError(f"{where}: column(s) {missing} missing; the data needs text, label and group columns "
+                        f"(has: {', '.join(map(str, raw.columns))}); rename them or map them in data.columns")
+    if df.empty:
+        raise DataError(f"{where}: the data has no rows")
+
+    text = df["text"]
+    bad = df.index[text.isna() | ~text.map(lambda v: isinstance(v, str) and bool(v.strip()))]
+    if len(bad):
+        raise DataError(f"{where}: column {col('text')} is empty or not text in {_rows_shown(bad)}; "
+                        "every row needs a non-empty text")
+
+    label = pd.to_numeric(df["label"].map(lambda v: int(v) if isinstance(v, bool) else v), errors="coerce")
+    bad = df.index[~label.isin([0, 1])]
+    if len(bad):
+        values = sorted({repr(v) for v in df.loc[bad[:SHOWN], "label"]})
+        raise DataError(f"{where}: column {col('label')} must be 0 or 1; {_rows_shown(bad)} hold {', '.join(values)}")
+    if label.nunique() < 2:
+        raise DataError(f"{where}: column {col('label')} is {int(label.iloc[0])} in every row; a classifier needs both "
+                        "labels (0 and 1)")
+
+    group = df["group"]
+    bad = df.index[group.isna() | (group.astype(str).str.strip() == "")]
+    if len(bad):
+        raise DataError(f"{where}: column {col('group')} is empty in {_rows_shown(bad)}; name the target group of "
+                        "every row (e.g. women, muslim), as listed in the spec's bias_types")
+
+    if "id" in df:
+        ids = df["id"].astype(str)
+        if ids.duplicated().any():
+            dup = ids[ids.duplicated()].unique()[:SHOWN].tolist()
+            raise DataError(f"{where}: column {col('id')} repeats {dup}; ids must be unique (or drop the column)")
+    else:
+        ids = pd.Series([stable_id(source, i, t) for i, t in zip(df.index, text)], index=df.index)
+
+    if "split" in df and df["split"].notna().any():
+        split = df["split"].astype("string").str.strip().str.lower()
+        bad = df.index[split.isna() | ~split.isin(SPLITS)]
+        if len(bad):
+            values = sorted({repr(v) for v in df.loc[bad, "split"]})[:SHOWN]
+            raise DataError(f"{where}: column {col('split')} has unknown value(s) {', '.join(values)} in "
+                            f"{_rows_shown(bad)}; allowed: train, test (or drop the column and set data.test_fraction)")
+        split = split.astype(str)
+    else:
+        split = ids.map(lambda i: split_of(i, test_fraction))
+    for needed in SPLITS:
+        if not (split == needed).any():
+            raise DataError(f"{where}: no {needed} rows after splitting; give both train and test rows in "
+                            "column 'split', or more rows for data.test_fraction")
+
+    groups_to_type: dict[str, str] = {}
+    for name, entry in bias_type_catalog().items():
+        for g in entry["groups"]:
+            groups_to_type.setdefault(g, name)
+    group = group.astype(str).str.strip()
+    if "bias_type" in df:
+        bias_type = df["bias_type"].astype(str)
+    else:
+        bias_type = group.map(lambda g: groups_to_type.get(g, "other"))
+    return pd.DataFrame({"id": ids.astype(str), "text": text.astype(str), "label": label.astype(int), "group": group,
+                         "bias_type": bias_type, "split": split, "source": source},
+                        columns=SCHEMA).reset_index(drop=True)
+
+
+def read_task_data(task: str, *, root: Path | str, path: str | None = None, hf_config: str | None = None,
+                   columns: dict[str, str] | None = None, test_fraction: float = 0.3) -> pd.DataFrame:
+    """The fine-tuning task's rows (train and test) in the loaders' schema, validated."""
+    if task == "toxigen":
+        return load_toxigen(root, test_fraction)
+    if not path:
+        raise DataError(f"data.task {task}: set data.path to the data")
+    if task == "file":
+        file = Path(path).expanduser()
+        return check_rows(read_file(file), str(file), test_fraction, columns, source=file.stem)
+    if task == "huggingface":
+        return check_rows(read_hf(path, hf_config), f"data.path {path!r}", test_fraction, columns,
+                          source=f"hf:{path}")
+    raise DataError(f"unknown data.task {task!r}; allowed: {', '.join(TASKS)}")
+
+
+def load_task_data(data: Any) -> pd.DataFrame:
+    """:func:`read_task_data` for a spec's ``data`` section (a :class:`bias_ray.spec.DataSpec`)."""
+    return read_task_data(data.task, root=data.resolved_root, path=data.path, hf_config=data.hf_config,
+                          columns=data.columns, test_fraction=data.test_fraction)
+
+
+def data_identity(data: Any) -> str:
+    """What names the task data's content, for generation fingerprints: ToxiGen, or the file's path, size, mtime."""
+    if data.task == "file":
+        stat = Path(data.path).stat()
+        return stable_id("file", data.path, stat.st_size, stat.st_mtime_ns, sorted(data.columns.items()))
+    if data.task == "huggingface":
+        return stable_id("huggingface", data.path, data.hf_config, sorted(data.columns.items()))
+    return "toxigen"
