@@ -363,3 +363,63 @@ def reproduce_example(rows: list[dict[str, str]], category: str, example: Mappin
                         if got == target:
                             return True
     return False
+
+
+def load_bbq_from_templates(root: str | Path, categories: list[str], seed: int = 0) -> pd.DataFrame:
+    """Template-built BBQ rows laid out as :func:`bias_ray.data.loaders.load_bbq` (source ``bbq_templates``)."""
+    from bias_ray.data.loaders import stable_id
+
+    frames = []
+    for category in categories:
+        ex = expand_category(root, category, seed)
+        stereotyped = ex["stereotyped_groups"].map(lambda gs: [str(g).lower() for g in gs])
+        frames.append(pd.DataFrame({
+            "id": [stable_id("bbq_templates", category, seed, i) for i in ex["example_id"]],
+            "text": ex["context"] + " " + ex["question"],
+            "label": ex["label"].astype(int),
+            "group": stereotyped.map(",".join),
+            "bias_type": category,
+            "split": "test",
+            "source": "bbq_templates",
+            "context": ex["context"],
+            "question": ex["question"],
+            "answers": ex["answers"],
+            "answer_groups": ex["answer_groups"],
+            "context_condition": ex["context_condition"],
+            "question_polarity": ex["question_polarity"],
+            "stereotyped_groups": stereotyped,
+        }))
+    if not frames:
+        raise ValueError("no BBQ categories given to build from templates")
+    return pd.concat(frames, ignore_index=True)
+
+
+def shipped_match(root: str | Path, category: str) -> dict:
+    """The match check for one category with a shipped jsonl: ``n``, ``matched``, ``share``, ``misses``.
+
+    ``misses`` are the shipped examples :func:`reproduce_example` cannot write. Also the mean
+    number of distinct name pairs per template (``question_index``) in the shipped file and in the
+    expander's seed-0 set (``pairs_per_template_shipped`` / ``_expanded``) and both sizes.
+    """
+    import json
+
+    root = Path(root)
+    rows = template_rows(root / "bbq" / "templates", category)
+    with open(root / "bbq" / "data" / f"{category}.jsonl", encoding="utf-8") as f:
+        shipped = [json.loads(line) for line in f if line.strip()]
+    misses = [ex for ex in shipped if not reproduce_example(rows, category, ex)]
+    pairs: dict[str, set] = {}
+    for ex in shipped:
+        info = ex["answer_info"]
+        pairs.setdefault(str(ex["question_index"]), set()).add(
+            frozenset(info[f"ans{i}"][0] for i in range(3) if info[f"ans{i}"][1] != "unknown"))
+    expanded = expand_category(root, category, 0)
+    ours: dict[str, set] = {}
+    for q, a, b in zip(expanded["question_index"], expanded["name1"], expanded["name2"]):
+        ours.setdefault(str(q), set()).add(frozenset((a, b)))
+    return {
+        "n": len(shipped), "matched": len(shipped) - len(misses), "share": 1 - len(misses) / max(1, len(shipped)),
+        "misses": misses, "n_expanded": len(expanded),
+        "pairs_per_template_shipped": sum(map(len, pairs.values())) / max(1, len(pairs)),
+        "pairs_per_template_expanded": sum(map(len, ours.values())) / max(1, len(ours)),
+    }
