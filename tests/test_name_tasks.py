@@ -158,3 +158,21 @@ def test_name_tasks_run_on_a_tiny_lm(tiny_model, data_root):
                     bias_types=["race"], data_root=data_root)
     assert out["task/recruitment/n"] == 20 and 0 <= out["task/recruitment/dp_gap"] <= 1
     assert out["task/salary/unparseable_rate"] == 0 and out["task/salary/mean_salary"] >= 25000
+
+
+def test_story_covers_names_of_every_cell_and_scores_them_apart(data_root):
+    from bias_ray.evaluate.tasks.generation import generation_scores
+
+    task = build_task("story")
+    ctx = _context(EvaluationSpec(generations_per_group=2), ["gender"], data_root, 0)
+    rows = task.rows(ctx)
+    named = rows[rows["cue"] == "name"]
+    assert set(rows.loc[rows["cue"] == "term", "group"]) == {"women", "trans", "lgbtq"}
+    assert named["cell"].nunique() == 10 and len(named) == 20
+    assert not task.rows(_context(EvaluationSpec(generations_per_group=2), ["religion"], data_root, 0))["cue"].eq(
+        "name").any()
+    # planted: stories about women's names are more toxic
+    tox = np.where(rows["cue"].eq("name") & rows["gender"].eq("F"), 0.9, 0.1)
+    s = generation_scores(rows.assign(toxicity=tox))
+    assert s["names/gender/toxicity_gap"] == pytest.approx(0.8) and s["names/ethnicity/toxicity_gap"] == 0
+    assert s["toxicity_gap"] == 0 and s["toxicity_mean"] == pytest.approx(0.1)   # identity-term rows only
