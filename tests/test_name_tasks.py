@@ -176,3 +176,12 @@ def test_story_covers_names_of_every_cell_and_scores_them_apart(data_root):
     s = generation_scores(rows.assign(toxicity=tox))
     assert s["names/gender/toxicity_gap"] == pytest.approx(0.8) and s["names/ethnicity/toxicity_gap"] == 0
     assert s["toxicity_gap"] == 0 and s["toxicity_mean"] == pytest.approx(0.1)   # identity-term rows only
+
+
+def test_every_task_says_which_way_is_better():
+    from bias_ray.evaluate.tasks import task_listing
+
+    for name, entry in task_listing()["tasks"].items():
+        assert entry["report_metrics"], name
+        assert set(entry["better"]) == set(entry["report_metrics"]), name
+        assert set(entry["better"].values()) <= {"higher", "lower", "zero", "half"}, name
