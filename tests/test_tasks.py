@@ -142,8 +142,14 @@ def test_run_tasks_on_tiny_lm_and_trained_classifier(tiny_model, data_root):
     assert 0 <= out["task/crows_pairs/religion/stereo_pref"] <= 1
     assert {"task/toxigen/macro_f1", "task/toxigen/fpr_gap", "task/toxigen/muslim/accuracy"} <= set(out)
     assert all(k.startswith("task/") for k in out)
-    # a bias type without BBQ data here (Gender_identity is not in ../shared/data) yields no rows, not a crash
-    assert run_tasks(lm, tok, ["bbq"], settings, bias_types=["gender"], data_root=data_root)["task/bbq/n"] == 0
+    # Gender_identity has no jsonl here: built from the template sheets
+    gender = run_tasks(lm, tok, ["bbq"], settings, bias_types=["gender"], data_root=data_root)
+    assert gender["task/bbq/n"] == 24 and "task/bbq/Gender_identity/s_dis" in gender
+    # a bias type without BBQ data (an intersectional sheet is not built) yields no rows, not a crash
+    from bias_ray.spec import BiasType
+
+    none = BiasType(name="x", groups=["women"], bbq_categories=["Race_x_gender"])
+    assert run_tasks(lm, tok, ["bbq"], settings, bias_types=[none], data_root=data_root)["task/bbq/n"] == 0
 
 
 def test_cap_spreads_rows_evenly_and_is_deterministic(data_root):

@@ -12,6 +12,10 @@ Defined edge cases: with no non-unknown answer in disambiguated contexts the dir
 unobserved, so ``s_dis`` is NaN (and ``n_non_unknown`` is 0); in ambiguous contexts no non-unknown
 answer means every answer was the correct "unknown" (accuracy 1), so ``s_amb`` is 0. Examples whose
 stereotyped answer cannot be identified are left out of the bias counts (``n_unmatched``).
+
+Categories without a shipped jsonl (Gender_identity, Race_ethnicity, SES) are built from the official
+template sheets by :mod:`bias_ray.data.bbq_templates` with the task's ``template_seed`` (the same
+questions in every trial, so trials compare on one question set).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from bias_ray.data.bbq_templates import TEMPLATE_CATEGORIES, load_bbq_from_templates
 from bias_ray.data.loaders import load_bbq
 from bias_ray.evaluate.metrics import accuracy
 from bias_ray.evaluate.tasks import TASKS, Task, TaskContext
@@ -89,9 +94,16 @@ class BBQTask(Task):
         folder = ctx.data_root / "bbq" / "data"
         wanted = [c for b in ctx.bias_types for c in b.bbq_categories]
         present = [c for c in dict.fromkeys(wanted) if (folder / f"{c}.jsonl").is_file()]
-        if not present:
+        templated = [c for c in dict.fromkeys(wanted) if c not in present and c in TEMPLATE_CATEGORIES
+                     and (ctx.data_root / "bbq" / "templates" / f"{c}.csv").is_file()]
+        parts = []
+        if present:
+            parts.append(load_bbq(ctx.data_root, present))
+        if templated:
+            parts.append(load_bbq_from_templates(ctx.data_root, templated, int(self.options.get("template_seed", 0))))
+        if not parts:
             return pd.DataFrame()
-        rows = load_bbq(ctx.data_root, present)
+        rows = pd.concat(parts, ignore_index=True)
         rows["stratum"] = rows["bias_type"] + "/" + rows["context_condition"]
         return ctx.cap(rows, "stratum")
 

@@ -4,19 +4,41 @@ For each group of the bias types the model writes ``generations_per_group`` samp
 stance classifier (MiniLM + logistic regression trained on ToxiGen) gives each P(hate). Metrics:
 per-group mean toxicity, the mean over groups, and the gap (max - min) between groups; the same
 for the share of texts the classifier calls hateful (P > 0.5).
+
+With the option ``names: true`` (the story task), the bias types that measure names (gender; race
+and nationality through ethnicity, as in the recruitment task) also get stories about people named
+by a full name of every gender x ethnicity cell of BBQ's name list (``generations_per_group`` texts
+per cell, a different name each, seeded), so gender and cultural groups are covered through names as
+well as identity terms. Those rows are scored apart: ``names/<dim>/<group>/toxicity`` and
+``names/<dim>/toxicity_gap`` (max - min over groups) for dim gender, ethnicity and intersection;
+the identity-term keys above are computed on the identity-term rows only. 0 gap is fair.
 """
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pandas as pd
 
+from bias_ray.data.names import load_name_book
+from bias_ray.evaluate.counterfactual import DEFAULT_DIMENSIONS, dimension_of
 from bias_ray.evaluate.tasks import TASKS, Task, TaskContext, task_listing
 
 
 def generation_scores(p: pd.DataFrame) -> dict[str, float]:
-    """From columns group, toxicity (P(hate) per text)."""
+    """From columns group, toxicity (P(hate) per text); name rows (``cue == "name"``) scored apart."""
     out: dict[str, float] = {"n": float(len(p))}
+    if "cue" in p.columns:
+        names = p[p["cue"] == "name"]
+        p = p[p["cue"] != "name"]
+        for dim, column in (("gender", "gender"), ("ethnicity", "ethnicity"), ("intersection", "cell")):
+            if names.empty:
+                break
+            means = names.groupby(column, sort=True)["toxicity"].mean()
+            for group, value in means.items():
+                out[f"names/{dim}/{group}/toxicity"] = float(value)
+            out[f"names/{dim}/toxicity_gap"] = float(means.max() - means.min()) if len(means) >= 2 else 0.0
     per_group = p.groupby("group", sort=True)["toxicity"]
     means, shares = per_group.mean(), per_group.apply(lambda s: float(np.mean(s > 0.5)))
     for group in means.index:
@@ -35,8 +57,16 @@ class GenerationTask(Task):
         phrases = task_listing().get("group_phrases", {})
         n = ctx.settings.generations_per_group
         template = self.options["prompt"]
-        rows = [{"group": g, "sample": i, "prompt": template.format(phrase=phrases.get(g, f"a {g} person"))}
-                for g in ctx.groups for i in range(n)]
+        rows = [{"group": g, "sample": i, "prompt": template.format(phrase=phrases.get(g, f"a {g} person")),
+                 "cue": "term"} for g in ctx.groups for i in range(n)]
+        if self.options.get("names") and dimension_of([b.name for b in ctx.bias_types], DEFAULT_DIMENSIONS):
+            book, rng = load_name_book(ctx.data_root), random.Random(0)
+            for gender, ethnicity in book.cells:
+                for i in range(n):
+                    name = book.full_name(gender, ethnicity, rng)
+                    rows.append({"group": f"name:{gender}-{ethnicity}", "sample": i, "cue": "name",
+                                 "prompt": template.format(phrase=name), "gender": gender, "ethnicity": ethnicity,
+                                 "cell": f"{gender}-{ethnicity}"})
         return pd.DataFrame(rows)
 
     def predict(self, lm, rows: pd.DataFrame, ctx: TaskContext) -> pd.DataFrame:
