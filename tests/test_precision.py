@@ -81,11 +81,9 @@ def test_accumulation_keeps_steps_order_and_result_of_the_big_batch(tmp_path, ti
     big = _spec(tmp_path / "big", tiny_model, data_root, student_kind="causal_lm", epochs=2, eval_every=2)
     small = _spec(tmp_path / "small", tiny_model, data_root, student_kind="causal_lm", epochs=2, eval_every=2,
                   batch_size=8, gradient_accumulation_steps=2)
-    runs = {}
+    runs: dict[str, list[tuple[dict, dict]]] = {"big": [], "small": []}
     for name, spec in (("big", big), ("small", small)):
-        reports: list[tuple[dict, dict]] = []
-        fit(spec, {**CELL, "mitigation": "none"}, lambda metrics, s: reports.append((metrics, s)))
-        runs[name] = reports
+        fit(spec, {**CELL, "mitigation": "none"}, lambda metrics, s, out=runs[name]: out.append((metrics, s)))
     assert [m["step"] for m, _ in runs["big"]] == [m["step"] for m, _ in runs["small"]] == [2, 4]
     assert runs["big"][-1][0]["total_steps"] == runs["small"][-1][0]["total_steps"] == 4
     a, b = runs["big"][-1][1]["model"], runs["small"][-1][1]["model"]

@@ -137,7 +137,6 @@ def downstream_metrics(spec: SweepSpec, model, student: StudentIO, mitigation: M
 
     from bias_ray.evaluate import run_tasks
     from bias_ray.evaluate.lm import causal_lm_from_classifier
-
     from bias_ray.models.precision import autocast
 
     if spec.training.student_kind == "causal_lm":

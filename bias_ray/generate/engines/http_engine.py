@@ -5,8 +5,9 @@ Default client: Ray Data LLM's documented ``HttpRequestProcessorConfig`` + ``bui
 the job then resumes from its committed shards on rerun. ``http_client: httpx`` is a plain
 ``map_batches`` client that retries per row and quarantines a row that still fails, so the
 job goes on. With ``generation.chat`` each prompt is sent as chat messages (generate/chat.py) to
-the chat-completions route, and the server applies the model's chat template. The API key comes only from the environment variable named by
-``generation.api_key_env``; it is sent as a header and never logged or written.
+the chat-completions route, and the server applies the model's chat template. The API key comes
+only from the environment variable named by ``generation.api_key_env``; it is sent as a header
+and never logged or written.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 
 
 def completions_url(endpoint: str, chat: bool = False) -> str:
-    """``http://host:8000/v1`` -> ``.../v1/completions``, or ``.../v1/chat/completions`` with chat (a full URL is kept)."""
+    """``http://host:8000/v1`` -> ``.../v1/completions`` (``.../v1/chat/completions`` with chat); a full URL is kept."""
     endpoint = endpoint.rstrip("/")
     if endpoint.endswith("/completions"):
         return endpoint
@@ -52,7 +53,7 @@ def payload_settings(spec) -> dict[str, Any]:
 
 def make_payload(prompt: str, sample_id: str, settings: dict[str, Any], chat: bool = False,
                  system_prompt: str | None = None) -> dict[str, Any]:
-    """One (chat) completions request; the per-sample seed makes a sampled reply reproducible where servers honour it."""
+    """One (chat) completions request; the per-sample seed makes a sampled reply reproducible where honoured."""
     if chat:
         return {**settings, "messages": chat_messages(prompt, system_prompt), "seed": sample_seed(sample_id)}
     return {**settings, "prompt": str(prompt), "seed": sample_seed(sample_id)}
