@@ -38,7 +38,7 @@ def _prepare_models(spec: SweepSpec) -> None:
     from bias_ray.models import ensure_model
 
     root = spec.data.resolved_root
-    if spec.generation.engine == "transformers":
+    if spec.generation.engine != "http":  # a hub id is resolved here once (models/hub.py), before any work
         ensure_model(spec.models.generator, root, spec.models.build_tiny_if_missing)
     ensure_model(spec.models.student, root, spec.models.build_tiny_if_missing)
 
