@@ -16,12 +16,14 @@ from tests.test_planted_bias import planted_rows, write_augmented
 CELL = {"bias_type": "religion", "bias_ratio": 0.5, "seed": 0}
 
 
-def _spec(tmp_path, tiny_model, data_root, mitigation="none", models=None, **training):
+def _spec(tmp_path, tiny_model, data_root, mitigation="none", models=None, evaluation=None, **training):
     d = micro_spec_dict(tmp_path, tiny_model, data_root, mitigations=[mitigation], bias_ratios=[0.5],
                         training={"train_size": 32, "batch_size": 16, "epochs": 1, "eval_every": 1,
                                   "max_length": 32, "max_eval_rows": 32, **training})
     if models:
         d["models"] = {**d["models"], **models}
+    if evaluation:
+        d["evaluation"] = evaluation
     write_augmented(d, planted_rows(data_root, n=40))
     return parse_spec(d, check_files=False)
 
@@ -41,7 +43,8 @@ def _grads(spec, rows, micro_batch, mitigation="none"):
 @pytest.mark.parametrize("kind, mitigation", [("causal_lm", "token"), ("seq_cls", "none")])
 def test_a_bf16_trial_trains_on_the_cpu_and_reports_finite_metrics(tmp_path, tiny_model, data_root, kind,
                                                                    mitigation):
-    spec = _spec(tmp_path, tiny_model, data_root, mitigation, models={"dtype": "bfloat16"}, student_kind=kind)
+    spec = _spec(tmp_path, tiny_model, data_root, mitigation, models={"dtype": "bfloat16"}, student_kind=kind,
+                 evaluation={"tasks": ["crows_pairs"], "max_rows_per_task": 16})  # the downstream LM in bf16 too
     m = build_mitigation(spec, {**CELL, "mitigation": mitigation})
     student, model = build_student(spec, m)
     frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
@@ -51,7 +54,7 @@ def test_a_bf16_trial_trains_on_the_cpu_and_reports_finite_metrics(tmp_path, tin
     reports: list[tuple[dict, dict]] = []
     last = fit(spec, {**CELL, "mitigation": mitigation}, lambda metrics, s: reports.append((metrics, s)))
     assert [r[0]["step"] for r in reports] == [1, 2] and last["total_steps"] == 2
-    for key in ("train_loss", "accuracy", "macro_f1"):
+    for key in ("train_loss", "accuracy", "macro_f1", "task/crows_pairs/stereo_pref"):
         assert math.isfinite(last[key]), key
     first, final = reports[0][1]["model"], reports[-1][1]["model"]
     assert all(v.dtype == torch.float32 for v in final.values())  # master weights stay float32

@@ -102,8 +102,8 @@ def check_source(value: str, build_tiny_if_missing: bool = False, here: bool = T
         path = Path(value).expanduser()
         if (path / "config.json").is_file():
             return SourceCheck(kind, f"folder {path} (config.json found)")
-        if build_tiny_if_missing and not (path.exists() and any(path.iterdir())):
-            return SourceCheck(kind, f"folder {path} (missing: the tiny local model is built there)")
+        if build_tiny_if_missing:
+            return SourceCheck(kind, f"folder {path} (no model there yet: the tiny local model is built there)")
         if path.exists():
             return SourceCheck(kind, f"folder {path}",
                                f"{path} has no config.json; give a folder saved with save_pretrained")

@@ -137,15 +137,14 @@ def downstream_metrics(spec: SweepSpec, model, student: StudentIO, mitigation: M
 
     from bias_ray.evaluate import run_tasks
     from bias_ray.evaluate.lm import causal_lm_from_classifier
-    from bias_ray.models.precision import autocast
-
     if spec.training.student_kind == "causal_lm":
         lm = copy.deepcopy(model).merge_and_unload()
     else:
         lm = causal_lm_from_classifier(model, spec.models.student, dtype=student.dtype)
-    with autocast(student.device, student.dtype):  # float32 trained modules meet half-precision base weights
-        return run_tasks(lm, student.tokenizer, None, spec, bias_types=[bias], seed=seed,
-                         prompt_prefix=mitigation.eval_prefix())
+    if student.dtype is not None:  # float32 trained modules (mixed precision) join the base's dtype: one dtype
+        lm = lm.to(student.dtype)
+    return run_tasks(lm, student.tokenizer, None, spec, bias_types=[bias], seed=seed,
+                     prompt_prefix=mitigation.eval_prefix())
 
 
 def trial_device(spec: SweepSpec) -> str:
