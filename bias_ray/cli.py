@@ -20,11 +20,15 @@ app.add_typer(models_app, name="models")
 console = Console()
 
 
-def _load(spec_path: Path) -> SweepSpec:
+def _load(spec_path: Path, here: bool = True) -> SweepSpec:
+    """The validated spec; ``here=False`` (a dry run) checks only what needs no data or weights on this machine."""
+    from bias_ray.spec import check_models
     from bias_ray.train.sweep import expand_spec
 
     try:
-        spec = load_spec(spec_path)
+        spec = load_spec(spec_path, check_files=here)
+        if not here:
+            check_models(spec, str(spec_path), here=False)
         expand_spec(spec)  # a bad point of a mitigation grid is a bad spec too: reject it before any work
         return spec
     except SpecError as err:
@@ -36,7 +40,7 @@ def _prepare_models(spec: SweepSpec) -> None:
     from bias_ray.models import ensure_model
 
     root = spec.data.resolved_root
-    if spec.generation.engine == "transformers":
+    if spec.generation.engine != "http":  # a hub id is resolved here once (models/hub.py), before any work
         ensure_model(spec.models.generator, root, spec.models.build_tiny_if_missing)
     ensure_model(spec.models.student, root, spec.models.build_tiny_if_missing)
 
@@ -90,6 +94,15 @@ def validate(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> N
         f"{len(spec.bias_ratios)} ratios x {configs} mitigation configs x {len(spec.seeds)} seeds",
         soft_wrap=True,
     )
+    _print_model_notes(spec, here=True)
+
+
+def _print_model_notes(spec: SweepSpec, here: bool) -> None:
+    """One line per model: folder or hub id, and what was (not) checked."""
+    from bias_ray.spec import check_models
+
+    for note in check_models(spec, here=here):
+        console.print(f"  {escape(note)}", highlight=False, soft_wrap=True)
 
 
 @models_app.command("tiny")
@@ -129,16 +142,18 @@ def sweep(
     spec_path: Path = typer.Argument(..., help="YAML sweep spec"),
     resume: bool = typer.Option(False, help="Continue an interrupted sweep without rerunning finished trials"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the grid and its cost; run nothing"),
-    seconds_per_step: float = typer.Option(0.5, help="Per-step time estimate for the dry run's hours"),
+    seconds_per_step: float = typer.Option(None, help="Per-step time estimate for the dry run's hours "
+                                           "(default: the spec's resources.seconds_per_step, else 0.5)"),
     verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
     """Run the Ray Tune grid of fine-tuning trials (or, with --dry-run, show what it would run)."""
     from bias_ray.train.sweep import can_resume, early_stop_summary, experiment_path, plan
 
-    spec = _load(spec_path)
+    spec = _load(spec_path, here=not dry_run)
     if dry_run:
         try:
             _print_plan(plan(spec, seconds_per_step), spec)
+            _print_model_notes(spec, here=False)
         except SpecError as err:
             console.print(f"[red]{escape(str(err))}[/red]", highlight=False)
             raise typer.Exit(2) from None
@@ -158,17 +173,27 @@ def sweep(
         )
 
 
+PLAN_ROWS_SHOWN = 40  # a bigger grid is shown per bias ratio (its trials, steps and reports each)
+
+
 def _print_plan(p, spec: SweepSpec) -> None:
-    t = Table(title=f"{spec.name}: {len(p.trials)} trials (dry run)")
-    for c in p.trials.columns:
+    trials = p.trials
+    if len(trials) > PLAN_ROWS_SHOWN:
+        trials = trials.groupby("bias_ratio", as_index=False).agg(
+            trials=("steps", "size"), steps_per_trial=("steps", "max"), reports_per_trial=("reports", "max"),
+            steps=("steps", "sum"))
+    t = Table(title=f"{spec.name}: {len(p.trials)} trials (dry run)"
+              + (", per bias ratio" if len(trials) != len(p.trials) else ""))
+    for c in trials.columns:
         t.add_column(c)
-    for row in p.trials.itertuples(index=False):
+    for row in trials.itertuples(index=False):
         t.add_row(*[str(v) for v in row])
     console.print(t)
     r = spec.resources
     console.print(
         f"grid size {len(p.trials)}; {p.total_steps} trial-steps at most ({p.trials['reports'].sum()} Tune reports); "
-        f"at {p.seconds_per_step:g} s/step: {p.trial_hours:.2f} trial-hours, {p.gpu_hours:.2f} GPU-hours "
+        f"at {p.seconds_per_step:g} s/step ({p.seconds_per_step_source}): {p.trial_hours:.2f} trial-hours, "
+        f"{p.gpu_hours:.2f} GPU-hours "
         f"({r.gpus_per_trial:g} GPU x {r.workers_per_trial} worker(s) per trial); scheduler {spec.scheduler.name} "
         "can only lower this"
     )

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bias_ray.spec import load_spec
+from bias_ray.spec import check_models, load_spec
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -93,6 +93,7 @@ def submit(
         raise ValueError(f"command {command!r} cannot be submitted; allowed: {', '.join(COMMANDS)}")
     spec_path = Path(spec_path)
     spec = load_spec(spec_path, check_files=False)
+    check_models(spec, str(spec_path), here=False)  # a malformed hub id fails here, not on the cluster
     jobs = client(address)
     job_id = f"bias-ray-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="bias-ray-job-") as tmp:

@@ -14,9 +14,7 @@ import warnings
 def quiet_libraries() -> None:
     """Silence progress bars and load reports that drown the CLI's own output."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # offline mode is the user's choice: never set here
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         from transformers.utils import logging as hf_logging
@@ -25,6 +23,20 @@ def quiet_libraries() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
+
+
+HUB_ENV_PREFIXES = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_")
+
+
+def hub_env() -> dict[str, str]:
+    """The user's Hugging Face settings (HF_HOME, HF_HUB_OFFLINE, HF_ENDPOINT, ...) for every Ray worker.
+
+    Secrets are left out: a runtime env is stored by Ray and shown by its job API and dashboard.
+    Local workers inherit the driver's environment (a token too); on a cluster give each node its
+    token itself (cluster/README.md).
+    """
+    return {k: v for k, v in os.environ.items()
+            if k.startswith(HUB_ENV_PREFIXES) and not any(s in k for s in ("TOKEN", "KEY", "SECRET", "PASSWORD"))}
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -36,7 +48,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     quiet_libraries()
     address = address or os.environ.get("RAY_ADDRESS")
     env_vars = {k: os.environ[k] for k in ("PYTHONPATH", "BIAS_RAY_DATA", "WANDB_MODE") if k in os.environ}
-    env_vars.update({"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    env_vars.update(hub_env())
+    env_vars["TOKENIZERS_PARALLELISM"] = "false"
     try:
         ray.init(
             address=address,

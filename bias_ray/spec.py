@@ -64,11 +64,19 @@ class BiasType(_Strict):
 
 
 class ModelsSpec(_Strict):
-    generator: str = Field(description="Path (or engine model id) of the LLM that writes augmented data.")
-    student: str = Field(description="Path of the model fine-tuned in each trial.")
+    """The generator and the student: each a local folder or a Hugging Face hub id (bias_ray/models/hub.py)."""
+
+    generator: str = Field(description="Local folder or hub id (owner/name) of the LLM that writes augmented data; "
+                           "engine http: the served model's name.")
+    student: str = Field(description="Local folder or hub id (owner/name) of the model fine-tuned in each trial.")
     build_tiny_if_missing: bool = Field(
         default=False,
         description="Build the project's tiny local model at a missing path instead of failing.",
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="auto",
+        description="Weights' precision for generation and training; auto: the checkpoint's own "
+                    "(bias_ray/models/precision.py: half-precision training keeps trainable weights in float32).",
     )
 
 
@@ -171,6 +179,10 @@ class GenerationSpec(_Strict):
     batch_size: int = Field(default=32, gt=0)
     concurrency: int | None = Field(default=None, gt=0, description="Engine replicas; default: fit CPUs.")
     seed: int = 0
+    # instruction-tuned generators (issue 11): the few-shot prompt as a chat, see the template's `chat` entry
+    chat: bool = Field(default=False, description="Send prompts as a chat through the model's chat template "
+                       "(transformers: apply_chat_template; vllm: the chat-template stage; http: /chat/completions).")
+    system_prompt: str | None = Field(default=None, description="chat: a system turn before the few-shot user turn.")
     shard_rows: int = Field(default=1000, gt=0, description="Rows per Parquet shard (the unit of crash safety).")
     quality: QualitySpec = QualitySpec()
     # http engine
@@ -210,6 +222,9 @@ class GenerationSpec(_Strict):
                              "not hold the key itself")
         if self.quality.min_chars > self.quality.max_chars:
             raise ValueError("quality.min_chars is above quality.max_chars")
+        if self.system_prompt is not None and not self.chat:
+            raise ValueError("generation.system_prompt is set but generation.chat is off; set chat: true "
+                             "(a system prompt only exists in a chat) or remove system_prompt")
         return self
 
     @field_validator("stances")
@@ -231,10 +246,15 @@ class TrainingSpec(_Strict):
     mix_mode: Literal["fixed_total", "fixed_real"] = "fixed_total"
     train_size: int = Field(default=400, gt=0, description="Total (fixed_total) or real (fixed_real) rows.")
     epochs: int = Field(default=2, gt=0)
-    batch_size: int = Field(default=16, gt=0)
+    batch_size: int = Field(default=16, gt=0, description="Rows per forward pass (a micro-batch when accumulating).")
     learning_rate: float = Field(default=1e-3, gt=0)
     max_length: int = Field(default=64, gt=4)
-    eval_every: int = Field(default=10, gt=0, description="Steps between evaluations reported to Tune.")
+    eval_every: int = Field(default=10, gt=0, description="Optimizer steps between evaluations reported to Tune.")
+    # memory (issue 11): an optimizer step is gradient_accumulation_steps micro-batches of batch_size rows
+    gradient_accumulation_steps: int = Field(default=1, gt=0, description="Micro-batches per optimizer step; "
+                                             "rows per step = batch_size x this.")
+    gradient_checkpointing: bool = Field(default=False, description="Recompute activations in the backward pass: "
+                                         "less memory, about a third more compute.")
     lora_r: int = Field(default=8, gt=0)
     lora_alpha: int = Field(default=16, gt=0)
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
@@ -250,6 +270,11 @@ class TrainingSpec(_Strict):
     lm_loss: Literal["answer", "full"] = Field(
         default="answer", description="causal_lm: LM loss on the label word only, or on the text and the label."
     )
+
+    @property
+    def rows_per_step(self) -> int:
+        """Rows behind one optimizer step (``batch_size x gradient_accumulation_steps``)."""
+        return self.batch_size * self.gradient_accumulation_steps
 
     @field_validator("label_words")
     @classmethod
@@ -316,6 +341,11 @@ class ResourcesSpec(_Strict):
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     max_concurrent_trials: int | None = Field(default=None, gt=0, description="Default: fit the cluster.")
     max_failures: int = Field(default=1, ge=0, description="Retries of a failed trial from its checkpoint.")
+    seconds_per_step: float | None = Field(
+        default=None, gt=0,
+        description="Dry-run cost estimate: seconds of one optimizer step, evaluation amortised "
+                    "(default: bias-ray sweep --seconds-per-step, else 0.5).",
+    )
 
     @model_validator(mode="after")
     def _whole_gpus_when_many(self) -> ResourcesSpec:
@@ -521,16 +551,7 @@ def check_paths(spec: SweepSpec, source: str = "spec") -> None:
     if spec.data.task in needed and not needed[spec.data.task].is_dir():
         raise SpecError(f"{source}: data.root: {needed[spec.data.task]} is missing; is {root} the data folder?")
     _check_task_data(spec, source)
-    for field in ("generator", "student"):
-        path = getattr(spec.models, field)
-        if spec.generation.engine != "transformers" and field == "generator":
-            continue  # http/vllm engines name a served or hub-cached model, not a local folder
-        if not Path(path).expanduser().exists() and not spec.models.build_tiny_if_missing:
-            raise SpecError(
-                f"{source}: models.{field}: {path} does not exist; give a local model folder "
-                "(saved with save_pretrained), build one with `bias-ray models tiny PATH`, or set "
-                "models.build_tiny_if_missing: true"
-            )
+    check_models(spec, source, here=True)
 
 
 def parse_spec(data: Any, source: str = "spec", check_files: bool = True) -> SweepSpec:
@@ -546,20 +567,51 @@ def parse_spec(data: Any, source: str = "spec", check_files: bool = True) -> Swe
     return spec
 
 
-def _looks_local(path: str, build_if_missing: bool) -> bool:
-    return build_if_missing or path.startswith((".", "/", "~")) or Path(path).expanduser().exists()
-
-
 def resolve_paths(spec: SweepSpec) -> None:
     """Make every local path absolute now, so Ray workers (which run elsewhere) see the same files."""
+    from bias_ray.models.hub import source_kind
+
     spec.output_dir = spec.output_dir.expanduser().resolve()
     spec.data.root = spec.data.resolved_root
-    if spec.data.task == "file" or (spec.data.task == "huggingface" and _looks_local(spec.data.path, False)):
+    data_is_local = spec.data.task == "huggingface" and source_kind(spec.data.path, False) == "folder"
+    if spec.data.task == "file" or data_is_local:
         spec.data.path = str(Path(spec.data.path).expanduser().resolve())
     for field in ("generator", "student"):
         value = getattr(spec.models, field)
-        if _looks_local(value, spec.models.build_tiny_if_missing):
+        if field == "generator" and spec.generation.engine == "http":
+            continue  # the served model's name, not a path
+        if source_kind(value, spec.models.build_tiny_if_missing) == "folder":
             setattr(spec.models, field, str(Path(value).expanduser().resolve()))
+
+
+# ---------------------------------------------------------------- model sources (folder or hub id)
+def model_fields(spec: SweepSpec) -> list[str]:
+    """The model references this spec loads weights from (an http generator is a served name, not one)."""
+    return ["student"] if spec.generation.engine == "http" else ["generator", "student"]
+
+
+def check_models(spec: SweepSpec, source: str = "spec", here: bool = True) -> list[str]:
+    """Say what each model reference is and check it as far as this machine can (see models/hub.py).
+
+    ``here``: the run happens on this machine (missing folders, and hub ids missing from the cache
+    in offline mode, are errors). Off (dry run, submission): those are noted as not checked.
+    Returns one line per model, e.g. ``models.student: hub id owner/name (not checked: ...)``.
+    """
+    from bias_ray.models.hub import check_source
+
+    notes, problems = [], []
+    for field in ("generator", "student"):
+        value = getattr(spec.models, field)
+        if field not in model_fields(spec):
+            notes.append(f"models.{field}: served model {value!r} (checked by the endpoint at run time)")
+            continue
+        found = check_source(value, spec.models.build_tiny_if_missing, here=here)
+        notes.append(f"models.{field}: {found.note}")
+        if found.problem:
+            problems.append(f"  - models.{field}: {found.problem}")
+    if problems:
+        raise SpecError("\n".join([f"{source}: the sweep spec's models cannot be loaded:", *problems]))
+    return notes
 
 
 def load_spec(path: str | Path, check_files: bool = True) -> SweepSpec:

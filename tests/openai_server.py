@@ -1,4 +1,4 @@
-"""A tiny OpenAI-compatible completions server for tests: FastAPI + uvicorn on 127.0.0.1 only.
+"""A tiny OpenAI-compatible completions (and chat-completions) server for tests: FastAPI + uvicorn on 127.0.0.1 only.
 
 It serves a local model with transformers, checks the bearer key when one is set, and can
 answer every n-th request (by the request's seed) with a malformed body so tests can see
@@ -52,6 +52,19 @@ def make_app(model_path: Path, api_key: str | None = None, malformed_every: int 
                 "choices": [{"index": 0, "text": tokenizer.decode(new, skip_special_tokens=True),
                              "finish_reason": "length"}],
                 "usage": {"prompt_tokens": int(enc["input_ids"].shape[1]), "completion_tokens": int(len(new))}}
+
+    @app.post("/v1/chat/completions")
+    def chat_completions(body: dict, authorization: str | None = Header(default=None)) -> dict:
+        """The chat route: the messages rendered by the tokenizer's chat template, then as a completion."""
+        app.state.chat_requests = getattr(app.state, "chat_requests", 0) + 1
+        if not tokenizer.chat_template:
+            raise HTTPException(status_code=400, detail="this model has no chat template")
+        prompt = tokenizer.apply_chat_template(body["messages"], tokenize=False, add_generation_prompt=True)
+        app.state.last_chat_prompt = prompt
+        reply = completions({**body, "prompt": prompt}, authorization)
+        choices = [{"index": 0, "message": {"role": "assistant", "content": c["text"]}, "finish_reason": "length"}
+                   for c in reply["choices"]]
+        return {**reply, "object": "chat.completion", "choices": choices}
 
     return app
 

@@ -29,6 +29,7 @@ def seeds(data_root):
 def _spec(tmp_path, data_root, **generation):
     model = tmp_path / "model"
     model.mkdir(exist_ok=True)
+    (model / "config.json").write_text("{}")  # validation looks for a saved model; prompts never load it
     gen = {"samples_per_bias_type": 30, "stances": {"biased": 1, "neutral": 1, "counter": 1}, **generation}
     return parse_spec(micro_spec_dict(tmp_path, model, data_root, generation=gen,
                                       bias_types=["religion", "gender"]))
@@ -182,6 +183,7 @@ def test_bbq_template_seeds_put_the_stereotyped_group_in_the_negative_role(tmp_p
     assert "the Muslim person confessed" not in counter and "{{" not in biased + counter
     assert (seeds.groupby("label").size() == len(seeds) // 2).all()  # one consistent, one inconsistent story each
 
+    (tmp_path / "config.json").write_text("{}")  # a stand-in model folder: prompts never load it
     spec = parse_spec(micro_spec_dict(tmp_path, tmp_path, data_root, bias_types=["religion"],
                                       generation={"template": str(RESOURCES / "prompts" / "bbq_stories.yaml"),
                                                   "stances": {"biased": 1, "counter": 1},

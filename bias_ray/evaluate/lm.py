@@ -106,12 +106,13 @@ class LMScorer:
         return out
 
 
-def causal_lm_from_classifier(classifier, student_path: str):
+def causal_lm_from_classifier(classifier, student_path: str, dtype=None):
     """A causal LM whose transformer body carries the (LoRA-merged) weights of a fine-tuned classifier.
 
     The sweep fine-tunes ``AutoModelForSequenceClassification``; the likelihood and generation
     tasks need the language-model head, so this loads the student's causal LM and copies the
-    trained body into it. The classifier passed in is left unchanged.
+    trained body into it (in ``dtype``, the student's base precision). The classifier passed in is
+    left unchanged.
     """
     import copy
 
@@ -120,7 +121,7 @@ def causal_lm_from_classifier(classifier, student_path: str):
     model = copy.deepcopy(classifier)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    lm = AutoModelForCausalLM.from_pretrained(student_path)
+    lm = AutoModelForCausalLM.from_pretrained(student_path, dtype=dtype)  # None: the checkpoint's own
     prefix = lm.base_model_prefix
     body = getattr(model, prefix, None)
     if body is None:

@@ -39,6 +39,8 @@ def load_template(path: str | Path | None = None) -> dict[str, Any]:
         for key in ("seed_label", "label", "header"):
             if key not in cfg:
                 raise ValueError(f"prompt template {path}: stances.{stance}.{key} is missing")
+    if "chat" in template and not (template["chat"] or {}).get("instruction"):
+        raise ValueError(f"prompt template {path}: chat.instruction is missing (the user turn's request)")
     return template
 
 
@@ -55,9 +57,14 @@ def _stance_counts(stances: dict[str, float], n: int) -> dict[str, int]:
 def settings_fingerprint(spec: SweepSpec, template: dict[str, Any]) -> str:
     """Hash of every setting that changes what a prompt yields; part of each sample id."""
     g = spec.generation
-    own_data = () if spec.data.task == "toxigen" else (data_identity(spec.data),)  # ToxiGen ids stay as they were
+    extra: list = [] if spec.data.task == "toxigen" else [data_identity(spec.data)]  # ToxiGen ids stay as they were
+    # only settings away from their defaults, so ids of earlier jobs stay the same
+    if g.chat:
+        extra += ["chat", g.system_prompt or ""]
+    if spec.models.dtype != "auto":
+        extra.append(spec.models.dtype)
     return stable_id(g.engine, spec.models.generator, g.temperature, g.top_p, g.max_new_tokens, g.max_prompt_tokens,
-                     g.few_shot, g.seed, template["id"], template["version"], *own_data)
+                     g.few_shot, g.seed, template["id"], template["version"], *extra)
 
 
 def sampling_params(spec: SweepSpec) -> dict[str, Any]:
@@ -77,6 +84,7 @@ class PromptPlan:
     few_shot: int
     seed: int
     fingerprint: str
+    chat: bool = False  # the prompt is a chat's user turn (generate/chat.py), not an open line to continue
 
     @property
     def total(self) -> int:
@@ -116,8 +124,12 @@ class PromptPlan:
             picks = rng.choice(len(pool_ids), size=k, replace=False).tolist() if k else []
             lines = [cfg["header"].format(group=group.replace("_", " "))]
             lines += [f"{prefix}{pool_texts[p]}" for p in picks]
+            if self.chat:  # the seeds in the user turn, then the request; the assistant's reply continues the list
+                ending = "\n\n" + self.template["chat"]["instruction"].format(group=group.replace("_", " "))
+            else:  # an open list line for the generator to complete
+                ending = "\n" + prefix.rstrip()
             rows.append({
-                "sample_id": sid, "index": index, "prompt": "\n".join(lines) + "\n" + prefix.rstrip(),
+                "sample_id": sid, "index": index, "prompt": "\n".join(lines) + ending,
                 "bias_type": bias, "group": group, "stance": stance, "label": int(cfg["label"]),
                 "seed_ids": ",".join(pool_ids[p] for p in picks), "template_id": str(self.template["id"]),
                 "template_version": int(self.template["version"]),
@@ -206,8 +218,11 @@ def make_plan(spec: SweepSpec, seed_rows: pd.DataFrame | None = None,
                     )
                 pool = pool.sort_values("id")  # a stable order whatever the loader's
                 pools[(group, label)] = (pool["id"].astype(str).tolist(), pool["text"].astype(str).tolist())
+    if gen.chat and "chat" not in template:
+        raise ValueError(f"generation.chat is on but prompt template {template['id']!r} has no chat entry; add "
+                         "`chat: {instruction: ...}` to it (see bias_ray/resources/prompts/toxigen_statements.yaml)")
     return PromptPlan(template=template, segments=segments, groups=groups, pools=pools, few_shot=gen.few_shot,
-                      seed=gen.seed, fingerprint=settings_fingerprint(spec, template))
+                      seed=gen.seed, fingerprint=settings_fingerprint(spec, template), chat=gen.chat)
 
 
 def build_prompts(spec: SweepSpec, seed_rows: pd.DataFrame | None = None,

@@ -1,7 +1,8 @@
 """Build a tiny causal LM and a BPE tokenizer trained locally, saved with ``save_pretrained``.
 
-There is no model hub here, so tests and the quickstart use this model; everything downstream
-loads it with the real ``from_pretrained(path)`` code that a user's model goes through too.
+Tests and the quickstart use this model, which needs no model hub; everything downstream loads
+it with the real ``from_pretrained(path)`` code that a user's model (a folder or a hub id) goes
+through too.
 """
 
 from __future__ import annotations
@@ -75,7 +76,13 @@ def build_tiny_model(
 
 
 def ensure_model(path: str | Path, data_root: str | Path, build_if_missing: bool) -> Path:
-    """Return ``path`` if it holds a model; build the tiny model there when allowed."""
+    """The folder of a model reference before a run: a hub id is resolved (its config, from the cache or
+    the hub: see models/hub.py); a folder is returned if it holds a model, else the tiny model is built
+    there when allowed."""
+    from bias_ray.models.hub import check_hub_access, source_kind
+
+    if source_kind(str(path), build_if_missing) == "hub":
+        return check_hub_access(str(path))
     path = Path(path).expanduser()
     if (path / "config.json").exists():
         return path
@@ -85,3 +92,20 @@ def ensure_model(path: str | Path, data_root: str | Path, build_if_missing: bool
         )
     return build_tiny_model(path, data_root)
 
+
+
+# A minimal chat format (role tags, one turn per line) for trying chat generation on the tiny model.
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def add_chat_template(folder: str | Path, template: str = TINY_CHAT_TEMPLATE) -> Path:
+    """Give the tokenizer saved in ``folder`` a chat template (as an instruction-tuned model has)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = template
+    tokenizer.save_pretrained(folder)
+    return Path(folder)

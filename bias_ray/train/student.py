@@ -34,6 +34,7 @@ class StudentIO:
             raise ValueError(f"unknown student kind {kind!r}; allowed: seq_cls, causal_lm")
         self.kind, self.tokenizer, self.max_length = kind, tokenizer, max_length
         self.device = "cpu"  # where encode() puts its tensors: the trial sets it to the model's device
+        self.dtype: Any = None  # the model's compute dtype (its base weights'); half: autocast (models/precision.py)
         self.label_words = list(label_words or ["neutral", "hate"])
         self.prompt_suffix, self.lm_loss = prompt_suffix, lm_loss
 

@@ -85,7 +85,7 @@ def trial_steps(spec: SweepSpec, ratio: float) -> int:
     """Optimizer steps of a full trial at ``ratio`` (the mix size sets the steps per epoch)."""
     tr = spec.training
     counts = mix_counts(ratio, tr.train_size, tr.mix_mode)
-    return math.ceil((counts.real + counts.augmented) / tr.batch_size) * tr.epochs
+    return math.ceil((counts.real + counts.augmented) / tr.rows_per_step) * tr.epochs
 
 
 def trial_reports(spec: SweepSpec, steps: int) -> int:
@@ -93,11 +93,15 @@ def trial_reports(spec: SweepSpec, steps: int) -> int:
     return math.ceil(steps / spec.training.eval_every)
 
 
+DEFAULT_SECONDS_PER_STEP = 0.5  # the tiny CPU student's order of magnitude; real models: resources.seconds_per_step
+
+
 @dataclass
 class SweepPlan:
     trials: pd.DataFrame
     seconds_per_step: float
     gpus_per_trial: float
+    seconds_per_step_source: str = "given"
 
     @property
     def total_steps(self) -> int:
@@ -112,15 +116,25 @@ class SweepPlan:
         return self.trial_hours * self.gpus_per_trial
 
 
-def plan(spec: SweepSpec, seconds_per_step: float = 0.5) -> SweepPlan:
-    """What a sweep would run, before anything starts: trials, steps, reports, hours."""
+def plan(spec: SweepSpec, seconds_per_step: float | None = None) -> SweepPlan:
+    """What a sweep would run, before anything starts: trials, steps, reports, hours.
+
+    ``seconds_per_step`` (one optimizer step, evaluation amortised): the argument, else the spec's
+    ``resources.seconds_per_step``, else :data:`DEFAULT_SECONDS_PER_STEP`; the plan says which.
+    """
+    if seconds_per_step is not None:
+        source = "--seconds-per-step"
+    elif spec.resources.seconds_per_step is not None:
+        seconds_per_step, source = spec.resources.seconds_per_step, "resources.seconds_per_step"
+    else:
+        seconds_per_step, source = DEFAULT_SECONDS_PER_STEP, "default; set resources.seconds_per_step"
     if seconds_per_step <= 0:
         raise SpecError(f"seconds per step must be positive, got {seconds_per_step}")
     rows = []
     for cell in grid_cells(spec):
         steps = trial_steps(spec, cell["bias_ratio"])
         rows.append({**cell, "steps": steps, "reports": trial_reports(spec, steps)})
-    return SweepPlan(pd.DataFrame(rows), seconds_per_step, spec.resources.gpus_per_trial)
+    return SweepPlan(pd.DataFrame(rows), seconds_per_step, spec.resources.gpus_per_trial, source)
 
 
 # ---------------------------------------------------------------- scheduler and resources

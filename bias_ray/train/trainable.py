@@ -23,6 +23,7 @@ import pandas as pd
 from bias_ray.data.custom import load_task_data
 from bias_ray.evaluate.metrics import compute_all
 from bias_ray.mix import mix
+from bias_ray.models.precision import grad_scaler
 from bias_ray.spec import SweepSpec, parse_spec
 from bias_ray.train.mitigations import MITIGATIONS, Mitigation, TrialContext
 from bias_ray.train.student import StudentIO, model_inputs
@@ -49,23 +50,36 @@ def build_student(spec: SweepSpec, mitigation: Mitigation) -> tuple[StudentIO, A
     """The student's IO (tokenizer, encoding, class logits) and its LoRA-wrapped model.
 
     ``training.student_kind``: ``seq_cls`` (a classification head on the student) or ``causal_lm``
-    (classification-as-generation, see :mod:`bias_ray.train.student`).
+    (classification-as-generation, see :mod:`bias_ray.train.student`). The base weights load in
+    ``models.dtype``; the trainable ones are float32 (mixed precision, see models/precision.py).
+    ``training.gradient_checkpointing`` recomputes activations in the backward pass.
     """
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    from bias_ray.models.precision import load_dtype, trainable_to_float32
 
     tr = spec.training
     tokenizer = AutoTokenizer.from_pretrained(spec.models.student)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     student = StudentIO(tr.student_kind, tokenizer, tr.max_length, tr.label_words, tr.prompt_suffix, tr.lm_loss)
+    dtype = load_dtype(spec.models.dtype)
     if tr.student_kind == "seq_cls":
-        model = AutoModelForSequenceClassification.from_pretrained(spec.models.student, num_labels=2)
+        model = AutoModelForSequenceClassification.from_pretrained(spec.models.student, num_labels=2, dtype=dtype)
         task = TaskType.SEQ_CLS
     else:
-        model = AutoModelForCausalLM.from_pretrained(spec.models.student)
+        model = AutoModelForCausalLM.from_pretrained(spec.models.student, dtype=dtype)
         task = TaskType.CAUSAL_LM
     model.config.pad_token_id = tokenizer.pad_token_id
+    student.dtype = model.dtype  # the base weights' dtype: the compute dtype under autocast
+    if tr.gradient_checkpointing:
+        # non-reentrant: works with a frozen embedding (LoRA) without forcing input grads
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name warns
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
     mitigation.prepare_model(student, model)
     lora = LoraConfig(
         task_type=task,
@@ -75,16 +89,20 @@ def build_student(spec: SweepSpec, mitigation: Mitigation) -> tuple[StudentIO, A
         target_modules=tr.target_modules,
         modules_to_save=list(mitigation.modules_to_save) or None,
     )
-    return student, get_peft_model(model, lora)
+    model = get_peft_model(model, lora)
+    trainable_to_float32(model)
+    return student, model
 
 
 def predict(model, student: StudentIO, texts: list[str], batch_size: int = 64) -> np.ndarray:
-    """Predicted labels (argmax of the class logits) for ``texts``."""
+    """Predicted labels (argmax of the class logits) for ``texts`` (autocast like training, see models/precision.py)."""
     import torch
+
+    from bias_ray.models.precision import autocast
 
     model.eval()
     preds = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(student.device, student.dtype):
         for i in range(0, len(texts), batch_size):
             batch = student.encode(texts[i : i + batch_size])
             logits = model(**model_inputs(batch)).logits
@@ -121,11 +139,12 @@ def downstream_metrics(spec: SweepSpec, model, student: StudentIO, mitigation: M
 
     from bias_ray.evaluate import run_tasks
     from bias_ray.evaluate.lm import causal_lm_from_classifier
-
     if spec.training.student_kind == "causal_lm":
         lm = copy.deepcopy(model).merge_and_unload()
     else:
-        lm = causal_lm_from_classifier(model, spec.models.student)
+        lm = causal_lm_from_classifier(model, spec.models.student, dtype=student.dtype)
+    if student.dtype is not None:  # float32 trained modules (mixed precision) join the base's dtype: one dtype
+        lm = lm.to(student.dtype)
 
     def classify(texts: list[str]) -> np.ndarray:
         return predict(model, student, mitigation.transform_eval(pd.DataFrame({"text": texts}))["text"].tolist())
@@ -158,8 +177,11 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
     """Train one grid cell, calling ``report(metrics, state)`` every ``eval_every`` steps and at the end.
 
     Uses ``config["cpus"]`` torch threads (default 1). ``state`` (as passed to ``report``) resumes
-    the run: trainable weights, optimizer and step. The batch order is a function of (seed, epoch)
-    only, so a resumed run sees the batches it would have seen. Returns the last metrics.
+    the run: trainable weights, optimizer and step. A step is one optimizer step over
+    ``training.rows_per_step`` rows (``gradient_accumulation_steps`` micro-batches); steps,
+    ``eval_every`` and checkpoints count optimizer steps, so a checkpoint never holds a half
+    accumulated gradient. The batch order is a function of (seed, epoch) only, so a resumed run
+    sees the batches it would have seen. Returns the last metrics.
     """
     import torch
 
@@ -179,13 +201,16 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
     model.to(student.device)
     tr = spec.training
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tr.learning_rate)
+    scaler = grad_scaler(student.device, student.dtype)
 
-    steps_per_epoch = math.ceil(len(train) / tr.batch_size)
+    steps_per_epoch = math.ceil(len(train) / tr.rows_per_step)
     total_steps = steps_per_epoch * tr.epochs
     step = 0
     if state:
         model.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         step = int(state["step"])
         if "torch_rng" in state:  # dropout draws continue where they stopped: a resumed run is exact
             torch.set_rng_state(state["torch_rng"])
@@ -200,19 +225,11 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
     while step < total_steps:
         epoch, offset = divmod(step, steps_per_epoch)
         order = np.random.default_rng(seed + epoch).permutation(len(train))
-        idx = order[offset * tr.batch_size : (offset + 1) * tr.batch_size]
-        rows = train.iloc[idx]
-        batch = student.encode(rows["text"].astype(str).tolist(), rows["label"].tolist())
-        batch = mitigation.transform_batch(batch, rows)
-        outputs = model(**model_inputs(batch))
-        loss = outputs.loss
-        extra = mitigation.extra_loss(model, batch, outputs, rows)
-        if extra is not None:
-            loss = loss + extra
+        rows = train.iloc[order[offset * tr.rows_per_step : (offset + 1) * tr.rows_per_step]]
         optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+        losses.append(accumulate_gradients(model, student, mitigation, rows, tr.batch_size, scaler))
+        scaler.step(optimizer)
+        scaler.update()
         step += 1
         if step % tr.eval_every == 0 or step == total_steps:
             metrics = evaluate_rows(model, student, test, bias.groups)
@@ -234,8 +251,39 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
             rng = {"torch_rng": torch.get_rng_state()}
             if student.device == "cuda":
                 rng["cuda_rng"] = torch.cuda.get_rng_state()
-            report(metrics, {"model": trainable, "optimizer": optimizer.state_dict(), "step": step, **rng})
+            extra_state = {"scaler": scaler.state_dict()} if scaler.is_enabled() else {}
+            report(metrics, {"model": trainable, "optimizer": optimizer.state_dict(), "step": step, **rng,
+                             **extra_state})
     return metrics
+
+
+def accumulate_gradients(model, student: StudentIO, mitigation: Mitigation, rows: pd.DataFrame, micro_batch: int,
+                         scaler: Any = None) -> float:
+    """Forward and backward ``rows`` (one optimizer step) in micro-batches of ``micro_batch`` rows.
+
+    Micro-batch ``k`` of ``n_k`` rows adds the gradient of ``loss_k * n_k / N`` (``N = len(rows)``),
+    so the sum is the gradient of the row-weighted mean loss, that of one batch of all ``N`` rows
+    when the loss is a mean over rows (classification, ``lm_loss: answer``; a token-mean LM loss
+    weights rows slightly differently). Forward passes run under autocast in the student's dtype.
+    Returns the step's loss (the same weighted mean).
+    """
+    from bias_ray.models.precision import autocast
+
+    total, step_loss = len(rows), 0.0
+    for start in range(0, total, micro_batch):
+        part = rows.iloc[start : start + micro_batch]
+        with autocast(student.device, student.dtype):
+            batch = student.encode(part["text"].astype(str).tolist(), part["label"].tolist())
+            batch = mitigation.transform_batch(batch, part)
+            outputs = model(**model_inputs(batch))
+            loss = outputs.loss
+            extra = mitigation.extra_loss(model, batch, outputs, part)
+            if extra is not None:
+                loss = loss + extra
+            weighted = loss.float() * (len(part) / total)
+        (scaler.scale(weighted) if scaler is not None else weighted).backward()
+        step_loss += float(weighted.detach())
+    return step_loss
 
 
 def tune_report(metrics: dict[str, Any], state: dict[str, Any]) -> None:

@@ -1,11 +1,13 @@
-"""The http engine: any OpenAI-compatible ``/v1/completions`` endpoint.
+"""The http engine: any OpenAI-compatible ``/v1/completions`` endpoint (``/v1/chat/completions`` with chat).
 
 Default client: Ray Data LLM's documented ``HttpRequestProcessorConfig`` + ``build_processor``
 (needs ``aiohttp``); it retries 429/5xx/timeouts but fails the batch once retries run out, and
 the job then resumes from its committed shards on rerun. ``http_client: httpx`` is a plain
 ``map_batches`` client that retries per row and quarantines a row that still fails, so the
-job goes on. The API key comes only from the environment variable named by
-``generation.api_key_env``; it is sent as a header and never logged or written.
+job goes on. With ``generation.chat`` each prompt is sent as chat messages (generate/chat.py) to
+the chat-completions route, and the server applies the model's chat template. The API key comes
+only from the environment variable named by ``generation.api_key_env``; it is sent as a header
+and never logged or written.
 """
 
 from __future__ import annotations
@@ -17,16 +19,19 @@ from typing import Any
 
 import numpy as np
 
+from bias_ray.generate.chat import chat_messages
 from bias_ray.generate.engines.base import sample_seed
 from bias_ray.registry import ENGINES
 
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 
 
-def completions_url(endpoint: str) -> str:
-    """``http://host:8000/v1`` -> ``http://host:8000/v1/completions`` (a full URL is kept)."""
+def completions_url(endpoint: str, chat: bool = False) -> str:
+    """``http://host:8000/v1`` -> ``.../v1/completions`` (``.../v1/chat/completions`` with chat); a full URL is kept."""
     endpoint = endpoint.rstrip("/")
-    return endpoint if endpoint.endswith("/completions") else endpoint + "/completions"
+    if endpoint.endswith("/completions"):
+        return endpoint
+    return endpoint + ("/chat/completions" if chat else "/completions")
 
 
 def api_key(spec) -> str | None:
@@ -47,18 +52,21 @@ def payload_settings(spec) -> dict[str, Any]:
             "top_p": g.top_p}
 
 
-def make_payload(prompt: str, sample_id: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """One completions request; the per-sample seed makes a sampled reply reproducible where servers honour it."""
+def make_payload(prompt: str, sample_id: str, settings: dict[str, Any], chat: bool = False,
+                 system_prompt: str | None = None) -> dict[str, Any]:
+    """One (chat) completions request; the per-sample seed makes a sampled reply reproducible where honoured."""
+    if chat:
+        return {**settings, "messages": chat_messages(prompt, system_prompt), "seed": sample_seed(sample_id)}
     return {**settings, "prompt": str(prompt), "seed": sample_seed(sample_id)}
 
 
 def parse_completion(response: Any) -> tuple[str, int, str]:
-    """``(text, generated tokens, error)`` from a completions reply; error is "" when well formed."""
+    """``(text, generated tokens, error)`` from a completions or chat reply; error is "" when well formed."""
     try:
         choice = response["choices"][0]
-        text = choice["text"]
+        text = choice["message"]["content"] if "message" in choice else choice["text"]
         if not isinstance(text, str):
-            raise TypeError(f"choices[0].text is {type(text).__name__}")
+            raise TypeError(f"choices[0] text is {type(text).__name__}")
     except (KeyError, IndexError, TypeError) as err:
         shown = str(response)[:200]
         return "", 0, f"malformed response ({type(err).__name__}: {err}): {shown}"
@@ -68,11 +76,11 @@ def parse_completion(response: Any) -> tuple[str, int, str]:
 
 
 class _Preprocess:
-    def __init__(self, settings: dict[str, Any]) -> None:
-        self.settings = settings
+    def __init__(self, settings: dict[str, Any], chat: bool = False, system_prompt: str | None = None) -> None:
+        self.settings, self.chat, self.system_prompt = settings, chat, system_prompt
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {"payload": make_payload(row["prompt"], row["sample_id"], self.settings)}
+        return {"payload": make_payload(row["prompt"], row["sample_id"], self.settings, self.chat, self.system_prompt)}
 
 
 def _postprocess(row: dict[str, Any]) -> dict[str, Any]:
@@ -86,12 +94,13 @@ class HttpxCompletionClient:
     """``map_batches`` callable: a batch's requests run in parallel threads, each retried with backoff."""
 
     def __init__(self, url: str, headers: dict[str, str], settings: dict[str, Any], max_retries: int,
-                 timeout_s: float, parallel: int) -> None:
+                 timeout_s: float, parallel: int, chat: bool = False, system_prompt: str | None = None) -> None:
         import httpx
 
         self._client = httpx.Client(timeout=timeout_s, headers=headers)
         self._pool = ThreadPoolExecutor(max_workers=parallel)
         self.url, self.settings, self.max_retries = url, settings, max_retries
+        self.chat, self.system_prompt = chat, system_prompt
 
     def __repr__(self) -> str:  # never show the headers (they hold the key)
         return f"HttpxCompletionClient({self.url})"
@@ -104,7 +113,8 @@ class HttpxCompletionClient:
             if attempt:
                 time.sleep(min(8.0, 0.25 * 2 ** (attempt - 1)))
             try:
-                resp = self._client.post(self.url, json=make_payload(prompt, sample_id, self.settings))
+                resp = self._client.post(self.url, json=make_payload(prompt, sample_id, self.settings, self.chat,
+                                                                     self.system_prompt))
             except httpx.HTTPError as err:
                 error = f"engine error: {type(err).__name__}: {err}"
                 continue
@@ -141,7 +151,7 @@ def ray_llm_config(spec, key: str | None):
                           "`pip install aiohttp`, or set generation.http_client: httpx") from None
     g = spec.generation
     return HttpRequestProcessorConfig(
-        url=completions_url(g.endpoint), headers={"Authorization": f"Bearer {key}"} if key else {},
+        url=completions_url(g.endpoint, g.chat), headers={"Authorization": f"Bearer {key}"} if key else {},
         concurrency=g.concurrency or 1, batch_size=g.batch_size, max_retries=g.max_retries,
         qps=g.options.get("qps"),
     )
@@ -158,7 +168,8 @@ class HttpEngine:
         if g.http_client == "ray_llm":
             from ray.data.llm import build_processor
 
-            processor = build_processor(ray_llm_config(spec, key), preprocess=_Preprocess(settings),
+            processor = build_processor(ray_llm_config(spec, key),
+                                        preprocess=_Preprocess(settings, g.chat, g.system_prompt),
                                         postprocess=_postprocess)
             return processor(ds)
         from ray.data import ActorPoolStrategy
@@ -166,9 +177,10 @@ class HttpEngine:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return ds.map_batches(
             HttpxCompletionClient,
-            fn_constructor_kwargs={"url": completions_url(g.endpoint), "headers": headers, "settings": settings,
-                                   "max_retries": g.max_retries, "timeout_s": g.request_timeout_s,
-                                   "parallel": int(g.options.get("parallel_requests", 8))},
+            fn_constructor_kwargs={"url": completions_url(g.endpoint, g.chat), "headers": headers,
+                                   "settings": settings, "max_retries": g.max_retries, "timeout_s": g.request_timeout_s,
+                                   "parallel": int(g.options.get("parallel_requests", 8)), "chat": g.chat,
+                                   "system_prompt": g.system_prompt},
             batch_size=g.batch_size,
             compute=ActorPoolStrategy(size=g.concurrency or 1),
             num_cpus=0.5,

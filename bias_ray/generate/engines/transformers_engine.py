@@ -1,4 +1,8 @@
-"""The transformers engine: a Ray Data actor pool running batched ``generate`` (CPU or GPU)."""
+"""The transformers engine: a Ray Data actor pool running batched ``generate`` (CPU or GPU).
+
+Weights load in ``models.dtype``; with ``generation.chat`` each prompt goes through the
+tokenizer's chat template (generate/chat.py).
+"""
 
 from __future__ import annotations
 
@@ -19,10 +23,13 @@ class TransformersGenerator:
     instead of failing the job or its neighbours.
     """
 
-    def __init__(self, model_path: str, sampling: dict[str, Any], device: str = "auto") -> None:
+    def __init__(self, model_path: str, sampling: dict[str, Any], device: str = "auto", dtype: str = "auto",
+                 chat: bool = False, system_prompt: str | None = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from bias_ray.generate.chat import require_chat_template
+        from bias_ray.models.precision import load_dtype
         from bias_ray.runtime import quiet_libraries
 
         quiet_libraries()
@@ -36,15 +43,33 @@ class TransformersGenerator:
         self.tokenizer.truncation_side = "left"  # an over-long prompt keeps its end: the open line to continue
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
+        self.chat, self.system_prompt = chat, system_prompt
+        if chat:
+            require_chat_template(self.tokenizer, model_path)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=load_dtype(dtype)).to(device).eval()
         self.sampling = sampling
         self.torch = torch
 
+    def encode(self, prompts: list[str]):
+        """Token ids of a batch of prompts. Plain: an over-long prompt loses its start (its end is the open line).
+        Chat: each prompt is rendered as a chat (the template's own special tokens included); an over-long
+        one is an error, since cutting it would cut the chat format."""
+        limit = self.sampling.get("max_prompt_tokens", 192)
+        if not self.chat:
+            return self.tokenizer(prompts, return_tensors="pt", padding=True, truncation=True, max_length=limit)
+        from bias_ray.generate.chat import chat_messages, render_chat
+
+        texts = [render_chat(self.tokenizer, chat_messages(p, self.system_prompt)) for p in prompts]
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        longest = int(enc["attention_mask"].sum(dim=1).max())
+        if longest > limit:
+            raise ValueError(f"chat prompt of {longest} tokens is over generation.max_prompt_tokens {limit}; "
+                             "raise it or lower generation.few_shot")
+        return enc
+
     def generate(self, prompts: list[str], seed: int) -> tuple[list[str], np.ndarray]:
         """Texts and generated-token counts for ``prompts`` (one padded batch)."""
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
-                             max_length=self.sampling.get("max_prompt_tokens", 192)).to(self.device)
+        enc = self.encode(prompts).to(self.device)
         temperature = self.sampling["temperature"]
         self.torch.manual_seed(seed)
         with self.torch.inference_mode():
@@ -108,10 +133,16 @@ class TransformersEngine:
     def apply(self, ds, spec):
         from ray.data import ActorPoolStrategy
 
+        from bias_ray.generate.chat import check_generator_chat_template
+
         sampling, device, concurrency = engine_settings(spec)
+        g = spec.generation
+        if g.chat:  # fail here, in one clear line, rather than in every actor
+            check_generator_chat_template(str(spec.models.generator))
         return ds.map_batches(
             TransformersGenerator,
-            fn_constructor_kwargs={"model_path": str(spec.models.generator), "sampling": sampling, "device": device},
+            fn_constructor_kwargs={"model_path": str(spec.models.generator), "sampling": sampling, "device": device,
+                                   "dtype": spec.models.dtype, "chat": g.chat, "system_prompt": g.system_prompt},
             batch_size=spec.generation.batch_size,
             compute=ActorPoolStrategy(size=concurrency),
             num_gpus=1 if device == "cuda" else 0,

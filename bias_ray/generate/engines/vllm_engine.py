@@ -1,7 +1,10 @@
 """The vllm engine: Ray Data LLM's ``vLLMEngineProcessorConfig`` + ``build_processor`` (GPU nodes).
 
-vLLM is imported by Ray only when the processor runs (the ``gpu`` extra installs it). Prompts
-are continuations, so the chat-template stage is off and Ray tokenizes ``prompt`` directly.
+vLLM is imported by Ray only when the processor runs (the ``gpu`` extra installs it). Plain
+prompts are continuations: the chat-template stage is off and Ray tokenizes ``prompt`` directly.
+With ``generation.chat`` each row becomes ``messages`` (generate/chat.py) and Ray's chat-template
+stage renders them with the model's template (a generation prompt after the user turn).
+``models.dtype`` is vLLM's ``dtype`` engine argument.
 Rows vLLM fails on come back with ``__inference_error__`` (``should_continue_on_error``) and
 go to quarantine.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bias_ray.generate.chat import chat_messages, check_generator_chat_template
 from bias_ray.generate.engines.base import sample_seed
 from bias_ray.registry import ENGINES
 
@@ -19,7 +23,7 @@ def vllm_config(spec):
     from ray.data.llm import vLLMEngineProcessorConfig
 
     g = spec.generation
-    engine_kwargs: dict[str, Any] = {"tensor_parallel_size": g.tensor_parallel_size}
+    engine_kwargs: dict[str, Any] = {"tensor_parallel_size": g.tensor_parallel_size, "dtype": spec.models.dtype}
     if g.max_model_len:
         engine_kwargs["max_model_len"] = g.max_model_len
     engine_kwargs.update(g.options.get("engine_kwargs", {}))
@@ -28,7 +32,7 @@ def vllm_config(spec):
         engine_kwargs=engine_kwargs,
         concurrency=g.concurrency or 1,
         batch_size=g.batch_size,
-        chat_template_stage=False,
+        chat_template_stage=g.chat,
         tokenize_stage=True,
         detokenize_stage=True,
         should_continue_on_error=True,
@@ -37,17 +41,21 @@ def vllm_config(spec):
 
 
 class _Preprocess:
-    def __init__(self, sampling: dict[str, Any]) -> None:
-        self.sampling = sampling
+    """A row's engine input: its prompt, or with chat its messages, and its seeded sampling params."""
+
+    def __init__(self, sampling: dict[str, Any], chat: bool = False, system_prompt: str | None = None) -> None:
+        self.sampling, self.chat, self.system_prompt = sampling, chat, system_prompt
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {"prompt": row["prompt"],
-                "sampling_params": {**self.sampling, "seed": sample_seed(row["sample_id"])}}
+        params = {**self.sampling, "seed": sample_seed(row["sample_id"])}
+        if self.chat:
+            return {"messages": chat_messages(row["prompt"], self.system_prompt), "sampling_params": params}
+        return {"prompt": row["prompt"], "sampling_params": params}
 
 
 def _postprocess(row: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if k not in ("sampling_params", "num_generated_tokens", "generated_tokens",
-                                                      "prompt_token_ids", "embeddings")}
+                                                      "prompt_token_ids", "embeddings", "messages")}
     out.update(generated_text=row.get("generated_text", ""), generated_tokens=int(row.get("num_generated_tokens", 0)),
                engine_error="", engine_s=0.0, device="cuda")
     return out
@@ -63,6 +71,10 @@ class VLLMEngine:
     def apply(self, ds, spec):
         from ray.data.llm import build_processor
 
-        processor = build_processor(vllm_config(spec), preprocess=_Preprocess(vllm_sampling(spec)),
+        g = spec.generation
+        if g.chat:  # when the tokenizer is on this machine; else Ray's chat-template stage fails on the nodes
+            check_generator_chat_template(str(spec.models.generator))
+        processor = build_processor(vllm_config(spec), preprocess=_Preprocess(vllm_sampling(spec), g.chat,
+                                                                              g.system_prompt),
                                     postprocess=_postprocess)
         return processor(ds)
