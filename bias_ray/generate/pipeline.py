@@ -3,15 +3,23 @@
 Layout under ``spec.augmented_dir``::
 
     job.json              what this folder holds (settings fingerprint, requested prompts)
-    shards/part-*.parquet generated rows (kept and filtered, with ``drop_reason``)
+    shards/part-*.parquet generated rows (kept and filtered, with ``drop_reason``), lean: the
+                          per-job constants (engine, model, sampling, template id and version)
+                          are in job.json and the manifest, not on every row; the cleaned
+                          ``text`` only (the raw engine output stays in quarantine rows)
     quarantine/part-*.parquet rows the engine failed on or answered malformed, with ``reason``
-    duplicates.parquet    exact-duplicate rows dropped at the end (``sample_id, duplicate_of``)
+    duplicates.parquet    exact-duplicate rows dropped at the end (``sample_id, duplicate_of, index``)
     manifest.json         written last: counts, drops by reason, throughput; ``status: complete``
 
 Crash safety: the driver is the only writer and every file appears by an atomic rename, so
 after a ``kill -9`` each shard is either whole or absent. A rerun reads the sample ids already
 committed (shards + quarantine), builds prompts only for the others, and a finished job
 (complete manifest, same fingerprint) is left as it is.
+
+Memory does not grow with the job after generation either: the finalize streams the shards one
+at a time (counts, text hashes for duplicates), and readers (:func:`load_augmented`,
+:func:`augmented_strata`, :func:`augmented_rows`) push bias-type and index filters and a column
+projection into pyarrow, so a trial reads its bias type's rows and the columns it uses.
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from bias_ray.data.loaders import stable_id
@@ -35,9 +46,10 @@ from bias_ray.generate.quality import clean_generation, drop_reason, find_duplic
 from bias_ray.spec import QualitySpec, SweepSpec
 
 AUGMENTED_COLUMNS = ["id", "text", "label", "group", "bias_type", "split", "source"]
-SHARD_COLUMNS = ["sample_id", "index", "text", "generated_text", "generated_tokens", "drop_reason", "label", "group",
-                 "bias_type", "stance", "seed_ids", "template_id", "template_version", "engine", "model", "sampling",
-                 "device", "engine_s"]
+SHARD_COLUMNS = ["sample_id", "index", "text", "generated_tokens", "drop_reason", "label", "group", "bias_type",
+                 "stance", "seed_ids", "device", "engine_s"]
+# per-job constants: stored once (job.json, manifest), put back as columns by a full load_augmented
+JOB_CONSTANTS = ["engine", "model", "sampling", "template_id", "template_version"]
 
 
 class GenerationJobError(RuntimeError):
@@ -70,13 +82,6 @@ def _parts(folder: Path) -> list[Path]:
     return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
 
 
-def _read_parts(folder: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    parts = _parts(folder)
-    if not parts:
-        return pd.DataFrame(columns=columns or [])
-    return pd.concat([pq.read_table(p, columns=columns).to_pandas() for p in parts], ignore_index=True)
-
-
 def committed_ids(out: Path) -> set[str]:
     """Sample ids whose outcome is on disk (generated or quarantined): a rerun skips them."""
     ids: set[str] = set()
@@ -86,13 +91,27 @@ def committed_ids(out: Path) -> set[str]:
     return ids
 
 
+def committed_indices(out: Path, total: int) -> np.ndarray:
+    """A mask over prompt indices whose outcome is on disk: a rerun skips them.
+
+    Within a job (same settings fingerprint, checked by ``_check_job``) the prompt index names the
+    sample as the sample id does, at a bit per prompt instead of a string.
+    """
+    done = np.zeros(total, dtype=bool)
+    for folder in (out / "shards", out / "quarantine"):
+        for p in _parts(folder):
+            index = pq.read_table(p, columns=["index"]).column("index").to_numpy()
+            done[index[(index >= 0) & (index < total)]] = True
+    return done
+
+
 # ---------------------------------------------------------------- Ray Data stages
 def _prompt_batch(batch: dict[str, np.ndarray], plan: PromptPlan) -> pd.DataFrame:
     return plan.rows(batch["data"])
 
 
-def _postprocess(batch: pd.DataFrame, engine: str, model: str, sampling: str, quality: QualitySpec) -> pd.DataFrame:
-    """Clean, filter and label rows with provenance; split failures off via ``engine_error``."""
+def _postprocess(batch: pd.DataFrame, engine: str, quality: QualitySpec) -> pd.DataFrame:
+    """Clean and filter rows; split failures off via ``engine_error`` (they keep ``generated_text``)."""
     batch = batch.copy()
     n = len(batch)
     for col, default in (("engine_error", ""), ("engine_s", 0.0), ("device", engine), ("generated_tokens", 0)):
@@ -106,12 +125,13 @@ def _postprocess(batch: pd.DataFrame, engine: str, model: str, sampling: str, qu
     batch["generated_tokens"] = batch["generated_tokens"].fillna(0).astype(np.int64)
     batch["text"] = [clean_generation(t) for t in batch["generated_text"]]
     batch["drop_reason"] = [drop_reason(t, quality) for t in batch["text"]]
-    batch["engine"], batch["model"], batch["sampling"] = engine, model, sampling
     batch["device"] = batch["device"].astype(str)
     batch["engine_s"] = batch["engine_s"].astype(np.float64)
     batch["index"] = batch["index"].astype(np.int64)
     assert len(batch) == n
-    return batch[[*SHARD_COLUMNS, "engine_error"]]
+    # the raw output is kept only where it explains a failure (quarantine); kept rows carry ``text``
+    batch["generated_text"] = np.where(batch["engine_error"] != "", batch["generated_text"], "")
+    return batch[[*SHARD_COLUMNS, "engine_error", "generated_text"]]
 
 
 # ---------------------------------------------------------------- progress
@@ -185,8 +205,7 @@ def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done
     ds = ENGINES.get(gen.engine)().apply(ds, spec)
     ds = ds.map_batches(
         _postprocess, batch_format="pandas", batch_size=None,
-        fn_kwargs={"engine": gen.engine, "model": str(spec.models.generator),
-                   "sampling": json.dumps(sampling_params(spec), sort_keys=True), "quality": gen.quality},
+        fn_kwargs={"engine": gen.engine, "quality": gen.quality},
     )
     (out / "shards").mkdir(parents=True, exist_ok=True)
     (out / "quarantine").mkdir(parents=True, exist_ok=True)
@@ -202,8 +221,8 @@ def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done
             if failed.any():  # quarantine first: a crash in between regenerates only the good rows
                 bad = batch[failed].rename(columns={"engine_error": "reason"})
                 _atomic_write_parquet(bad[["sample_id", "index", "reason", "bias_type", "group", "stance",
-                                           "engine", "model", "generated_text"]], out / "quarantine" / name)
-            good = batch[~failed].drop(columns=["engine_error"])
+                                           "generated_text"]], out / "quarantine" / name)
+            good = batch[~failed].drop(columns=["engine_error", "generated_text"])
             if len(good):
                 _atomic_write_parquet(good, out / "shards" / name)
             tokens = int(batch["generated_tokens"].sum())
@@ -221,44 +240,142 @@ def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done
     return stats
 
 
-def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[str, Any],
-              ids: list[str]) -> dict[str, Any]:
-    """Check completeness, drop exact duplicates, write the manifest (last, atomically)."""
+class _ShardTotals:
+    """Counters over the shards, fed one shard at a time: memory is one shard plus 8 bytes a kept row."""
+
+    def __init__(self, total: int) -> None:
+        self.seen = np.zeros(total, dtype=bool)  # prompt index -> has an outcome on disk
+        self.repeated = self.out_of_range = self.rows = self.tokens = 0
+        self.engine_s = self.gpu_s = 0.0
+        self.devices: set[str] = set()
+        self.drops: dict[str, int] = {}
+        self.kept_hashes: list[np.ndarray] = []
+
+    def mark(self, index: np.ndarray) -> None:
+        """Record the prompt indices of one file; count repeats and indices outside the plan."""
+        index = np.asarray(index, dtype=np.int64)
+        inside = (index >= 0) & (index < len(self.seen))
+        self.out_of_range += int((~inside).sum())
+        index = index[inside]
+        self.repeated += int(self.seen[index].sum()) + int(len(index) - len(np.unique(index)))
+        self.seen[index] = True
+
+    def add_shard(self, table: pa.Table) -> None:
+        self.mark(table.column("index").to_numpy())
+        self.rows += table.num_rows
+        self.tokens += int(pc.sum(table.column("generated_tokens")).as_py() or 0)
+        engine_s = table.column("engine_s")
+        self.engine_s += float(pc.sum(engine_s).as_py() or 0.0)
+        device = table.column("device")
+        on_gpu = pc.starts_with(device, "cuda")
+        self.gpu_s += float(pc.sum(pc.filter(engine_s, on_gpu)).as_py() or 0.0)
+        self.devices.update(pc.unique(device).to_pylist())
+        reasons = pc.value_counts(table.column("drop_reason")).to_pylist()
+        for item in reasons:
+            if item["values"]:
+                self.drops[item["values"]] = self.drops.get(item["values"], 0) + int(item["counts"])
+        kept = pc.equal(table.column("drop_reason"), "")
+        self.kept_hashes.append(_text_hashes(pc.filter(table.column("text"), kept)))
+
+
+def _text_hashes(texts: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """64-bit hashes of texts (pandas' SipHash): equal texts hash equal; a collision only costs a re-check."""
+    return pd.util.hash_array(np.asarray(texts.to_numpy(zero_copy_only=False), dtype=object), categorize=False)
+
+
+def _stream_duplicates(parts: list[Path], hashes: np.ndarray, dest: Path, rows_per_pass: int = 1_000_000) -> int:
+    """Write ``duplicates.parquet`` (atomically) from the shards; returns the number of duplicates.
+
+    Only kept rows whose text hash occurs more than once are candidates. They are read back in
+    passes over the shards, each pass taking the candidates of one range of hash values (at most
+    about ``rows_per_pass`` rows), and :func:`find_duplicates` compares their exact texts: the
+    same rows are dropped as a whole-job comparison would drop, in memory bounded by a pass.
+    """
+    values, counts = np.unique(hashes, return_counts=True)
+    repeated = values[counts > 1]
+    candidates = int(counts[counts > 1].sum())
+    passes = max(1, -(-candidates // rows_per_pass))
+    # hash ranges holding about equal numbers of candidate rows (hashes are uniform)
+    bounds = np.quantile(repeated, np.linspace(0, 1, passes + 1)[1:-1]).astype(np.uint64) if passes > 1 else []
+    edges = [np.uint64(0), *bounds, None]
+    schema = pa.schema([("sample_id", pa.string()), ("duplicate_of", pa.string()), ("index", pa.int64())])
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    written = 0
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            wanted = repeated[(repeated >= lo) & ((repeated < hi) if hi is not None else True)]
+            if not len(wanted) and written:
+                continue
+            found = []
+            for part in parts:
+                table = pq.read_table(part, columns=["sample_id", "index", "text", "drop_reason"])
+                table = table.filter(pc.equal(table.column("drop_reason"), ""))
+                hit = np.isin(_text_hashes(table.column("text")), wanted)
+                if hit.any():
+                    found.append(table.filter(pa.array(hit)).drop_columns(["drop_reason"]).to_pandas())
+            rows = pd.concat(found, ignore_index=True) if found else pd.DataFrame(
+                {"sample_id": pd.Series(dtype=str), "index": pd.Series(dtype=np.int64), "text": pd.Series(dtype=str)})
+            rows["drop_reason"] = ""
+            dups = find_duplicates(rows)
+            dups["index"] = dups["sample_id"].map(rows.set_index("sample_id")["index"]).astype(np.int64)
+            writer.write_table(pa.Table.from_pandas(dups, schema=schema, preserve_index=False))
+            written += len(dups)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, dest)
+    return written
+
+
+def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """Check completeness, drop exact duplicates, write the manifest (last, atomically).
+
+    Streams: one shard in memory at a time, plus a bit per prompt and 8 bytes per kept row.
+    """
     out = spec.augmented_dir
-    rows = _read_parts(out / "shards", ["sample_id", "text", "drop_reason", "generated_tokens", "engine_s", "device"])
-    quarantine = _read_parts(out / "quarantine", ["sample_id", "reason"])
-    ids = pd.concat([rows["sample_id"], quarantine["sample_id"]], ignore_index=True)
-    requested = set(ids)
-    repeated, missing = int(ids.duplicated().sum()), len(requested - set(ids))
-    if repeated or missing or len(ids) != plan.total:
+    parts = _parts(out / "shards")
+    totals = _ShardTotals(plan.total)
+    for part in parts:
+        totals.add_shard(pq.read_table(part, columns=["index", "text", "drop_reason", "generated_tokens",
+                                                      "engine_s", "device"]))
+    quarantined, reasons = 0, {}
+    for part in _parts(out / "quarantine"):
+        table = pq.read_table(part, columns=["index", "reason"])
+        totals.mark(table.column("index").to_numpy())
+        quarantined += table.num_rows
+        # "malformed response (...): ..." / "engine error: ..." -> counted by the part before the details
+        for reason in table.column("reason").to_pylist():
+            key = re.split(r"[:(]", str(reason), maxsplit=1)[0].strip()
+            reasons[key] = reasons.get(key, 0) + 1
+    missing = int((~totals.seen).sum())
+    repeated = totals.repeated + totals.out_of_range
+    if repeated or missing or totals.rows + quarantined != plan.total:
         raise GenerationJobError(f"{out}: {missing} requested samples missing and {repeated} repeated after the run; "
                                  "rerun `bias-ray generate` to resume (this should not happen: please report it)")
-    dups = find_duplicates(rows) if spec.generation.quality.dedup else pd.DataFrame(
-        {"sample_id": pd.Series(dtype=str), "duplicate_of": pd.Series(dtype=str)})
-    _atomic_write_parquet(dups, out / "duplicates.parquet")
-    dropped = rows.loc[rows["drop_reason"] != "", "drop_reason"].value_counts().to_dict()
-    if len(dups):
-        dropped["duplicate"] = len(dups)
-    # "malformed response (...): ..." / "engine error: ..." -> counted by the part before the details
-    reasons = pd.Series([re.split(r"[:(]", str(r), maxsplit=1)[0].strip() for r in quarantine["reason"]],
-                        dtype=object).value_counts().to_dict()
-    on_gpu = rows["device"].str.startswith("cuda")
-    tokens = int(rows["generated_tokens"].sum())
+    hashes = np.concatenate(totals.kept_hashes) if totals.kept_hashes else np.zeros(0, dtype=np.uint64)
+    totals.kept_hashes = []
+    if spec.generation.quality.dedup:
+        n_dups = _stream_duplicates(parts, hashes, out / "duplicates.parquet")
+    else:
+        n_dups = _stream_duplicates([], np.zeros(0, dtype=np.uint64), out / "duplicates.parquet")
+    del hashes
+    dropped = dict(totals.drops)
+    if n_dups:
+        dropped["duplicate"] = n_dups
     run_tokens, run_wall = run.get("generated_tokens", 0), run.get("wall_s", 0.0)
     manifest = {
         **job,
         "status": "complete",
-        "rows": int(len(rows) - sum(dropped.values())),
+        "rows": int(totals.rows - sum(dropped.values())),
         "prompts": plan.total,
-        "generated": int(len(rows)),
+        "generated": int(totals.rows),
         "dropped": {k: int(v) for k, v in sorted(dropped.items())},
-        "quarantined": int(len(quarantine)),
+        "quarantined": int(quarantined),
         "quarantine_reasons": {k: int(v) for k, v in sorted(reasons.items())},
-        "generated_tokens": tokens,
-        "engine_seconds": round(float(rows["engine_s"].sum()), 3),
-        "gpu_seconds": round(float(rows.loc[on_gpu, "engine_s"].sum()), 3),
-        "devices": sorted(rows["device"].unique().tolist()),
-        "shards": len(_parts(out / "shards")),
+        "generated_tokens": int(totals.tokens),
+        "engine_seconds": round(totals.engine_s, 3),
+        "gpu_seconds": round(totals.gpu_s, 3),
+        "devices": sorted(totals.devices),
+        "shards": len(parts),
         "last_run": {
             "prompts": run.get("prompts", 0),
             "generated_tokens": run_tokens,
@@ -271,6 +388,8 @@ def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[
             "last_shard_s": round(run.get("last_shard_s", 0.0), 3),
         },
     }
+    # Measures over the kept texts (bias_ray/generate/measure.py) belong here, before the manifest is
+    # written. Rows are not in memory any more: stream them with ``iter_kept_batches(out)``.
     _atomic_write_json(out / "manifest.json", manifest)
     return manifest
 
@@ -310,34 +429,123 @@ def generate(spec: SweepSpec, progress: bool | None = None) -> Path:
     _check_job(out, job)
     for stale in out.glob("*/.part-*.tmp-*"):  # half-written files of a killed run
         stale.unlink(missing_ok=True)
-    done = committed_ids(out)
-    ids = plan.sample_ids(np.arange(plan.total))
-    todo = np.array([i for i, sid in enumerate(ids) if sid not in done], dtype=np.int64)
-    run: dict[str, Any] = {"resumed_from": len(done)}
+    done = committed_indices(out, plan.total)
+    todo = np.flatnonzero(~done).astype(np.int64)
+    run: dict[str, Any] = {"resumed_from": int(done.sum())}
     if len(todo):
         if progress is None:
             progress = os.environ.get("BIAS_RAY_PROGRESS", "1") == "1"
-        run.update(_stream(spec, plan, todo, out, len(done), progress))
-    manifest = _finalize(spec, plan, job, run, ids)
+        run.update(_stream(spec, plan, todo, out, int(done.sum()), progress))
+    manifest = _finalize(spec, plan, job, run)
     _log_wandb(spec, manifest)
     return out
 
 
-def load_augmented(spec: SweepSpec) -> pd.DataFrame:
-    """The kept augmented rows of a finished generation job (filters and duplicates removed)."""
-    out = spec.augmented_dir
+def _finished_job(out: Path) -> dict[str, Any]:
     manifest = out / "manifest.json"
-    if not manifest.exists() or json.loads(manifest.read_text()).get("status") != "complete":
+    info = json.loads(manifest.read_text()) if manifest.exists() else {}
+    if info.get("status") != "complete":
         raise FileNotFoundError(f"no finished generation under {out}; run `bias-ray generate SPEC` first")
-    rows = _read_parts(out / "shards")
+    return info
+
+
+def _shard_dataset(out: Path) -> pads.Dataset:
+    """The job's shards as one pyarrow dataset (schemas unified, so shards of older layouts read too)."""
+    parts = _parts(out / "shards")
+    if not parts:
+        return pads.dataset(pa.table({c: pa.array([], pa.string()) for c in ("sample_id", "text")}))
+    schemas = {pq.read_schema(p) for p in parts}  # footers only
+    schema = schemas.pop() if len(schemas) == 1 else pa.unify_schemas(list(schemas))
+    return pads.dataset([str(p) for p in parts], schema=schema, format="parquet")
+
+
+def _kept_filter(out: Path, bias_type: str | None = None) -> pc.Expression:
+    """Rows that passed the filters and are not dropped duplicates (of one bias type, if given)."""
+    keep = pc.field("drop_reason") == ""
+    if bias_type is not None:
+        keep = keep & (pc.field("bias_type") == bias_type)
     dup_path = out / "duplicates.parquet"
-    dups = set(pd.read_parquet(dup_path)["sample_id"]) if dup_path.exists() else set()
-    rows = rows[(rows["drop_reason"] == "") & ~rows["sample_id"].isin(dups)].copy()
+    if dup_path.exists():
+        key = "index" if "index" in pq.read_schema(dup_path).names else "sample_id"  # older jobs: ids only
+        dups = pq.read_table(dup_path, columns=[key]).column(key)
+        if len(dups):
+            keep = keep & ~pc.field(key).isin(dups)
+    return keep
+
+
+def _with_provenance(rows: pd.DataFrame, job: dict[str, Any]) -> pd.DataFrame:
     rows["id"] = rows["sample_id"]
     rows["split"] = "train"
     rows["source"] = "augmented"
+    for key in JOB_CONSTANTS:  # stored once per job; a full read gives them back as columns
+        if key in job and key not in rows:
+            value = job[key]
+            rows[key] = json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
     rest = [c for c in rows.columns if c not in AUGMENTED_COLUMNS]
-    return rows[AUGMENTED_COLUMNS + rest].sort_values("index").reset_index(drop=True)
+    return rows[[c for c in AUGMENTED_COLUMNS if c in rows] + rest]
+
+
+def load_augmented(spec: SweepSpec, bias_type: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """The kept augmented rows of a finished generation job (filters and duplicates removed), by index.
+
+    ``bias_type`` and ``columns`` are pushed into the read (only that bias type's rows, only those
+    shard columns are decoded); without them every kept row and column is read, with the per-job
+    constants (engine, model, sampling, template) added back from the manifest.
+    """
+    out = spec.augmented_dir
+    job = _finished_job(out)
+    dataset = _shard_dataset(out)
+    if columns is not None:
+        columns = list(dict.fromkeys(["sample_id", "index", *columns]))
+        unknown = sorted(set(columns) - set(dataset.schema.names))
+        if unknown:
+            raise KeyError(f"augmented shards have no columns {unknown}; they have {dataset.schema.names}")
+    rows = dataset.to_table(columns=columns, filter=_kept_filter(out, bias_type)).to_pandas()
+    return _with_provenance(rows.sort_values("index").reset_index(drop=True), job)
+
+
+def augmented_strata(spec: SweepSpec, bias_type: str, strata: tuple[str, ...] = ("label", "group")) -> pd.DataFrame:
+    """``index`` and the strata columns of one bias type's kept rows, in index order.
+
+    The same rows in the same order as ``load_augmented(spec)`` restricted to the bias type, so a
+    seeded draw over them picks what a draw over the full frame picks; the texts are fetched
+    afterwards for the drawn rows alone (:func:`augmented_rows`).
+    """
+    out = spec.augmented_dir
+    _finished_job(out)
+    table = _shard_dataset(out).to_table(columns=["index", *strata], filter=_kept_filter(out, bias_type))
+    return table.to_pandas().sort_values("index").reset_index(drop=True)
+
+
+def augmented_rows(spec: SweepSpec, indices: np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
+    """The kept rows with prompt ``indices``, in the order given (an index may repeat).
+
+    Reads only rows in ``[min, max]`` of the indices (row-group statistics skip other shards)
+    and only ``columns`` (default: the columns a training mix uses).
+    """
+    out = spec.augmented_dir
+    _finished_job(out)
+    indices = np.asarray(indices, dtype=np.int64)
+    columns = list(dict.fromkeys(["sample_id", "index", *(columns or ["text", "label", "group", "bias_type",
+                                                                          "stance"])]))
+    if not len(indices):
+        return _with_provenance(pd.DataFrame({c: pd.Series(dtype=object) for c in columns}), {})
+    wanted = np.unique(indices)
+    where = ((pc.field("index") >= int(wanted[0])) & (pc.field("index") <= int(wanted[-1]))
+             & pc.field("index").isin(pa.array(wanted)))
+    rows = _shard_dataset(out).to_table(columns=columns, filter=where).to_pandas().set_index("index", drop=False)
+    absent = np.setdiff1d(wanted, rows.index.to_numpy())
+    if len(absent):
+        raise KeyError(f"{len(absent)} requested indices (e.g. {absent[:3].tolist()}) are not rows of {out}")
+    return _with_provenance(rows.loc[indices].reset_index(drop=True), {})
+
+
+def iter_kept_batches(out: Path, columns: list[str], batch_rows: int = 65_536):
+    """The kept rows of a job's shards as pandas batches, streamed (for measures over all of them)."""
+    scanner = _shard_dataset(out).scanner(columns=columns, filter=_kept_filter(out), batch_size=batch_rows)
+    for batch in scanner.to_batches():
+        if batch.num_rows:
+            yield batch.to_pandas()
 
 
 def import_augmented(spec: SweepSpec, rows: pd.DataFrame, source: str = "imported") -> Path:

@@ -9,6 +9,7 @@ and notebooks run it in-process.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
@@ -22,7 +23,7 @@ import pandas as pd
 
 from bias_ray.data.loaders import load_toxigen
 from bias_ray.evaluate.metrics import compute_all
-from bias_ray.mix import mix
+from bias_ray.mix import STRATA, assemble_mix, mix_counts, mix_plan
 from bias_ray.spec import SweepSpec, parse_spec
 from bias_ray.train.mitigations import MITIGATIONS, Mitigation, TrialContext
 from bias_ray.train.student import StudentIO, model_inputs
@@ -30,15 +31,29 @@ from bias_ray.train.student import StudentIO, model_inputs
 STATE_FILE = "trial_state.pt"
 
 
-def trial_data(spec: SweepSpec, bias_type: str, ratio: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The training mix for one grid cell and the real held-out evaluation rows."""
-    from bias_ray.generate.pipeline import load_augmented
+@functools.lru_cache(maxsize=4)
+def _real_rows(root: str, test_fraction: float) -> pd.DataFrame:
+    """The real rows, parsed once per worker process: a reused trial actor does not parse them again."""
+    return load_toxigen(root, test_fraction)
 
-    real = load_toxigen(spec.data.resolved_root, spec.data.test_fraction)
-    augmented = load_augmented(spec)
-    augmented = augmented[augmented["bias_type"] == bias_type]
-    train = mix(real[real["split"] == "train"], augmented, ratio, spec.training.train_size,
-                spec.training.mix_mode, seed)
+
+def trial_data(spec: SweepSpec, bias_type: str, ratio: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training mix for one grid cell and the real held-out evaluation rows.
+
+    Reads only what the trial uses: the strata (label, group) of its bias type's augmented rows,
+    then the texts of the rows the seeded mix drew. The draw is the one :func:`bias_ray.mix.mix`
+    makes over the full augmented frame, so the mix is the same as reading everything.
+    """
+    from bias_ray.generate.pipeline import augmented_rows, augmented_strata
+
+    real = _real_rows(str(spec.data.resolved_root), spec.data.test_fraction)
+    real_train = real[real["split"] == "train"]
+    tr = spec.training
+    counts = mix_counts(ratio, tr.train_size, tr.mix_mode)
+    strata = augmented_strata(spec, bias_type) if counts.augmented else pd.DataFrame(columns=["index", *STRATA])
+    plan = mix_plan(real_train, strata, ratio, tr.train_size, tr.mix_mode, seed)
+    augmented = augmented_rows(spec, strata["index"].to_numpy()[plan.augmented])
+    train = assemble_mix(real_train.iloc[plan.real], augmented, plan.order)
     test = real[real["split"] == "test"]
     if spec.training.max_eval_rows:
         test = test.sample(n=min(len(test), spec.training.max_eval_rows), random_state=0)
@@ -164,13 +179,17 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
     mitigation = build_mitigation(spec, config)
     bias = spec.bias_type(config["bias_type"])
 
+    clock = time.perf_counter()  # start-up parts, reported with every metric (bench/early_stop.py sums them)
     train, test = trial_data(spec, bias.name, float(config["bias_ratio"]), seed)
+    startup = {"startup/data_s": time.perf_counter() - clock}
     realised_ratio = float(train["is_augmented"].mean())
     train = mitigation.transform_train(train)
     test = mitigation.transform_eval(test)
+    clock = time.perf_counter()
     student, model = build_student(spec, mitigation)
     student.device = trial_device(spec)
     model.to(student.device)
+    startup["startup/model_s"] = time.perf_counter() - clock
     tr = spec.training
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tr.learning_rate)
 
@@ -221,6 +240,7 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
                 train_rows=len(train),
                 total_steps=total_steps,
                 trial_wall_s=time.time() - started,
+                **startup,
                 **mitigation.stats(),
             )
             losses = []

@@ -27,4 +27,9 @@ def sample_seed(sample_id: object) -> int:
     return int(str(sample_id)[:8], 16)
 
 
-from bias_ray.generate.engines import http_engine, transformers_engine, vllm_engine  # noqa: E402,F401  (registers)
+from bias_ray.generate.engines import (  # noqa: E402,F401  (registers)
+    http_engine,
+    null_engine,
+    transformers_engine,
+    vllm_engine,
+)
