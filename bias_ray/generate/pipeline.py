@@ -48,6 +48,8 @@ from bias_ray.spec import QualitySpec, SweepSpec
 AUGMENTED_COLUMNS = ["id", "text", "label", "group", "bias_type", "split", "source"]
 SHARD_COLUMNS = ["sample_id", "index", "text", "generated_tokens", "drop_reason", "label", "group", "bias_type",
                  "stance", "seed_ids", "device", "engine_s"]
+# a trial decodes the row groups that hold its drawn rows, not whole shards: keep them small
+SHARD_ROW_GROUP_ROWS = 1024
 # per-job constants: stored once (job.json, manifest), put back as columns by a full load_augmented
 JOB_CONSTANTS = ["engine", "model", "sampling", "template_id", "template_version"]
 
@@ -70,9 +72,9 @@ def _atomic_write_json(path: Path, obj: dict[str, Any]) -> None:
     _atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
 
 
-def _atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
+def _atomic_write_parquet(frame: pd.DataFrame, path: Path, row_group_rows: int | None = None) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    frame.to_parquet(tmp, index=False)
+    frame.to_parquet(tmp, index=False, row_group_size=row_group_rows)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -224,7 +226,7 @@ def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done
                                            "generated_text"]], out / "quarantine" / name)
             good = batch[~failed].drop(columns=["engine_error", "generated_text"])
             if len(good):
-                _atomic_write_parquet(good, out / "shards" / name)
+                _atomic_write_parquet(good, out / "shards" / name, SHARD_ROW_GROUP_ROWS)
             tokens = int(batch["generated_tokens"].sum())
             stats["prompts"] += len(batch)
             stats["generated_tokens"] += tokens
@@ -450,13 +452,13 @@ def _finished_job(out: Path) -> dict[str, Any]:
 
 
 def _shard_dataset(out: Path) -> pads.Dataset:
-    """The job's shards as one pyarrow dataset (schemas unified, so shards of older layouts read too)."""
+    """The job's shards as one pyarrow dataset (opened lazily: nothing is read until a scan)."""
     parts = _parts(out / "shards")
     if not parts:
         return pads.dataset(pa.table({c: pa.array([], pa.string()) for c in ("sample_id", "text")}))
-    schemas = {pq.read_schema(p) for p in parts}  # footers only
-    schema = schemas.pop() if len(schemas) == 1 else pa.unify_schemas(list(schemas))
-    return pads.dataset([str(p) for p in parts], schema=schema, format="parquet")
+    # the schema of the first shard: an older layout's extra columns are ignored and a lean shard
+    # reads them as nulls, so projections of the lean columns read either (no footer read per shard)
+    return pads.dataset([str(p) for p in parts], format="parquet")
 
 
 def _kept_filter(out: Path, bias_type: str | None = None) -> pc.Expression:
@@ -517,11 +519,21 @@ def augmented_strata(spec: SweepSpec, bias_type: str, strata: tuple[str, ...] = 
     return table.to_pandas().sort_values("index").reset_index(drop=True)
 
 
+def _may_hold(meta: pq.FileMetaData, group: int, wanted: np.ndarray) -> bool:
+    """Whether row group ``group`` may hold one of the sorted ``wanted`` indices (by its min/max)."""
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    stats = meta.row_group(group).column(names.index("index")).statistics
+    if stats is None or not stats.has_min_max:
+        return True
+    first = np.searchsorted(wanted, stats.min)
+    return bool(first < len(wanted) and wanted[first] <= stats.max)
+
+
 def augmented_rows(spec: SweepSpec, indices: np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
     """The kept rows with prompt ``indices``, in the order given (an index may repeat).
 
-    Reads only rows in ``[min, max]`` of the indices (row-group statistics skip other shards)
-    and only ``columns`` (default: the columns a training mix uses).
+    Decodes only the row groups whose ``index`` range holds a wanted index (shards are written in
+    row groups of ``SHARD_ROW_GROUP_ROWS``) and only ``columns`` (default: those a mix uses).
     """
     out = spec.augmented_dir
     _finished_job(out)
@@ -531,9 +543,15 @@ def augmented_rows(spec: SweepSpec, indices: np.ndarray, columns: list[str] | No
     if not len(indices):
         return _with_provenance(pd.DataFrame({c: pd.Series(dtype=object) for c in columns}), {})
     wanted = np.unique(indices)
-    where = ((pc.field("index") >= int(wanted[0])) & (pc.field("index") <= int(wanted[-1]))
-             & pc.field("index").isin(pa.array(wanted)))
-    rows = _shard_dataset(out).to_table(columns=columns, filter=where).to_pandas().set_index("index", drop=False)
+    tables = []
+    for part in _parts(out / "shards"):
+        shard = pq.ParquetFile(part)  # the footer: row-group statistics of ``index`` say where rows are
+        groups = [g for g in range(shard.metadata.num_row_groups) if _may_hold(shard.metadata, g, wanted)]
+        if groups:
+            table = shard.read_row_groups(groups, columns=columns)
+            tables.append(table.filter(pc.is_in(table.column("index"), value_set=pa.array(wanted))))
+    rows = pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame({c: [] for c in columns})
+    rows = rows.set_index("index", drop=False)
     absent = np.setdiff1d(wanted, rows.index.to_numpy())
     if len(absent):
         raise KeyError(f"{len(absent)} requested indices (e.g. {absent[:3].tolist()}) are not rows of {out}")
