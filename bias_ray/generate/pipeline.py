@@ -285,42 +285,42 @@ def _text_hashes(texts: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return pd.util.hash_array(np.asarray(texts.to_numpy(zero_copy_only=False), dtype=object), categorize=False)
 
 
-def _stream_duplicates(parts: list[Path], hashes: np.ndarray, dest: Path, rows_per_pass: int = 1_000_000) -> int:
+def _stream_duplicates(parts: list[Path], hashes: list[np.ndarray], dest: Path, rows_per_pass: int = 1_000_000) -> int:
     """Write ``duplicates.parquet`` (atomically) from the shards; returns the number of duplicates.
 
-    Only kept rows whose text hash occurs more than once are candidates. They are read back in
-    passes over the shards, each pass taking the candidates of one range of hash values (at most
-    about ``rows_per_pass`` rows), and :func:`find_duplicates` compares their exact texts: the
-    same rows are dropped as a whole-job comparison would drop, in memory bounded by a pass.
+    ``hashes[k]`` are the text hashes of shard ``k``'s kept rows, in order. Only kept rows whose
+    hash occurs more than once are candidates. They are read back in passes over the shards that
+    hold some, each pass taking the candidates of one range of hash values (about
+    ``rows_per_pass`` rows), and :func:`find_duplicates` compares their exact texts: the same rows
+    are dropped as a whole-job comparison would drop, in memory bounded by a pass.
     """
-    values, counts = np.unique(hashes, return_counts=True)
+    values, counts = np.unique(np.concatenate(hashes) if hashes else np.zeros(0, np.uint64), return_counts=True)
     repeated = values[counts > 1]
-    candidates = int(counts[counts > 1].sum())
-    passes = max(1, -(-candidates // rows_per_pass))
-    # hash ranges holding about equal numbers of candidate rows (hashes are uniform)
-    bounds = np.quantile(repeated, np.linspace(0, 1, passes + 1)[1:-1]).astype(np.uint64) if passes > 1 else []
-    edges = [np.uint64(0), *bounds, None]
+    del values, counts
+    passes = max(1, -(-int(len(repeated) * 2) // rows_per_pass))  # >= 2 rows per repeated hash
+    # hash ranges (sorted, exact bounds) holding about equal numbers of candidates
+    edges = repeated[np.linspace(0, len(repeated) - 1, passes + 1).astype(np.int64)] if len(repeated) else []
     schema = pa.schema([("sample_id", pa.string()), ("duplicate_of", pa.string()), ("index", pa.int64())])
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     written = 0
     with pq.ParquetWriter(tmp, schema) as writer:
-        for lo, hi in zip(edges[:-1], edges[1:]):
-            wanted = repeated[(repeated >= lo) & ((repeated < hi) if hi is not None else True)]
-            if not len(wanted) and written:
-                continue
+        for k in range(passes if len(repeated) else 0):
+            last = k == passes - 1
+            wanted = repeated[(repeated >= edges[k]) & ((repeated <= edges[-1]) if last else (repeated < edges[k + 1]))]
             found = []
-            for part in parts:
-                table = pq.read_table(part, columns=["sample_id", "index", "text", "drop_reason"])
-                table = table.filter(pc.equal(table.column("drop_reason"), ""))
-                hit = np.isin(_text_hashes(table.column("text")), wanted)
+            for part, part_hashes in zip(parts, hashes):
+                hit = np.isin(part_hashes, wanted)
                 if hit.any():
-                    found.append(table.filter(pa.array(hit)).drop_columns(["drop_reason"]).to_pandas())
-            rows = pd.concat(found, ignore_index=True) if found else pd.DataFrame(
-                {"sample_id": pd.Series(dtype=str), "index": pd.Series(dtype=np.int64), "text": pd.Series(dtype=str)})
-            rows["drop_reason"] = ""
+                    table = pq.read_table(part, columns=["sample_id", "index", "text", "drop_reason"])
+                    table = table.filter(pc.equal(table.column("drop_reason"), "")).filter(pa.array(hit))
+                    found.append(table.to_pandas())
+            if not found:
+                continue
+            rows = pd.concat(found, ignore_index=True)
             dups = find_duplicates(rows)
             dups["index"] = dups["sample_id"].map(rows.set_index("sample_id")["index"]).astype(np.int64)
-            writer.write_table(pa.Table.from_pandas(dups, schema=schema, preserve_index=False))
+            writer.write_table(pa.Table.from_pandas(dups[["sample_id", "duplicate_of", "index"]], schema=schema,
+                                                    preserve_index=False))
             written += len(dups)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
@@ -353,13 +353,10 @@ def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[
     if repeated or missing or totals.rows + quarantined != plan.total:
         raise GenerationJobError(f"{out}: {missing} requested samples missing and {repeated} repeated after the run; "
                                  "rerun `bias-ray generate` to resume (this should not happen: please report it)")
-    hashes = np.concatenate(totals.kept_hashes) if totals.kept_hashes else np.zeros(0, dtype=np.uint64)
+    dedup = spec.generation.quality.dedup
+    n_dups = _stream_duplicates(parts if dedup else [], totals.kept_hashes if dedup else [],
+                                out / "duplicates.parquet")
     totals.kept_hashes = []
-    if spec.generation.quality.dedup:
-        n_dups = _stream_duplicates(parts, hashes, out / "duplicates.parquet")
-    else:
-        n_dups = _stream_duplicates([], np.zeros(0, dtype=np.uint64), out / "duplicates.parquet")
-    del hashes
     dropped = dict(totals.drops)
     if n_dups:
         dropped["duplicate"] = n_dups
