@@ -30,31 +30,33 @@ from bias_ray.spec import default_data_root, parse_spec
 from bias_ray.train.sweep import GRID_KEYS, early_stop_summary, run_sweep
 from bias_ray.train.trainable import train_trial
 
-_TRIALS_IN_THIS_PROCESS = 0
 
+def timed_trial_logging_to(log: Path):
+    """``train_trial`` that appends its process's start-up parts to ``log`` (one JSON line per trial)."""
 
-def timed_trial(config, spec_dict, report=None):
-    """``train_trial`` that appends its process's start-up parts to ``$BENCH_TRIAL_LOG`` (one JSON line)."""
-    global _TRIALS_IN_THIS_PROCESS
-    import psutil
+    def timed_trial(config, spec_dict, report=None):
+        import psutil
 
-    entered = time.time()
-    _TRIALS_IN_THIS_PROCESS += 1
-    clock = time.perf_counter()
-    import peft  # noqa: F401  (what a fresh trial process imports before its first step)
-    import torch  # noqa: F401
-    import transformers  # noqa: F401
+        entered = time.time()
+        seen = int(os.environ.get("BENCH_TRIALS_IN_THIS_PROCESS", "0")) + 1  # > 1: a reused actor
+        os.environ["BENCH_TRIALS_IN_THIS_PROCESS"] = str(seen)
+        clock = time.perf_counter()
+        import peft  # noqa: F401  (what a fresh trial process imports before its first step)
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
 
-    imports_s = time.perf_counter() - clock
-    record = {"pid": os.getpid(), "reused": _TRIALS_IN_THIS_PROCESS > 1, "entered": entered,
-              "process_age_s": entered - psutil.Process().create_time(), "imports_s": imports_s,
-              "cell": {k: config[k] for k in GRID_KEYS}}
-    try:
-        train_trial(config, spec_dict, report)
-    finally:
-        record["left"] = time.time()
-        with open(os.environ["BENCH_TRIAL_LOG"], "a") as f:
-            f.write(json.dumps(record) + "\n")
+        imports_s = time.perf_counter() - clock
+        record = {"pid": os.getpid(), "reused": seen > 1, "entered": entered,
+                  "process_age_s": entered - psutil.Process().create_time(), "imports_s": imports_s,
+                  "cell": {k: config[k] for k in GRID_KEYS}}
+        try:
+            train_trial(config, spec_dict, report)
+        finally:
+            record["left"] = time.time()
+            with open(log, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    return timed_trial
 
 
 def bench_spec(out: Path, scheduler: dict, seed: int = 0) -> dict:
@@ -109,9 +111,8 @@ def run_seed(out: Path, seed: int, args) -> dict:
         shutil.copytree(out / "generated", spec.augmented_dir)
         log = out / f"seed{seed}" / f"{name}_trials.jsonl"
         log.parent.mkdir(parents=True, exist_ok=True)
-        os.environ["BENCH_TRIAL_LOG"] = str(log)
         started = time.time()
-        tables[name] = run_sweep(spec, trainable=timed_trial)
+        tables[name] = run_sweep(spec, trainable=timed_trial_logging_to(log))
         walls[name] = time.time() - started
         parts[name] = startup_parts(tables[name], log, walls[name])
 
@@ -151,13 +152,15 @@ def main() -> None:
     ap.add_argument("--reduction-factor", type=float, default=3)
     args = ap.parse_args()
     out = args.out.resolve()
-    shutil.rmtree(out, ignore_errors=True)
+    for old in out.glob("seed*"):
+        shutil.rmtree(old)
     init_ray()
 
     gen_spec = parse_spec(bench_spec(out, {"name": "none"}), check_files=False)
     ensure_model(gen_spec.models.student, default_data_root(), True)
-    generate(gen_spec)
-    shutil.copytree(gen_spec.augmented_dir, out / "generated")
+    generate(gen_spec)  # a finished job of the same settings under --out is reused as it is
+    if not (out / "generated").exists():
+        shutil.copytree(gen_spec.augmented_dir, out / "generated")
 
     runs = []
     for seed in args.seeds:
