@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bias_ray.generate.pipeline import SHARD_ROW_GROUP_ROWS
+from bias_ray.generate.pipeline import SHARD_ROW_GROUP_ROWS, UNSTATS_COLUMNS
 from bias_ray.spec import default_data_root, parse_spec
 
 BIAS_TYPES = ["gender", "race", "religion", "nationality", "disability", "sexual_orientation"]
@@ -114,7 +114,8 @@ def build_set(workdir: Path, rows: int, shard_rows: int) -> Path:
     started = time.perf_counter()
     for k, start in enumerate(range(0, rows, shard_rows)):
         table = synthetic_rows(start, min(rows, start + shard_rows), rows, bases, groups)
-        pq.write_table(table, out / "shards" / f"part-{k:06d}.parquet", row_group_size=SHARD_ROW_GROUP_ROWS)
+        pq.write_table(table, out / "shards" / f"part-{k:06d}.parquet", row_group_size=SHARD_ROW_GROUP_ROWS,
+                       write_statistics=[c for c in table.column_names if c not in UNSTATS_COLUMNS])
     (out / "job.json").write_text(json.dumps(JOB))
     marker.write_text(json.dumps({"rows": rows, "shard_rows": shard_rows}))
     print(f"built {rows:,} rows in {k + 1} shards in {time.perf_counter() - started:.1f} s "
@@ -165,6 +166,8 @@ def child(step: str, workdir: Path, bias_type: str, seed: int) -> None:
 
     spec = bench_spec(workdir)
     baseline = psutil.Process().memory_info().rss
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = usage.ru_utime + usage.ru_stime
     started = time.perf_counter()
     if step == "trial":
         train, _ = trainable.trial_data(spec, bias_type, 0.5, seed)
@@ -184,8 +187,10 @@ def child(step: str, workdir: Path, bias_type: str, seed: int) -> None:
     else:
         raise ValueError(step)
     wall = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"step": step, "wall_s": wall, "baseline_rss": baseline, "peak_rss": peak,
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak = usage.ru_maxrss * 1024
+    print(json.dumps({"step": step, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime - cpu_before,
+                      "baseline_rss": baseline, "peak_rss": peak,
                       "peak_above_baseline": peak - baseline, **info}))
 
 
@@ -203,7 +208,7 @@ def _mib(n: float) -> str:
 
 
 def report(label: str, r: dict) -> None:
-    print(f"  {label:<34} wall {r['wall_s']:6.2f} s   peak RSS {_mib(r['peak_rss'])} "
+    print(f"  {label:<34} wall {r['wall_s']:6.2f} s  CPU {r['cpu_s']:6.2f} s  peak RSS {_mib(r['peak_rss'])} "
           f"({_mib(r['peak_above_baseline'])} above the {_mib(r['baseline_rss'])} baseline)", flush=True)
 
 
@@ -213,8 +218,9 @@ def bytes_per_row(workdir: Path, rows: int = 100_000) -> None:
     for name, old in (("old", True), ("lean", False)):
         path = workdir / f"layout-{name}.parquet"
         # the old layout was written in one row group per shard, the lean one in small row groups
-        pq.write_table(synthetic_rows(0, rows, rows, bases, groups, old_layout=old), path,
-                       row_group_size=None if old else SHARD_ROW_GROUP_ROWS)
+        table = synthetic_rows(0, rows, rows, bases, groups, old_layout=old)
+        pq.write_table(table, path, row_group_size=None if old else SHARD_ROW_GROUP_ROWS,
+                       write_statistics=True if old else [c for c in table.column_names if c not in UNSTATS_COLUMNS])
         sizes[name] = path.stat().st_size / rows
         path.unlink()
     print(f"  shard bytes per row on disk ({rows:,} rows, snappy, synthetic rows with a two-statement raw "
@@ -230,6 +236,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/bias-ray-trial-data"))
     ap.add_argument("--seeds", type=int, default=3, help="trials timed (different seeds and bias types)")
     ap.add_argument("--keep", action="store_true", help="keep the built sets (default: delete them at the end)")
+    ap.add_argument("--skip-finalize", action="store_true", help="reuse a finalized set (its manifest) from --keep")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--bias-type", default="religion", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -250,6 +257,8 @@ def main() -> None:
             if steps[0] == "old-finalize":  # the old read needs the duplicates file the new finalize writes
                 run_child("finalize", work)
             for step in steps:
+                if step == "finalize" and args.skip_finalize and (work / "run/data/augmented/manifest.json").exists():
+                    continue
                 for k in range(args.seeds if "trial" in step else 1):
                     bias = BIAS_TYPES[k % len(BIAS_TYPES)]
                     r = run_child(step, work, bias, k)

@@ -50,6 +50,7 @@ SHARD_COLUMNS = ["sample_id", "index", "text", "generated_tokens", "drop_reason"
                  "stance", "seed_ids", "device", "engine_s"]
 # a trial decodes the row groups that hold its drawn rows, not whole shards: keep them small
 SHARD_ROW_GROUP_ROWS = 1024
+UNSTATS_COLUMNS = {"text", "generated_text", "sample_id", "seed_ids", "reason"}
 # per-job constants: stored once (job.json, manifest), put back as columns by a full load_augmented
 JOB_CONSTANTS = ["engine", "model", "sampling", "template_id", "template_version"]
 
@@ -74,7 +75,9 @@ def _atomic_write_json(path: Path, obj: dict[str, Any]) -> None:
 
 def _atomic_write_parquet(frame: pd.DataFrame, path: Path, row_group_rows: int | None = None) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    frame.to_parquet(tmp, index=False, row_group_size=row_group_rows)
+    # min/max statistics where readers prune by them; a long text's would bloat every footer
+    stats = [c for c in frame.columns if c not in UNSTATS_COLUMNS]
+    frame.to_parquet(tmp, index=False, row_group_size=row_group_rows, write_statistics=stats)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -458,18 +461,43 @@ def _shard_dataset(out: Path) -> pads.Dataset:
     return pads.dataset([str(p) for p in parts], format="parquet")
 
 
-def _kept_filter(out: Path, bias_type: str | None = None) -> pc.Expression:
-    """Rows that passed the filters and are not dropped duplicates (of one bias type, if given)."""
+def _kept_filter(bias_type: str | None = None) -> pc.Expression:
+    """Rows that passed the quality filters (of one bias type, if given); duplicates: :class:`_Duplicates`."""
     keep = pc.field("drop_reason") == ""
     if bias_type is not None:
         keep = keep & (pc.field("bias_type") == bias_type)
-    dup_path = out / "duplicates.parquet"
-    if dup_path.exists():
-        key = "index" if "index" in pq.read_schema(dup_path).names else "sample_id"  # older jobs: ids only
-        dups = pq.read_table(dup_path, columns=[key]).column(key)
-        if len(dups):
-            keep = keep & ~pc.field(key).isin(dups)
     return keep
+
+
+class _Duplicates:
+    """The dropped duplicates of a job, to take out of scanned tables.
+
+    Applied to scan results rather than pushed into the scan: a pushed ``is_in`` builds its hash
+    set again for every batch, which costs more than the scan at millions of rows.
+    """
+
+    def __init__(self, out: Path) -> None:
+        path = out / "duplicates.parquet"
+        self.key, self.values = "index", np.zeros(0, dtype=np.int64)
+        if path.exists():
+            if "index" not in pq.read_schema(path).names:  # jobs finalized before: sample ids only
+                self.key = "sample_id"
+            self.values = pq.read_table(path, columns=[self.key]).column(self.key).to_numpy(zero_copy_only=False)
+            if self.key == "index":
+                self.values = np.sort(self.values)
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.key]
+
+    def drop(self, table: pa.Table) -> pa.Table:
+        if not len(self.values) or not table.num_rows:
+            return table
+        if self.key == "index":  # sorted int64: a binary search per row
+            index = table.column("index").to_numpy()
+            at = np.minimum(np.searchsorted(self.values, index), len(self.values) - 1)
+            return table.filter(pa.array(self.values[at] != index))
+        return table.filter(pc.invert(pc.is_in(table.column("sample_id"), value_set=pa.array(self.values))))
 
 
 def _with_provenance(rows: pd.DataFrame, job: dict[str, Any]) -> pd.DataFrame:
@@ -499,8 +527,42 @@ def load_augmented(spec: SweepSpec, bias_type: str | None = None, columns: list[
         unknown = sorted(set(columns) - set(dataset.schema.names))
         if unknown:
             raise KeyError(f"augmented shards have no columns {unknown}; they have {dataset.schema.names}")
-    rows = dataset.to_table(columns=columns, filter=_kept_filter(out, bias_type)).to_pandas()
+    dups = _Duplicates(out)
+    read = None if columns is None else list(dict.fromkeys([*columns, *dups.columns]))
+    table = dups.drop(dataset.to_table(columns=read, filter=_kept_filter(bias_type)))
+    rows = table.select(columns).to_pandas() if columns is not None else table.to_pandas()
     return _with_provenance(rows.sort_values("index").reset_index(drop=True), job)
+
+
+def _read_shard_groups(out: Path, columns: list[str], wanted_group, rows: pc.Expression | None = None,
+                       keep: list[str] | None = None, dictionary: tuple[str, ...] = (), finish=None) -> pa.Table:
+    """``keep`` (default: all) of ``columns`` of the row groups ``wanted_group(stats, group)`` selects.
+
+    One shard at a time: its footer (row-group statistics) is read, the selected row groups are
+    decoded, filtered by ``rows`` and ``finish(table)``, cut to ``keep``, and the footer is let go:
+    memory holds the result and one shard. ``stats(group, column)`` gives a row group's
+    ``(min, max)`` of a column, or None if unknown. ``dictionary`` columns stay dictionary-encoded.
+    """
+    tables = []
+    for part in _parts(out / "shards"):
+        shard = pq.ParquetFile(part, read_dictionary=list(dictionary) or None)
+        meta = shard.metadata
+        names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+
+        def stats(group: int, column: str, meta=meta, names=names) -> tuple[Any, Any] | None:
+            found = meta.row_group(group).column(names.index(column)).statistics
+            return (found.min, found.max) if found is not None and found.has_min_max else None
+
+        groups = [g for g in range(meta.num_row_groups) if wanted_group(stats, g)]
+        if groups:
+            table = shard.read_row_groups(groups, columns=columns)
+            table = table.filter(rows) if rows is not None else table
+            table = finish(table) if finish is not None else table
+            tables.append(table.select(keep or columns))
+        shard.close()
+    if not tables:
+        return pa.table({c: pa.array([], pa.string()) for c in keep or columns})
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 def augmented_strata(spec: SweepSpec, bias_type: str, strata: tuple[str, ...] = ("label", "group")) -> pd.DataFrame:
@@ -508,22 +570,30 @@ def augmented_strata(spec: SweepSpec, bias_type: str, strata: tuple[str, ...] = 
 
     The same rows in the same order as ``load_augmented(spec)`` restricted to the bias type, so a
     seeded draw over them picks what a draw over the full frame picks; the texts are fetched
-    afterwards for the drawn rows alone (:func:`augmented_rows`).
+    afterwards for the drawn rows alone (:func:`augmented_rows`). Row groups whose ``bias_type``
+    statistics exclude the type are not decoded (a job writes bias types in index segments).
     """
     out = spec.augmented_dir
     _finished_job(out)
-    table = _shard_dataset(out).to_table(columns=["index", *strata], filter=_kept_filter(out, bias_type))
-    return table.to_pandas().sort_values("index").reset_index(drop=True)
+    dups = _Duplicates(out)
 
+    def holds_type(stats, group: int) -> bool:
+        bounds = stats(group, "bias_type")
+        return bounds is None or bounds[0] <= bias_type <= bounds[1]
 
-def _may_hold(meta: pq.FileMetaData, group: int, wanted: np.ndarray) -> bool:
-    """Whether row group ``group`` may hold one of the sorted ``wanted`` indices (by its min/max)."""
-    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
-    stats = meta.row_group(group).column(names.index("index")).statistics
-    if stats is None or not stats.has_min_max:
-        return True
-    first = np.searchsorted(wanted, stats.min)
-    return bool(first < len(wanted) and wanted[first] <= stats.max)
+    columns = list(dict.fromkeys(["index", *strata, "bias_type", "drop_reason", *dups.columns]))
+    # strings stay dictionary-encoded (a code per row), and are sorted categoricals in pandas:
+    # grouped in the same (lexicographic) order as plain strings, so the seeded draw is the same
+    text_strata = tuple(c for c in strata if c not in ("label", "index"))
+    table = _read_shard_groups(out, columns, holds_type, _kept_filter(bias_type), keep=["index", *strata],
+                               dictionary=text_strata, finish=dups.drop)
+    table = table.take(pc.sort_indices(table, [("index", "ascending")]))
+    frame = table.to_pandas()
+    for column in text_strata:
+        values = frame[column]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            frame[column] = values.cat.reorder_categories(sorted(values.cat.categories))
+    return frame
 
 
 def augmented_rows(spec: SweepSpec, indices: np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
@@ -540,15 +610,16 @@ def augmented_rows(spec: SweepSpec, indices: np.ndarray, columns: list[str] | No
     if not len(indices):
         return _with_provenance(pd.DataFrame({c: pd.Series(dtype=object) for c in columns}), {})
     wanted = np.unique(indices)
-    tables = []
-    for part in _parts(out / "shards"):
-        shard = pq.ParquetFile(part)  # the footer: row-group statistics of ``index`` say where rows are
-        groups = [g for g in range(shard.metadata.num_row_groups) if _may_hold(shard.metadata, g, wanted)]
-        if groups:
-            table = shard.read_row_groups(groups, columns=columns)
-            tables.append(table.filter(pc.is_in(table.column("index"), value_set=pa.array(wanted))))
-    rows = pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame({c: [] for c in columns})
-    rows = rows.set_index("index", drop=False)
+
+    def may_hold(stats, group: int) -> bool:
+        bounds = stats(group, "index")
+        if bounds is None:
+            return True
+        first = np.searchsorted(wanted, bounds[0])
+        return bool(first < len(wanted) and wanted[first] <= bounds[1])
+
+    table = _read_shard_groups(out, columns, may_hold, pc.field("index").isin(pa.array(wanted)))
+    rows = table.to_pandas().set_index("index", drop=False)
     absent = np.setdiff1d(wanted, rows.index.to_numpy())
     if len(absent):
         raise KeyError(f"{len(absent)} requested indices (e.g. {absent[:3].tolist()}) are not rows of {out}")
@@ -557,10 +628,13 @@ def augmented_rows(spec: SweepSpec, indices: np.ndarray, columns: list[str] | No
 
 def iter_kept_batches(out: Path, columns: list[str], batch_rows: int = 65_536):
     """The kept rows of a job's shards as pandas batches, streamed (for measures over all of them)."""
-    scanner = _shard_dataset(out).scanner(columns=columns, filter=_kept_filter(out), batch_size=batch_rows)
+    dups = _Duplicates(out)
+    read = list(dict.fromkeys([*columns, *dups.columns]))
+    scanner = _shard_dataset(out).scanner(columns=read, filter=_kept_filter(), batch_size=batch_rows)
     for batch in scanner.to_batches():
-        if batch.num_rows:
-            yield batch.to_pandas()
+        table = dups.drop(pa.Table.from_batches([batch]))
+        if table.num_rows:
+            yield table.select(columns).to_pandas()
 
 
 def import_augmented(spec: SweepSpec, rows: pd.DataFrame, source: str = "imported") -> Path:
