@@ -59,11 +59,11 @@ def timed_trial_logging_to(log: Path):
     return timed_trial
 
 
-def bench_spec(out: Path, scheduler: dict, seed: int = 0) -> dict:
+def bench_spec(out: Path, scheduler: dict, seed: int = 0, runs: Path | None = None) -> dict:
     """5 bias ratios x 2 mitigations x 1 seed = 10 trials of 40 steps, evaluated every 4 steps."""
     return {
         "name": f"early_stop_{scheduler['name']}",
-        "output_dir": str(out / scheduler["name"]),
+        "output_dir": str((runs or out) / scheduler["name"]),
         "models": {"generator": str(out / "tiny"), "student": str(out / "tiny"), "build_tiny_if_missing": True},
         "bias_types": ["religion"],
         "bias_ratios": [0.0, 0.25, 0.5, 0.75, 0.9],
@@ -102,7 +102,7 @@ def startup_parts(table, trial_log: Path, wall_s: float) -> dict:
 
 def run_seed(out: Path, seed: int, args) -> dict:
     """The full grid and ASHA for one seed, on the augmented set generated once under ``out``."""
-    specs = {name: parse_spec(bench_spec(out / f"seed{seed}", sched, seed), check_files=False) for name, sched in {
+    specs = {name: parse_spec(bench_spec(out, sched, seed, out / f"seed{seed}"), check_files=False) for name, sched in {
         "none": {"name": "none"},
         "asha": {"name": "asha", "grace_period": args.grace_period, "reduction_factor": args.reduction_factor},
     }.items()}
