@@ -10,8 +10,13 @@
     (driver + Ray processes) RSS and PSS sums, sampled every 0.5 s. PSS splits shared pages
     (the object store) between the processes that map them, so it is the fairer total.
 
-    python bench/generation.py --overhead-prompts 2000 --big 0              # (a) only
-    python bench/generation.py --overhead-prompts 0 --big 1000000           # (b) only
+(c) ceiling: the same job with the ``null`` engine (a fixed output, no model) for ``--null``
+    prompts: what Ray Data, prompt building, post-processing, the shard writer and the finalize
+    carry, in rows/s, with its wall time and peak memory (driver; process tree RSS and PSS).
+
+    python bench/generation.py --overhead-prompts 2000 --big 0 --null 0     # (a) only
+    python bench/generation.py --overhead-prompts 0 --big 1000000 --null 0  # (b) only
+    python bench/generation.py --overhead-prompts 0 --big 0 --null 10000000 # (c) only
 """
 
 from __future__ import annotations
@@ -86,7 +91,7 @@ def _spec(work: Path, model: Path, data_root: Path, n: int, **generation):
         "name": "bench", "output_dir": str(work), "models": {"generator": str(model), "student": str(model)},
         "data": {"root": str(data_root)}, "bias_types": ["religion"], "bias_ratios": [0.5], "mitigations": ["none"],
         "generation": {"samples_per_bias_type": n, **generation}, "tracking": {"wandb": "disabled"},
-    })
+    }, check_files=generation.get("engine", "transformers") == "transformers")
 
 
 def bare_loop(spec) -> tuple[float, int, float]:
@@ -133,6 +138,8 @@ def main() -> None:
     ap.add_argument("--big-shard-rows", type=int, default=50_000)
     ap.add_argument("--big-max-prompt-tokens", type=int, default=64)
     ap.add_argument("--big-few-shot", type=int, default=3, help="seed statements per prompt in the scale run")
+    ap.add_argument("--null", type=int, default=0, help="prompts in the null-engine ceiling run (0: skip)")
+    ap.add_argument("--null-batch-size", type=int, default=4096)
     ap.add_argument("--workdir", type=Path, default=None, help="where job outputs go (default: a temp dir)")
     args = ap.parse_args()
 
@@ -144,7 +151,9 @@ def main() -> None:
     data_root = args.data_root or default_data_root()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bias-ray-bench-"))
     model = args.model
-    if model is None:
+    if model is None and not (args.overhead_prompts or args.big):
+        model = work / "no-model"  # the null engine needs none
+    elif model is None:
         from bias_ray.models import build_tiny_model
 
         model = build_tiny_model(work / "tiny", data_root)
@@ -190,6 +199,24 @@ def main() -> None:
               f"{manifest['quarantined']} quarantined, dropped {manifest['dropped']}")
         print(f"    peak RSS: driver {_gib(mem.peak_self)}; process tree sum RSS {_gib(mem.peak_rss)}, "
               f"PSS {_gib(mem.peak_pss)} (target < 4 GiB)")
+
+    if args.null:
+        spec = _spec(work / "null", model, data_root, args.null, engine="null", batch_size=args.null_batch_size,
+                     shard_rows=args.big_shard_rows, few_shot=args.big_few_shot)
+        load_before = os.getloadavg()
+        with MemorySampler() as mem:
+            wall, manifest = pipeline_run(spec)
+        run = manifest["last_run"]
+        steady = (args.null - run["first_shard_prompts"]) / max(1e-9, run["last_shard_s"] - run["first_shard_s"])
+        print(f"(c) null engine, {args.null:,} prompts, batch {args.null_batch_size}, "
+              f"shards of {args.big_shard_rows:,}")
+        print(f"    ceiling: {args.null / wall:,.0f} rows/s end to end ({wall:.1f} s, "
+              f"generation {run['wall_s']:.1f} s, "
+              f"first shard after {run['first_shard_s']:.1f} s, finalize and plan the rest); "
+              f"{steady:,.0f} rows/s between the first and last shard")
+        print(f"    peak RSS: driver {_gib(mem.peak_self)}; process tree sum RSS {_gib(mem.peak_rss)}, "
+              f"PSS {_gib(mem.peak_pss)}; rows kept {manifest['rows']:,}; load before {load_before}, "
+              f"after {os.getloadavg()}")
 
 
 if __name__ == "__main__":

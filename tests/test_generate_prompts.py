@@ -93,7 +93,7 @@ def test_quality_filters_and_deterministic_dedup():
 
 
 def test_engine_names_come_from_the_registry(tmp_path, data_root):
-    with pytest.raises(SpecError, match="unknown engine 'vlm'; allowed: http, transformers, vllm"):
+    with pytest.raises(SpecError, match="unknown engine 'vlm'; allowed: http, null, transformers, vllm"):
         _spec(tmp_path, data_root, engine="vlm")
     with pytest.raises(SpecError, match="needs generation.endpoint"):
         _spec(tmp_path, data_root, engine="http")

@@ -106,7 +106,6 @@ def analyze(spec, max_rows: int | None = 2000) -> Path:
     from bias_ray.evaluate.classifier import toxigen_classifier
     from bias_ray.generate import load_augmented
 
-    augmented = load_augmented(spec)
     real_all = load_task_data(spec.data)  # the real data the generator drew its seeds from
     real_all = real_all[real_all["split"] == "train"]
     ev = spec.evaluation
@@ -117,7 +116,7 @@ def analyze(spec, max_rows: int | None = 2000) -> Path:
     per_type: dict[str, Comparison] = {}
     for bias in spec.bias_type_specs:
         real = real_all[real_all["group"].isin(bias.groups)]
-        aug = augmented[augmented["bias_type"] == bias.name]
+        aug = load_augmented(spec, bias.name)  # that bias type's rows only, read with a pushed-down filter
         if real.empty or aug.empty:
             continue
         if max_rows:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["generate", "import_augmented", "load_augmented"]
+__all__ = ["augmented_rows", "augmented_strata", "generate", "import_augmented", "load_augmented"]
 
 
 def __getattr__(name: str) -> Any:

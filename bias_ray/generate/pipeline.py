@@ -3,15 +3,23 @@
 Layout under ``spec.augmented_dir``::
 
     job.json              what this folder holds (settings fingerprint, requested prompts)
-    shards/part-*.parquet generated rows (kept and filtered, with ``drop_reason``)
+    shards/part-*.parquet generated rows (kept and filtered, with ``drop_reason``), lean: the
+                          per-job constants (engine, model, sampling, template id and version)
+                          are in job.json and the manifest, not on every row; the cleaned
+                          ``text`` only (the raw engine output stays in quarantine rows)
     quarantine/part-*.parquet rows the engine failed on or answered malformed, with ``reason``
-    duplicates.parquet    exact-duplicate rows dropped at the end (``sample_id, duplicate_of``)
+    duplicates.parquet    exact-duplicate rows dropped at the end (``sample_id, duplicate_of, index``)
     manifest.json         written last: counts, drops by reason, throughput; ``status: complete``
 
 Crash safety: the driver is the only writer and every file appears by an atomic rename, so
 after a ``kill -9`` each shard is either whole or absent. A rerun reads the sample ids already
 committed (shards + quarantine), builds prompts only for the others, and a finished job
 (complete manifest, same fingerprint) is left as it is.
+
+Memory does not grow with the job after generation either: the finalize streams the shards one
+at a time (counts, text hashes for duplicates), and readers (:func:`load_augmented`,
+:func:`augmented_strata`, :func:`augmented_rows`) push bias-type and index filters and a column
+projection into pyarrow, so a trial reads its bias type's rows and the columns it uses.
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from bias_ray.data.loaders import stable_id
@@ -35,9 +46,13 @@ from bias_ray.generate.quality import clean_generation, drop_reason, find_duplic
 from bias_ray.spec import QualitySpec, SweepSpec
 
 AUGMENTED_COLUMNS = ["id", "text", "label", "group", "bias_type", "split", "source"]
-SHARD_COLUMNS = ["sample_id", "index", "text", "generated_text", "generated_tokens", "drop_reason", "label", "group",
-                 "bias_type", "stance", "seed_ids", "template_id", "template_version", "engine", "model", "sampling",
-                 "device", "engine_s"]
+SHARD_COLUMNS = ["sample_id", "index", "text", "generated_tokens", "drop_reason", "label", "group", "bias_type",
+                 "stance", "seed_ids", "device", "engine_s"]
+# a trial decodes the row groups that hold its drawn rows, not whole shards: keep them small
+SHARD_ROW_GROUP_ROWS = 1024
+UNSTATS_COLUMNS = {"text", "generated_text", "sample_id", "seed_ids", "reason"}
+# per-job constants: stored once (job.json, manifest), put back as columns by a full load_augmented
+JOB_CONSTANTS = ["engine", "model", "sampling", "template_id", "template_version"]
 
 
 class GenerationJobError(RuntimeError):
@@ -58,9 +73,11 @@ def _atomic_write_json(path: Path, obj: dict[str, Any]) -> None:
     _atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
 
 
-def _atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
+def _atomic_write_parquet(frame: pd.DataFrame, path: Path, row_group_rows: int | None = None) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    frame.to_parquet(tmp, index=False)
+    # min/max statistics where readers prune by them; a long text's would bloat every footer
+    stats = [c for c in frame.columns if c not in UNSTATS_COLUMNS]
+    frame.to_parquet(tmp, index=False, row_group_size=row_group_rows, write_statistics=stats)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -68,13 +85,6 @@ def _atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 def _parts(folder: Path) -> list[Path]:
     return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
-
-
-def _read_parts(folder: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    parts = _parts(folder)
-    if not parts:
-        return pd.DataFrame(columns=columns or [])
-    return pd.concat([pq.read_table(p, columns=columns).to_pandas() for p in parts], ignore_index=True)
 
 
 def committed_ids(out: Path) -> set[str]:
@@ -86,13 +96,27 @@ def committed_ids(out: Path) -> set[str]:
     return ids
 
 
+def committed_indices(out: Path, total: int) -> np.ndarray:
+    """A mask over prompt indices whose outcome is on disk: a rerun skips them.
+
+    Within a job (same settings fingerprint, checked by ``_check_job``) the prompt index names the
+    sample as the sample id does, at a bit per prompt instead of a string.
+    """
+    done = np.zeros(total, dtype=bool)
+    for folder in (out / "shards", out / "quarantine"):
+        for p in _parts(folder):
+            index = pq.read_table(p, columns=["index"]).column("index").to_numpy()
+            done[index[(index >= 0) & (index < total)]] = True
+    return done
+
+
 # ---------------------------------------------------------------- Ray Data stages
 def _prompt_batch(batch: dict[str, np.ndarray], plan: PromptPlan) -> pd.DataFrame:
     return plan.rows(batch["data"])
 
 
-def _postprocess(batch: pd.DataFrame, engine: str, model: str, sampling: str, quality: QualitySpec) -> pd.DataFrame:
-    """Clean, filter and label rows with provenance; split failures off via ``engine_error``."""
+def _postprocess(batch: pd.DataFrame, engine: str, quality: QualitySpec) -> pd.DataFrame:
+    """Clean and filter rows; split failures off via ``engine_error`` (they keep ``generated_text``)."""
     batch = batch.copy()
     n = len(batch)
     for col, default in (("engine_error", ""), ("engine_s", 0.0), ("device", engine), ("generated_tokens", 0)):
@@ -106,12 +130,13 @@ def _postprocess(batch: pd.DataFrame, engine: str, model: str, sampling: str, qu
     batch["generated_tokens"] = batch["generated_tokens"].fillna(0).astype(np.int64)
     batch["text"] = [clean_generation(t) for t in batch["generated_text"]]
     batch["drop_reason"] = [drop_reason(t, quality) for t in batch["text"]]
-    batch["engine"], batch["model"], batch["sampling"] = engine, model, sampling
     batch["device"] = batch["device"].astype(str)
     batch["engine_s"] = batch["engine_s"].astype(np.float64)
     batch["index"] = batch["index"].astype(np.int64)
     assert len(batch) == n
-    return batch[[*SHARD_COLUMNS, "engine_error"]]
+    # the raw output is kept only where it explains a failure (quarantine); kept rows carry ``text``
+    batch["generated_text"] = np.where(batch["engine_error"] != "", batch["generated_text"], "")
+    return batch[[*SHARD_COLUMNS, "engine_error", "generated_text"]]
 
 
 # ---------------------------------------------------------------- progress
@@ -186,8 +211,7 @@ def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done
     ds = ENGINES.get(gen.engine)().apply(ds, spec)
     ds = ds.map_batches(
         _postprocess, batch_format="pandas", batch_size=None,
-        fn_kwargs={"engine": gen.engine, "model": str(spec.models.generator),
-                   "sampling": json.dumps(sampling_params(spec), sort_keys=True), "quality": gen.quality},
+        fn_kwargs={"engine": gen.engine, "quality": gen.quality},
     )
     (out / "shards").mkdir(parents=True, exist_ok=True)
     (out / "quarantine").mkdir(parents=True, exist_ok=True)
@@ -203,10 +227,10 @@ def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done
             if failed.any():  # quarantine first: a crash in between regenerates only the good rows
                 bad = batch[failed].rename(columns={"engine_error": "reason"})
                 _atomic_write_parquet(bad[["sample_id", "index", "reason", "bias_type", "group", "stance",
-                                           "engine", "model", "generated_text"]], out / "quarantine" / name)
-            good = batch[~failed].drop(columns=["engine_error"])
+                                           "generated_text"]], out / "quarantine" / name)
+            good = batch[~failed].drop(columns=["engine_error", "generated_text"])
             if len(good):
-                _atomic_write_parquet(good, out / "shards" / name)
+                _atomic_write_parquet(good, out / "shards" / name, SHARD_ROW_GROUP_ROWS)
             tokens = int(batch["generated_tokens"].sum())
             stats["prompts"] += len(batch)
             stats["generated_tokens"] += tokens
@@ -222,44 +246,139 @@ def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done
     return stats
 
 
-def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[str, Any],
-              ids: list[str]) -> dict[str, Any]:
-    """Check completeness, drop exact duplicates, write the manifest (last, atomically)."""
+class _ShardTotals:
+    """Counters over the shards, fed one shard at a time: memory is one shard plus 8 bytes a kept row."""
+
+    def __init__(self, total: int) -> None:
+        self.seen = np.zeros(total, dtype=bool)  # prompt index -> has an outcome on disk
+        self.repeated = self.out_of_range = self.rows = self.tokens = 0
+        self.engine_s = self.gpu_s = 0.0
+        self.devices: set[str] = set()
+        self.drops: dict[str, int] = {}
+        self.kept_hashes: list[np.ndarray] = []
+
+    def mark(self, index: np.ndarray) -> None:
+        """Record the prompt indices of one file; count repeats and indices outside the plan."""
+        index = np.asarray(index, dtype=np.int64)
+        inside = (index >= 0) & (index < len(self.seen))
+        self.out_of_range += int((~inside).sum())
+        index = index[inside]
+        self.repeated += int(self.seen[index].sum()) + int(len(index) - len(np.unique(index)))
+        self.seen[index] = True
+
+    def add_shard(self, table: pa.Table) -> None:
+        self.mark(table.column("index").to_numpy())
+        self.rows += table.num_rows
+        self.tokens += int(pc.sum(table.column("generated_tokens")).as_py() or 0)
+        engine_s = table.column("engine_s")
+        self.engine_s += float(pc.sum(engine_s).as_py() or 0.0)
+        device = table.column("device")
+        on_gpu = pc.starts_with(device, "cuda")
+        self.gpu_s += float(pc.sum(pc.filter(engine_s, on_gpu)).as_py() or 0.0)
+        self.devices.update(pc.unique(device).to_pylist())
+        reasons = pc.value_counts(table.column("drop_reason")).to_pylist()
+        for item in reasons:
+            if item["values"]:
+                self.drops[item["values"]] = self.drops.get(item["values"], 0) + int(item["counts"])
+        kept = pc.equal(table.column("drop_reason"), "")
+        self.kept_hashes.append(_text_hashes(pc.filter(table.column("text"), kept)))
+
+
+def _text_hashes(texts: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """64-bit hashes of texts (pandas' SipHash): equal texts hash equal; a collision only costs a re-check."""
+    return pd.util.hash_array(np.asarray(texts.to_numpy(zero_copy_only=False), dtype=object), categorize=False)
+
+
+def _stream_duplicates(parts: list[Path], hashes: list[np.ndarray], dest: Path, rows_per_pass: int = 1_000_000) -> int:
+    """Write ``duplicates.parquet`` (atomically) from the shards; returns the number of duplicates.
+
+    ``hashes[k]`` are the text hashes of shard ``k``'s kept rows, in order. Only kept rows whose
+    hash occurs more than once are candidates. They are read back in passes over the shards that
+    hold some, each pass taking the candidates of one range of hash values (about
+    ``rows_per_pass`` rows), and :func:`find_duplicates` compares their exact texts: the same rows
+    are dropped as a whole-job comparison would drop, in memory bounded by a pass.
+    """
+    values, counts = np.unique(np.concatenate(hashes) if hashes else np.zeros(0, np.uint64), return_counts=True)
+    repeated = values[counts > 1]
+    del values, counts
+    passes = max(1, -(-int(len(repeated) * 2) // rows_per_pass))  # >= 2 rows per repeated hash
+    # hash ranges (sorted, exact bounds) holding about equal numbers of candidates
+    edges = repeated[np.linspace(0, len(repeated) - 1, passes + 1).astype(np.int64)] if len(repeated) else []
+    schema = pa.schema([("sample_id", pa.string()), ("duplicate_of", pa.string()), ("index", pa.int64())])
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    written = 0
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for k in range(passes if len(repeated) else 0):
+            last = k == passes - 1
+            wanted = repeated[(repeated >= edges[k]) & ((repeated <= edges[-1]) if last else (repeated < edges[k + 1]))]
+            found = []
+            for part, part_hashes in zip(parts, hashes):
+                hit = np.isin(part_hashes, wanted)
+                if hit.any():
+                    table = pq.read_table(part, columns=["sample_id", "index", "text", "drop_reason"])
+                    table = table.filter(pc.equal(table.column("drop_reason"), "")).filter(pa.array(hit))
+                    found.append(table.to_pandas())
+            if not found:
+                continue
+            rows = pd.concat(found, ignore_index=True)
+            dups = find_duplicates(rows)
+            dups["index"] = dups["sample_id"].map(rows.set_index("sample_id")["index"]).astype(np.int64)
+            writer.write_table(pa.Table.from_pandas(dups[["sample_id", "duplicate_of", "index"]], schema=schema,
+                                                    preserve_index=False))
+            written += len(dups)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, dest)
+    return written
+
+
+def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """Check completeness, drop exact duplicates, write the manifest (last, atomically).
+
+    Streams: one shard in memory at a time, plus a bit per prompt and 8 bytes per kept row.
+    """
     out = spec.augmented_dir
-    rows = _read_parts(out / "shards", ["sample_id", "text", "drop_reason", "generated_tokens", "engine_s", "device"])
-    quarantine = _read_parts(out / "quarantine", ["sample_id", "reason"])
-    ids = pd.concat([rows["sample_id"], quarantine["sample_id"]], ignore_index=True)
-    requested = set(ids)
-    repeated, missing = int(ids.duplicated().sum()), len(requested - set(ids))
-    if repeated or missing or len(ids) != plan.total:
+    parts = _parts(out / "shards")
+    totals = _ShardTotals(plan.total)
+    for part in parts:
+        totals.add_shard(pq.read_table(part, columns=["index", "text", "drop_reason", "generated_tokens",
+                                                      "engine_s", "device"]))
+    quarantined, reasons = 0, {}
+    for part in _parts(out / "quarantine"):
+        table = pq.read_table(part, columns=["index", "reason"])
+        totals.mark(table.column("index").to_numpy())
+        quarantined += table.num_rows
+        # "malformed response (...): ..." / "engine error: ..." -> counted by the part before the details
+        for reason in table.column("reason").to_pylist():
+            key = re.split(r"[:(]", str(reason), maxsplit=1)[0].strip()
+            reasons[key] = reasons.get(key, 0) + 1
+    missing = int((~totals.seen).sum())
+    repeated = totals.repeated + totals.out_of_range
+    if repeated or missing or totals.rows + quarantined != plan.total:
         raise GenerationJobError(f"{out}: {missing} requested samples missing and {repeated} repeated after the run; "
                                  "rerun `bias-ray generate` to resume (this should not happen: please report it)")
-    dups = find_duplicates(rows) if spec.generation.quality.dedup else pd.DataFrame(
-        {"sample_id": pd.Series(dtype=str), "duplicate_of": pd.Series(dtype=str)})
-    _atomic_write_parquet(dups, out / "duplicates.parquet")
-    dropped = rows.loc[rows["drop_reason"] != "", "drop_reason"].value_counts().to_dict()
-    if len(dups):
-        dropped["duplicate"] = len(dups)
-    # "malformed response (...): ..." / "engine error: ..." -> counted by the part before the details
-    reasons = pd.Series([re.split(r"[:(]", str(r), maxsplit=1)[0].strip() for r in quarantine["reason"]],
-                        dtype=object).value_counts().to_dict()
-    on_gpu = rows["device"].str.startswith("cuda")
-    tokens = int(rows["generated_tokens"].sum())
+    dedup = spec.generation.quality.dedup
+    n_dups = _stream_duplicates(parts if dedup else [], totals.kept_hashes if dedup else [],
+                                out / "duplicates.parquet")
+    totals.kept_hashes = []
+    dropped = dict(totals.drops)
+    if n_dups:
+        dropped["duplicate"] = n_dups
     run_tokens, run_wall = run.get("generated_tokens", 0), run.get("wall_s", 0.0)
     manifest = {
         **job,
         "status": "complete",
-        "rows": int(len(rows) - sum(dropped.values())),
+        "rows": int(totals.rows - sum(dropped.values())),
         "prompts": plan.total,
-        "generated": int(len(rows)),
+        "generated": int(totals.rows),
         "dropped": {k: int(v) for k, v in sorted(dropped.items())},
-        "quarantined": int(len(quarantine)),
+        "quarantined": int(quarantined),
         "quarantine_reasons": {k: int(v) for k, v in sorted(reasons.items())},
-        "generated_tokens": tokens,
-        "engine_seconds": round(float(rows["engine_s"].sum()), 3),
-        "gpu_seconds": round(float(rows.loc[on_gpu, "engine_s"].sum()), 3),
-        "devices": sorted(rows["device"].unique().tolist()),
-        "shards": len(_parts(out / "shards")),
+        "generated_tokens": int(totals.tokens),
+        "engine_seconds": round(totals.engine_s, 3),
+        "gpu_seconds": round(totals.gpu_s, 3),
+        "devices": sorted(totals.devices),
+        "shards": len(parts),
         "last_run": {
             "prompts": run.get("prompts", 0),
             "generated_tokens": run_tokens,
@@ -272,6 +391,8 @@ def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[
             "last_shard_s": round(run.get("last_shard_s", 0.0), 3),
         },
     }
+    # Measures over the kept texts (bias_ray/generate/measure.py) belong here, before the manifest is
+    # written. Rows are not in memory any more: stream them with ``iter_kept_batches(out)``.
     _atomic_write_json(out / "manifest.json", manifest)
     return manifest
 
@@ -306,34 +427,210 @@ def generate(spec: SweepSpec, progress: bool | None = None) -> Path:
     _check_job(out, job)
     for stale in out.glob("*/.part-*.tmp-*"):  # half-written files of a killed run
         stale.unlink(missing_ok=True)
-    done = committed_ids(out)
-    ids = plan.sample_ids(np.arange(plan.total))
-    todo = np.array([i for i, sid in enumerate(ids) if sid not in done], dtype=np.int64)
-    run: dict[str, Any] = {"resumed_from": len(done)}
+    done = committed_indices(out, plan.total)
+    todo = np.flatnonzero(~done).astype(np.int64)
+    run: dict[str, Any] = {"resumed_from": int(done.sum())}
     if len(todo):
         if progress is None:
             progress = os.environ.get("BIAS_RAY_PROGRESS", "1") == "1"
-        run.update(_stream(spec, plan, todo, out, len(done), progress))
-    manifest = _finalize(spec, plan, job, run, ids)
+        run.update(_stream(spec, plan, todo, out, int(done.sum()), progress))
+    manifest = _finalize(spec, plan, job, run)
     _log_wandb(spec, manifest)
     return out
 
 
-def load_augmented(spec: SweepSpec) -> pd.DataFrame:
-    """The kept augmented rows of a finished generation job (filters and duplicates removed)."""
-    out = spec.augmented_dir
+def _finished_job(out: Path) -> dict[str, Any]:
     manifest = out / "manifest.json"
-    if not manifest.exists() or json.loads(manifest.read_text()).get("status") != "complete":
+    info = json.loads(manifest.read_text()) if manifest.exists() else {}
+    if info.get("status") != "complete":
         raise FileNotFoundError(f"no finished generation under {out}; run `bias-ray generate SPEC` first")
-    rows = _read_parts(out / "shards")
-    dup_path = out / "duplicates.parquet"
-    dups = set(pd.read_parquet(dup_path)["sample_id"]) if dup_path.exists() else set()
-    rows = rows[(rows["drop_reason"] == "") & ~rows["sample_id"].isin(dups)].copy()
+    return info
+
+
+def _shard_dataset(out: Path) -> pads.Dataset:
+    """The job's shards as one pyarrow dataset (opened lazily: nothing is read until a scan)."""
+    parts = _parts(out / "shards")
+    if not parts:
+        return pads.dataset(pa.table({c: pa.array([], pa.string()) for c in ("sample_id", "text")}))
+    # the schema of the first shard: an older layout's extra columns are ignored and a lean shard
+    # reads them as nulls, so projections of the lean columns read either (no footer read per shard)
+    return pads.dataset([str(p) for p in parts], format="parquet")
+
+
+def _kept_filter(bias_type: str | None = None) -> pc.Expression:
+    """Rows that passed the quality filters (of one bias type, if given); duplicates: :class:`_Duplicates`."""
+    keep = pc.field("drop_reason") == ""
+    if bias_type is not None:
+        keep = keep & (pc.field("bias_type") == bias_type)
+    return keep
+
+
+class _Duplicates:
+    """The dropped duplicates of a job, to take out of scanned tables.
+
+    Applied to scan results rather than pushed into the scan: a pushed ``is_in`` builds its hash
+    set again for every batch, which costs more than the scan at millions of rows.
+    """
+
+    def __init__(self, out: Path) -> None:
+        path = out / "duplicates.parquet"
+        self.key, self.values = "index", np.zeros(0, dtype=np.int64)
+        if path.exists():
+            if "index" not in pq.read_schema(path).names:  # jobs finalized before: sample ids only
+                self.key = "sample_id"
+            self.values = pq.read_table(path, columns=[self.key]).column(self.key).to_numpy(zero_copy_only=False)
+            if self.key == "index":
+                self.values = np.sort(self.values)
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.key]
+
+    def drop(self, table: pa.Table) -> pa.Table:
+        if not len(self.values) or not table.num_rows:
+            return table
+        if self.key == "index":  # sorted int64: a binary search per row
+            index = table.column("index").to_numpy()
+            at = np.minimum(np.searchsorted(self.values, index), len(self.values) - 1)
+            return table.filter(pa.array(self.values[at] != index))
+        return table.filter(pc.invert(pc.is_in(table.column("sample_id"), value_set=pa.array(self.values))))
+
+
+def _with_provenance(rows: pd.DataFrame, job: dict[str, Any]) -> pd.DataFrame:
     rows["id"] = rows["sample_id"]
     rows["split"] = "train"
     rows["source"] = "augmented"
+    for key in JOB_CONSTANTS:  # stored once per job; a full read gives them back as columns
+        if key in job and key not in rows:
+            value = job[key]
+            rows[key] = json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
     rest = [c for c in rows.columns if c not in AUGMENTED_COLUMNS]
-    return rows[AUGMENTED_COLUMNS + rest].sort_values("index").reset_index(drop=True)
+    return rows[[c for c in AUGMENTED_COLUMNS if c in rows] + rest]
+
+
+def load_augmented(spec: SweepSpec, bias_type: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """The kept augmented rows of a finished generation job (filters and duplicates removed), by index.
+
+    ``bias_type`` and ``columns`` are pushed into the read (only that bias type's rows, only those
+    shard columns are decoded); without them every kept row and column is read, with the per-job
+    constants (engine, model, sampling, template) added back from the manifest.
+    """
+    out = spec.augmented_dir
+    job = _finished_job(out)
+    dataset = _shard_dataset(out)
+    if columns is not None:
+        columns = list(dict.fromkeys(["sample_id", "index", *columns]))
+        unknown = sorted(set(columns) - set(dataset.schema.names))
+        if unknown:
+            raise KeyError(f"augmented shards have no columns {unknown}; they have {dataset.schema.names}")
+    dups = _Duplicates(out)
+    read = None if columns is None else list(dict.fromkeys([*columns, *dups.columns]))
+    table = dups.drop(dataset.to_table(columns=read, filter=_kept_filter(bias_type)))
+    rows = table.select(columns).to_pandas() if columns is not None else table.to_pandas()
+    return _with_provenance(rows.sort_values("index").reset_index(drop=True), job)
+
+
+def _read_shard_groups(out: Path, columns: list[str], wanted_group, rows: pc.Expression | None = None,
+                       keep: list[str] | None = None, dictionary: tuple[str, ...] = (), finish=None) -> pa.Table:
+    """``keep`` (default: all) of ``columns`` of the row groups ``wanted_group(stats, group)`` selects.
+
+    One shard at a time: its footer (row-group statistics) is read, the selected row groups are
+    decoded, filtered by ``rows`` and ``finish(table)``, cut to ``keep``, and the footer is let go:
+    memory holds the result and one shard. ``stats(group, column)`` gives a row group's
+    ``(min, max)`` of a column, or None if unknown. ``dictionary`` columns stay dictionary-encoded.
+    """
+    tables = []
+    for part in _parts(out / "shards"):
+        shard = pq.ParquetFile(part, read_dictionary=list(dictionary) or None)
+        meta = shard.metadata
+        names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+
+        def stats(group: int, column: str, meta=meta, names=names) -> tuple[Any, Any] | None:
+            found = meta.row_group(group).column(names.index(column)).statistics
+            return (found.min, found.max) if found is not None and found.has_min_max else None
+
+        groups = [g for g in range(meta.num_row_groups) if wanted_group(stats, g)]
+        if groups:
+            table = shard.read_row_groups(groups, columns=columns)
+            table = table.filter(rows) if rows is not None else table
+            table = finish(table) if finish is not None else table
+            tables.append(table.select(keep or columns))
+        shard.close()
+    if not tables:
+        return pa.table({c: pa.array([], pa.string()) for c in keep or columns})
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def augmented_strata(spec: SweepSpec, bias_type: str, strata: tuple[str, ...] = ("label", "group")) -> pd.DataFrame:
+    """``index`` and the strata columns of one bias type's kept rows, in index order.
+
+    The same rows in the same order as ``load_augmented(spec)`` restricted to the bias type, so a
+    seeded draw over them picks what a draw over the full frame picks; the texts are fetched
+    afterwards for the drawn rows alone (:func:`augmented_rows`). Row groups whose ``bias_type``
+    statistics exclude the type are not decoded (a job writes bias types in index segments).
+    """
+    out = spec.augmented_dir
+    _finished_job(out)
+    dups = _Duplicates(out)
+
+    def holds_type(stats, group: int) -> bool:
+        bounds = stats(group, "bias_type")
+        return bounds is None or bounds[0] <= bias_type <= bounds[1]
+
+    columns = list(dict.fromkeys(["index", *strata, "bias_type", "drop_reason", *dups.columns]))
+    # strings stay dictionary-encoded (a code per row), and are sorted categoricals in pandas:
+    # grouped in the same (lexicographic) order as plain strings, so the seeded draw is the same
+    text_strata = tuple(c for c in strata if c not in ("label", "index"))
+    table = _read_shard_groups(out, columns, holds_type, _kept_filter(bias_type), keep=["index", *strata],
+                               dictionary=text_strata, finish=dups.drop)
+    table = table.take(pc.sort_indices(table, [("index", "ascending")]))
+    frame = table.to_pandas()
+    for column in text_strata:
+        values = frame[column]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            frame[column] = values.cat.reorder_categories(sorted(values.cat.categories))
+    return frame
+
+
+def augmented_rows(spec: SweepSpec, indices: np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
+    """The kept rows with prompt ``indices``, in the order given (an index may repeat).
+
+    Decodes only the row groups whose ``index`` range holds a wanted index (shards are written in
+    row groups of ``SHARD_ROW_GROUP_ROWS``) and only ``columns`` (default: those a mix uses).
+    """
+    out = spec.augmented_dir
+    _finished_job(out)
+    indices = np.asarray(indices, dtype=np.int64)
+    columns = list(dict.fromkeys(["sample_id", "index", *(columns or ["text", "label", "group", "bias_type",
+                                                                          "stance"])]))
+    if not len(indices):
+        return _with_provenance(pd.DataFrame({c: pd.Series(dtype=object) for c in columns}), {})
+    wanted = np.unique(indices)
+
+    def may_hold(stats, group: int) -> bool:
+        bounds = stats(group, "index")
+        if bounds is None:
+            return True
+        first = np.searchsorted(wanted, bounds[0])
+        return bool(first < len(wanted) and wanted[first] <= bounds[1])
+
+    table = _read_shard_groups(out, columns, may_hold, pc.field("index").isin(pa.array(wanted)))
+    rows = table.to_pandas().set_index("index", drop=False)
+    absent = np.setdiff1d(wanted, rows.index.to_numpy())
+    if len(absent):
+        raise KeyError(f"{len(absent)} requested indices (e.g. {absent[:3].tolist()}) are not rows of {out}")
+    return _with_provenance(rows.loc[indices].reset_index(drop=True), {})
+
+
+def iter_kept_batches(out: Path, columns: list[str], batch_rows: int = 65_536):
+    """The kept rows of a job's shards as pandas batches, streamed (for measures over all of them)."""
+    dups = _Duplicates(out)
+    read = list(dict.fromkeys([*columns, *dups.columns]))
+    scanner = _shard_dataset(out).scanner(columns=read, filter=_kept_filter(), batch_size=batch_rows)
+    for batch in scanner.to_batches():
+        table = dups.drop(pa.Table.from_batches([batch]))
+        if table.num_rows:
+            yield table.select(columns).to_pandas()
 
 
 def import_augmented(spec: SweepSpec, rows: pd.DataFrame, source: str = "imported") -> Path:

@@ -275,6 +275,9 @@ def build_tuner(spec: SweepSpec, resume: bool = False, trainable=None, extra_cal
             mode=spec.scheduler.mode,
             scheduler=build_scheduler(spec.scheduler, default_max_t(spec)),
             max_concurrent_trials=max_concurrent(spec),
+            # a finished (or early-stopped) trial's actor runs the next trial: no new process, no
+            # re-import of torch/transformers/peft, and the real data parsed once per actor
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=spec.name,

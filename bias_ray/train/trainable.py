@@ -9,6 +9,7 @@ and notebooks run it in-process.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
@@ -22,24 +23,40 @@ import pandas as pd
 
 from bias_ray.data.custom import load_task_data
 from bias_ray.evaluate.metrics import compute_all
-from bias_ray.mix import mix
+from bias_ray.mix import STRATA, assemble_mix, mix_counts, mix_plan
 from bias_ray.models.precision import grad_scaler
-from bias_ray.spec import SweepSpec, parse_spec
+from bias_ray.spec import DataSpec, SweepSpec, parse_spec
 from bias_ray.train.mitigations import MITIGATIONS, Mitigation, TrialContext
 from bias_ray.train.student import StudentIO, model_inputs
 
 STATE_FILE = "trial_state.pt"
 
 
-def trial_data(spec: SweepSpec, bias_type: str, ratio: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The training mix for one grid cell and the real held-out evaluation rows."""
-    from bias_ray.generate import load_augmented
+@functools.lru_cache(maxsize=4)
+def _real_rows(data_json: str) -> pd.DataFrame:
+    """The real rows (ToxiGen, or the user's data: ``data.task``), parsed once per worker process: a
+    reused trial actor does not parse them again. Keyed by the data section's JSON (pydantic models
+    are not hashable)."""
+    return load_task_data(DataSpec.model_validate_json(data_json))
 
-    real = load_task_data(spec.data)  # ToxiGen, or the user's file / HF dataset (data.task)
-    augmented = load_augmented(spec)
-    augmented = augmented[augmented["bias_type"] == bias_type]
-    train = mix(real[real["split"] == "train"], augmented, ratio, spec.training.train_size,
-                spec.training.mix_mode, seed)
+
+def trial_data(spec: SweepSpec, bias_type: str, ratio: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training mix for one grid cell and the real held-out evaluation rows.
+
+    Reads only what the trial uses: the strata (label, group) of its bias type's augmented rows,
+    then the texts of the rows the seeded mix drew. The draw is the one :func:`bias_ray.mix.mix`
+    makes over the full augmented frame, so the mix is the same as reading everything.
+    """
+    from bias_ray.generate import augmented_rows, augmented_strata
+
+    real = _real_rows(spec.data.model_dump_json())
+    real_train = real[real["split"] == "train"]
+    tr = spec.training
+    counts = mix_counts(ratio, tr.train_size, tr.mix_mode)
+    strata = augmented_strata(spec, bias_type) if counts.augmented else pd.DataFrame(columns=["index", *STRATA])
+    plan = mix_plan(real_train, strata, ratio, tr.train_size, tr.mix_mode, seed)
+    augmented = augmented_rows(spec, strata["index"].to_numpy()[plan.augmented])
+    train = assemble_mix(real_train.iloc[plan.real], augmented, plan.order)
     test = real[real["split"] == "test"]
     if spec.training.max_eval_rows:
         test = test.sample(n=min(len(test), spec.training.max_eval_rows), random_state=0)
@@ -192,13 +209,17 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
     mitigation = build_mitigation(spec, config)
     bias = spec.bias_type(config["bias_type"])
 
+    clock = time.perf_counter()  # start-up parts, reported with every metric (bench/early_stop.py sums them)
     train, test = trial_data(spec, bias.name, float(config["bias_ratio"]), seed)
+    startup = {"startup/data_s": time.perf_counter() - clock}
     realised_ratio = float(train["is_augmented"].mean())
     train = mitigation.transform_train(train)
     test = mitigation.transform_eval(test)
+    clock = time.perf_counter()
     student, model = build_student(spec, mitigation)
     student.device = trial_device(spec)
     model.to(student.device)
+    startup["startup/model_s"] = time.perf_counter() - clock
     tr = spec.training
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tr.learning_rate)
     scaler = grad_scaler(student.device, student.dtype)
@@ -244,6 +265,7 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
                 train_rows=len(train),
                 total_steps=total_steps,
                 trial_wall_s=time.time() - started,
+                **startup,
                 **mitigation.stats(),
             )
             losses = []

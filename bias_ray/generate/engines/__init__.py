@@ -9,7 +9,12 @@ GPU nodes), so registering an engine costs nothing.
 
 from __future__ import annotations
 
-from bias_ray.generate.engines import http_engine, transformers_engine, vllm_engine  # noqa: F401  (registers)
+from bias_ray.generate.engines import (  # noqa: F401  (registers)
+    http_engine,
+    null_engine,
+    transformers_engine,
+    vllm_engine,
+)
 from bias_ray.generate.engines.base import Engine, sample_seed
 from bias_ray.registry import ENGINES
 

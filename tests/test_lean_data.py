@@ -1,0 +1,200 @@
+"""Lean shards, the streaming finalize and trials that read only what they use.
+
+The references here are the old whole-set code paths, written out in the tests: a full read of
+every shard into pandas, ``find_duplicates`` over the whole job, ``mix`` over the full frame.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from bias_ray.generate import pipeline
+from bias_ray.generate.pipeline import (
+    JOB_CONSTANTS,
+    SHARD_COLUMNS,
+    _finalize,
+    augmented_rows,
+    augmented_strata,
+    generate,
+    load_augmented,
+)
+from bias_ray.generate.quality import find_duplicates
+from bias_ray.mix import mix
+from bias_ray.spec import parse_spec
+from bias_ray.train.trainable import trial_data
+from tests.conftest import micro_spec_dict
+
+BIAS_GROUPS = {"religion": ["muslim", "jewish"], "gender": ["women", "lgbtq"]}
+
+
+def _spec(tmp_path: Path, data_root: Path, **overrides):
+    d = micro_spec_dict(tmp_path, tmp_path / "no-model", data_root, bias_types=list(BIAS_GROUPS), **overrides)
+    return parse_spec(d, check_files=False)
+
+
+def _shard_frame(n: int, seed: int, dup_every: int = 7) -> pd.DataFrame:
+    """Rows in the lean shard layout, in segments of one bias type as a generation job writes them."""
+    rng = np.random.default_rng(seed)
+    index = np.arange(n)
+    bias = np.where(index < n // 2, "religion", "gender")
+    group = [BIAS_GROUPS[b][i % 2] for i, b in zip(index, bias)]
+    # some texts repeat (across shards too), some rows are filtered
+    text = [f"statement {i % (n // dup_every) if i % 3 == 0 else i} about {g}" for i, g in zip(index, group)]
+    drop = rng.choice(["", "", "", "", "too_short", "refusal"], size=n)
+    return pd.DataFrame({
+        "sample_id": [f"{(i * 2654435761) % 2**32:08x}{i:08x}" for i in index], "index": index, "text": text,
+        "generated_tokens": rng.integers(1, 20, size=n), "drop_reason": drop,
+        "label": rng.choice([0, 1], size=n, p=[0.6, 0.4]), "group": group, "bias_type": bias,
+        "stance": rng.choice(["biased", "counter"], size=n), "seed_ids": "a,b", "device": "cpu",
+        "engine_s": rng.random(n) / 100,
+    })[SHARD_COLUMNS]
+
+
+def _write_job(spec, rows: pd.DataFrame, shard_rows: int, quarantine: pd.DataFrame | None = None) -> Path:
+    out = spec.augmented_dir
+    (out / "shards").mkdir(parents=True)
+    (out / "quarantine").mkdir()
+    for k, start in enumerate(range(0, len(rows), shard_rows)):
+        rows.iloc[start:start + shard_rows].to_parquet(out / "shards" / f"part-{k:06d}.parquet", index=False,
+                                                       row_group_size=16)  # many row groups, as real shards
+    if quarantine is not None:
+        quarantine.to_parquet(out / "quarantine" / "part-q.parquet", index=False)
+    return out
+
+
+def _old_full_read(out: Path) -> pd.DataFrame:
+    """What load_augmented did before: every shard, every column, then filter and sort."""
+    rows = pd.concat([pd.read_parquet(p) for p in sorted((out / "shards").glob("part-*.parquet"))], ignore_index=True)
+    dups = set(pd.read_parquet(out / "duplicates.parquet")["sample_id"])
+    rows = rows[(rows["drop_reason"] == "") & ~rows["sample_id"].isin(dups)].copy()
+    return rows.sort_values("index").reset_index(drop=True)
+
+
+def _finished(spec, rows, shard_rows=97, quarantine=None, rows_per_pass=1_000_000, monkeypatch=None):
+    out = _write_job(spec, rows, shard_rows, quarantine)
+    total = len(rows) + (0 if quarantine is None else len(quarantine))
+    job = {"engine": "null", "model": "m", "sampling": {"temperature": 1.0}, "template_id": "t", "template_version": 2}
+    if monkeypatch is not None:
+        real = pipeline._stream_duplicates
+        monkeypatch.setattr(pipeline, "_stream_duplicates",
+                            lambda parts, hashes, dest: real(parts, hashes, dest, rows_per_pass=rows_per_pass))
+    return out, _finalize(spec, SimpleNamespace(total=total), job, {})
+
+
+@pytest.mark.parametrize("rows_per_pass", [1_000_000, 40])  # one pass, and many passes over hash ranges
+def test_streaming_finalize_matches_whole_job_counts_and_duplicates(tmp_path, data_root, monkeypatch, rows_per_pass):
+    spec = _spec(tmp_path, data_root)
+    rows = _shard_frame(1200, seed=0)
+    quarantine = pd.DataFrame({"sample_id": ["q1", "q2", "q3"], "index": [1200, 1201, 1202],
+                               "reason": ["engine error: boom", "malformed response (x): y", "engine error: z"],
+                               "bias_type": "religion", "group": "muslim", "stance": "biased", "generated_text": ""})
+    out, manifest = _finished(spec, rows, quarantine=quarantine, rows_per_pass=rows_per_pass,
+                              monkeypatch=monkeypatch)
+    want_dups = find_duplicates(rows)
+    got_dups = pd.read_parquet(out / "duplicates.parquet")
+    assert len(want_dups) > 20 and len(got_dups) == len(want_dups)
+    assert set(zip(got_dups["sample_id"], got_dups["duplicate_of"])) == set(
+        zip(want_dups["sample_id"], want_dups["duplicate_of"]))
+    assert (got_dups["index"].to_numpy() == rows.set_index("sample_id").loc[got_dups["sample_id"], "index"]).all()
+    drops = rows.loc[rows["drop_reason"] != "", "drop_reason"].value_counts().to_dict()
+    assert manifest["dropped"] == {**drops, "duplicate": len(want_dups)}
+    assert manifest["rows"] == len(rows) - sum(drops.values()) - len(want_dups) == len(_old_full_read(out))
+    assert manifest["generated"] == 1200 and manifest["quarantined"] == 3 and manifest["prompts"] == 1203
+    assert manifest["quarantine_reasons"] == {"engine error": 2, "malformed response": 1}
+    assert manifest["generated_tokens"] == int(rows["generated_tokens"].sum())
+    assert manifest["engine_seconds"] == round(float(rows["engine_s"].sum()), 3) and manifest["gpu_seconds"] == 0.0
+    assert manifest["shards"] == 13 and manifest["devices"] == ["cpu"]
+
+
+def test_finalize_refuses_a_job_with_lost_or_repeated_samples(tmp_path, data_root):
+    spec = _spec(tmp_path, data_root)
+    rows = _shard_frame(300, seed=1)
+    rows = pd.concat([rows, rows.iloc[[5]]], ignore_index=True)  # one sample committed twice, one (299) lost
+    rows = rows[rows["index"] != 299]
+    out = _write_job(spec, rows, 100)
+    with pytest.raises(pipeline.GenerationJobError, match="1 requested samples missing and 1 repeated"):
+        _finalize(spec, SimpleNamespace(total=300), {}, {})
+    assert not (out / "manifest.json").exists()
+
+
+def test_filtered_reads_give_the_full_reads_rows(tmp_path, data_root):
+    spec = _spec(tmp_path, data_root)
+    out, _ = _finished(spec, _shard_frame(1500, seed=2))
+    full = _old_full_read(out)
+    for bias in BIAS_GROUPS:
+        want = full[full["bias_type"] == bias].reset_index(drop=True)
+        strata = augmented_strata(spec, bias)
+        assert isinstance(strata["group"].dtype, pd.CategoricalDtype)  # a code per row, not a string
+        pd.testing.assert_frame_equal(strata.astype({"group": str}), want[["index", "label", "group"]],
+                                      check_dtype=False)
+        picked = want["index"].to_numpy()[[4, 0, 4, len(want) - 1]]
+        got = augmented_rows(spec, picked)
+        assert got["index"].tolist() == picked.tolist()
+        assert got["text"].tolist() == want.set_index("index").loc[picked, "text"].tolist()
+    assert load_augmented(spec, "gender", ["text"])["sample_id"].tolist() == full.loc[
+        full["bias_type"] == "gender", "sample_id"].tolist()
+    streamed = pd.concat(pipeline.iter_kept_batches(out, ["sample_id", "text"], batch_rows=64), ignore_index=True)
+    assert sorted(streamed["sample_id"]) == sorted(full["sample_id"])
+    everything = load_augmented(spec)  # a full read gives the per-job constants back as columns
+    assert everything["sample_id"].tolist() == full["sample_id"].tolist()
+    assert everything["engine"].eq("null").all() and everything["template_version"].eq(2).all()
+    assert json.loads(everything["sampling"].iloc[0]) == {"temperature": 1.0}
+    with pytest.raises(KeyError, match="not rows of"):
+        augmented_rows(spec, [int(full["index"].max()) + 10])
+
+
+@pytest.mark.parametrize("mode, ratio, size, seed", [
+    ("fixed_total", 0.5, 200, 0), ("fixed_total", 0.9, 300, 3), ("fixed_real", 0.25, 150, 7),
+    ("fixed_total", 0.0, 100, 1), ("fixed_total", 1.0, 900, 5),  # 900 > the kept rows: drawn with replacement
+])
+def test_trial_mix_is_the_full_read_mix(tmp_path, data_root, mode, ratio, size, seed):
+    spec = _spec(tmp_path, data_root, training={"train_size": size, "mix_mode": mode, "max_eval_rows": 50})
+    out, _ = _finished(spec, _shard_frame(1500, seed=3))
+    full = _old_full_read(out)
+    from bias_ray.data.loaders import load_toxigen
+
+    real = load_toxigen(spec.data.resolved_root, spec.data.test_fraction)
+    for bias in BIAS_GROUPS:
+        want = mix(real[real["split"] == "train"], full[full["bias_type"] == bias].assign(id=lambda f: f["sample_id"]),
+                   ratio, size, mode, seed)
+        train, _ = trial_data(spec, bias, ratio, seed)
+        assert train["id"].tolist() == want["id"].tolist()
+        assert train["text"].tolist() == want["text"].tolist()
+        assert train["is_augmented"].tolist() == want["is_augmented"].tolist()
+        assert train.loc[train["is_augmented"], "bias_type"].eq(bias).all()
+    again, _ = trial_data(spec, "religion", ratio, seed)
+    other, _ = trial_data(spec, "religion", ratio, seed + 1)
+    assert again["id"].tolist() == trial_data(spec, "religion", ratio, seed)[0]["id"].tolist()
+    assert ratio == 0.0 or again["id"].tolist() != other["id"].tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_null_engine_runs_through_the_pipeline_into_lean_shards(tmp_path, data_root, ray_session):
+    spec = parse_spec(micro_spec_dict(tmp_path, tmp_path / "no-model", data_root, generation={
+        "engine": "null", "samples_per_bias_type": 60, "batch_size": 16, "shard_rows": 20},
+        tracking={"wandb": "disabled"}), check_files=False)
+    out = generate(spec, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["rows"] == manifest["generated"] == 60
+    assert manifest["devices"] == ["null"] and manifest["engine"] == "null" and manifest["quarantined"] == 0
+    for part in sorted((out / "shards").glob("part-*.parquet")):
+        names = pq.read_schema(part).names
+        assert names == SHARD_COLUMNS  # lean: no per-job constant, no second copy of the text
+        assert not set(names) & {*JOB_CONSTANTS, "generated_text"}
+    kept = load_augmented(spec)
+    assert len(kept) == 60 and kept["text"].str.startswith(pipeline_null_text()).all()
+    assert kept["engine"].eq("null").all() and kept["model"].eq(str(spec.models.generator)).all()
+
+
+def pipeline_null_text() -> str:
+    from bias_ray.generate.engines.null_engine import NULL_TEXT
+
+    return NULL_TEXT
