@@ -179,7 +179,7 @@ class GenerationSpec(_Strict):
     batch_size: int = Field(default=32, gt=0)
     concurrency: int | None = Field(default=None, gt=0, description="Engine replicas; default: fit CPUs.")
     seed: int = 0
-    # instruction-tuned generators (issue 11): the few-shot prompt as a chat, see the template's `chat` entry
+    # instruction-tuned generators: the few-shot prompt as a chat, see the template's `chat` entry
     chat: bool = Field(default=False, description="Send prompts as a chat through the model's chat template "
                        "(transformers: apply_chat_template; vllm: the chat-template stage; http: /chat/completions).")
     system_prompt: str | None = Field(default=None, description="chat: a system turn before the few-shot user turn.")
@@ -250,7 +250,7 @@ class TrainingSpec(_Strict):
     learning_rate: float = Field(default=1e-3, gt=0)
     max_length: int = Field(default=64, gt=4)
     eval_every: int = Field(default=10, gt=0, description="Optimizer steps between evaluations reported to Tune.")
-    # memory (issue 11): an optimizer step is gradient_accumulation_steps micro-batches of batch_size rows
+    # memory: an optimizer step is gradient_accumulation_steps micro-batches of batch_size rows
     gradient_accumulation_steps: int = Field(default=1, gt=0, description="Micro-batches per optimizer step; "
                                              "rows per step = batch_size x this.")
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations in the backward pass: "

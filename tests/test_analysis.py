@@ -81,6 +81,7 @@ def test_analyze_cli_writes_tables_and_figures(tmp_path, data_root, real_and_cla
             "models": {"generator": str(tmp_path), "student": str(tmp_path)},
             "bias_types": ["religion"], "bias_ratios": [0.5], "mitigations": ["none"]}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "config.json").write_text("{}")  # a stand-in model folder: analysis never loads it
     runner = CliRunner()
     missing = runner.invoke(app, ["analyze", str(tmp_path / "spec.yaml")])
     assert missing.exit_code == 2 and "bias-ray generate" in missing.output
