@@ -98,6 +98,9 @@ def sweep(
             raise typer.Exit(2) from None
         return
     _prepare_models(spec)
+    from bias_ray.report import record_spec
+
+    record_spec(spec)
     if resume and not can_resume(experiment_path(spec)):
         console.print(f"nothing to resume at {experiment_path(spec)}; starting the sweep")
     table = run_sweep(spec, resume=resume)
@@ -213,7 +216,10 @@ def report(
     except (FileNotFoundError, ValueError) as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None
-    console.print(f"[green]report[/green] in {out / 'report.html'}")
+    from bias_ray.report import final_lines
+
+    for line in final_lines(out):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -240,17 +246,24 @@ def analyze(
 
 @app.command()
 def run(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> None:
-    """Every stage in order: generate -> sweep (mix, train, evaluate) -> report."""
+    """Every stage of the method: generate -> analyze (misalignment) -> sweep (mix, train, evaluate) -> report."""
+    from bias_ray.analysis import analyze as run_analysis
     from bias_ray.generate.pipeline import generate as run_generation
-    from bias_ray.report import build_report
+    from bias_ray.report import build_report, final_lines, record_spec
     from bias_ray.train.sweep import run_sweep
 
     spec = _load(spec_path)
     started = time.time()
+    record_spec(spec)
     with console.status("preparing models"):
         _prepare_models(spec)
     console.rule("generate")
     run_generation(spec)
+    console.rule("analyze")
+    if spec.analysis.enabled:
+        console.print(f"[green]analysis[/green] in {run_analysis(spec)}")
+    else:
+        console.print("skipped: the spec sets analysis.enabled: false")
     console.rule("sweep")
     table = run_sweep(spec, resume=True)
     _print_results(table, spec)
@@ -258,7 +271,9 @@ def run(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> None:
     from bias_ray.train.sweep import wandb_mode
 
     out = build_report(spec.run_dir, wandb=wandb_mode(spec.tracking.wandb), project=spec.tracking.project)
-    console.print(f"[green]done[/green] in {time.time() - started:.0f}s; report: {out / 'report.html'}")
+    console.print(f"[green]done[/green] in {time.time() - started:.0f}s")
+    for line in final_lines(out):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def _print_table(frame, cols: list[str], title: str) -> None:

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from bias_ray.report import build_report
-from bias_ray.report.build import change_vs_none
 
 
 def _results(run_dir) -> pd.DataFrame:
@@ -57,13 +56,6 @@ def run_dir(tmp_path):
     fig.savefig(analysis / "misalignment_summary.png")
     plt.close(fig)
     return run
-
-
-def test_change_vs_none_by_hand():
-    t = pd.DataFrame({"bias_type": ["a"] * 4, "bias_ratio": [0.0, 0.0, 0.5, 0.5],
-                      "mitigation": ["none", "token"] * 2, "m": [0.5, 0.6, 0.4, 0.7]})
-    assert change_vs_none(t, ["m"]).loc["token", "m"] == pytest.approx((0.1 + 0.3) / 2)
-    assert change_vs_none(t.assign(mitigation="token"), ["m"]).empty
 
 
 def test_report_sections_are_self_contained(run_dir):
