@@ -11,7 +11,7 @@ import pytest
 from bias_ray.evaluate.metrics import METRIC_DIRECTIONS, metric_direction, shortfall
 from bias_ray.report.figures import NEUTRAL, heatmap_colours
 from bias_ray.report.headline import headline_metric, inheritance
-from bias_ray.report.misalignment import misalignment_vs_harm, rank_correlations
+from bias_ray.report.misalignment import finding, misalignment_vs_harm, rank_correlations
 from bias_ray.report.stats import paired_differences, spearman, t_interval
 from bias_ray.report.summary import findings
 
@@ -158,6 +158,10 @@ def test_misalignment_beside_harm_and_rank_correlation():
     corr = rank_correlations(frame)
     assert corr["value_gap"] == pytest.approx((1.0, 3)) and corr["group_js"] == pytest.approx((-1.0, 3))
     assert np.isnan(corr["mmd"][0])  # constant: no rank correlation
+    assert finding(frame, corr, analysed=True, enabled=True).endswith(
+        "for `gender`, `race`, `religion`; Spearman rho with harm: `value_gap` +1.00, `group_js` -1.00 "
+        "(n=3 bias types; a hint, not a test, at this n).")
+    assert "not analysed (the spec sets `analysis.enabled: false`)" in finding(frame, corr, False, enabled=False)
 
 
 def test_spearman_by_hand():

@@ -68,7 +68,7 @@ def final_lines(out: Path) -> list[str]:
 
 def _inline(text: str) -> str:
     """Escape for HTML, then `code` spans."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text, quote=False))
 
 
 def _img(path: Path) -> str:
@@ -138,12 +138,17 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
     paired = paired_differences(ok, metrics) if len(ok) and metrics else pd.DataFrame()
     pooled = paired_differences(ok, metrics, over=["mitigation"]) if len(ok) and metrics else pd.DataFrame()
     means = mean_ci_table(ok, metrics) if len(ok) else pd.DataFrame()
+    mis_frame = (misalignment.misalignment_vs_harm(analysis.summary, inheritance(ok, headline))
+                 if analysis.summary is not None and headline else pd.DataFrame())
+    correlations = misalignment.rank_correlations(mis_frame) if not mis_frame.empty else {}
 
     page = _Page()
     page.section("summary", "Summary")
     page.bullets(summary.what_ran(table, spec, manifest, totals, int(failed.sum()), len(stopped)))
     page.heading("Findings")
-    page.bullets(summary.findings(ok, paired, headline) if len(ok) else ["Every trial failed; nothing to summarise."])
+    page.bullets((summary.findings(ok, paired, headline) if len(ok) else ["Every trial failed; nothing to summarise."])
+                 + [misalignment.finding(mis_frame, correlations, analysis.summary is not None,
+                                         run_files.analysis_enabled(spec))])
     page.links(SECTIONS[1:])
 
     page.section("headline", "Headline")
@@ -162,8 +167,9 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
 
     page.section("wins", "Which mitigation wins")
     page.text("Each cell: the mitigation minus `none` on the same bias type, ratio and seed, mean over seeds "
-              "[95% CI]; better or worse by the metric's declared direction; * = the CI excludes 0. "
-              "With one seed there is no interval.")
+              "[95% CI]; better or worse by the metric's declared direction, where the CI excludes 0 (marked *); "
+              "indistinguishable = indistinguishable from no effect (the CI includes 0). With one seed there is no "
+              "interval.")
     wins = tables.wins_tables(paired)
     for bt, frame in wins.items():
         page.heading(f"bias type `{bt}`")
@@ -173,7 +179,8 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
 
     page.section("metric-vs-ratio", "Metric vs bias ratio")
     page.text(f"Mean over seeds per mitigation; {figures.seeds_note(ok if len(ok) else table)}.")
-    plots = [figures.plot_metric_vs_ratio(ok, m, out) for m in metrics] if len(ok) else []
+    plots = [figures.plot_metric_vs_ratio(ok, m, out) for m in metrics
+             if not (figure_paths and m == HEADLINE_FIGURE_METRIC)] if len(ok) else []  # the headline is above
     for p in plots:
         page.image(p)
 
@@ -186,7 +193,7 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
         page.text("No heatmap: the sweep has no other mitigation next to `none`.")
 
     page.section("misalignment", "Misalignment next to harm")
-    mis_frame, mis_plot = _misalignment(page, ok, headline, analysis, spec, out)
+    mis_plot = _misalignment(page, mis_frame, correlations, headline, analysis, spec, out)
 
     page.section("generator", "What the generator wrote")
     measures = run_files.generator_measures(manifest)
@@ -237,8 +244,8 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
     return out
 
 
-def _misalignment(page: _Page, ok: pd.DataFrame, headline: str | None, analysis: run_files.Analysis,
-                  spec: dict | None, out: Path) -> tuple[pd.DataFrame, Path | None]:
+def _misalignment(page: _Page, frame: pd.DataFrame, correlations: dict, headline: str | None,
+                  analysis: run_files.Analysis, spec: dict | None, out: Path) -> Path | None:
     """The misalignment section: measures beside harm, rank correlations, then the analysis' own tables."""
     if analysis.summary is None:
         if not run_files.analysis_enabled(spec):
@@ -247,8 +254,7 @@ def _misalignment(page: _Page, ok: pd.DataFrame, headline: str | None, analysis:
         else:
             page.text("No analysis yet: run `bias-ray analyze SPEC` (`bias-ray run` runs it unless the spec "
                       "sets `analysis.enabled: false`).")
-        return pd.DataFrame(), None
-    frame = misalignment.misalignment_vs_harm(analysis.summary, inheritance(ok, headline) if headline else [])
+        return None
     plot = None
     page.heading("Misalignment measures beside the harm each bias type inherited")
     if frame.empty:
@@ -259,7 +265,6 @@ def _misalignment(page: _Page, ok: pd.DataFrame, headline: str | None, analysis:
                   "signed so that positive = worse (95% CI over seeds); change = the same in the metric's units. "
                   f"Measures: {'; '.join(f'`{k}` ({v})' for k, v in misalignment.MEASURES.items())}.")
         page.table(frame.round(4), "misalignment-harm")
-        correlations = misalignment.rank_correlations(frame)
         if len(frame) >= misalignment.MIN_BIAS_TYPES_FOR_CORRELATION:
             plot = figures.plot_misalignment_vs_harm(frame, misalignment.MEASURES, correlations,
                                                      f"harm: change of {headline}\n(positive = worse)", out)
@@ -272,7 +277,7 @@ def _misalignment(page: _Page, ok: pd.DataFrame, headline: str | None, analysis:
     for p in analysis.images:
         page.image(p)
     page.table(analysis.summary, "misalignment")
-    return frame, plot
+    return plot
 
 
 def log_to_wandb(run_dir: Path, tables: dict[str, pd.DataFrame], images: list[Path], mode: str,

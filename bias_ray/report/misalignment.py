@@ -57,3 +57,22 @@ def correlation_sentences(correlations: dict[str, tuple[float, int]]) -> list[st
         out.append("With fewer than 10 bias types a rank correlation is a hint, not a test: at n=3 even "
                    "rho = 1 has a two-sided exact p of 1/3.")
     return out
+
+
+def finding(frame: pd.DataFrame, correlations: dict[str, tuple[float, int]], analysed: bool, enabled: bool) -> str:
+    """The summary's one sentence on misalignment and harm."""
+    if not analysed:
+        return ("Misalignment: not analysed (the spec sets `analysis.enabled: false`)." if not enabled else
+                "Misalignment: not analysed yet; run `bias-ray analyze SPEC`.")
+    if frame.empty:
+        return "Misalignment: analysed, but there is no harm to set beside it (no `none` trials at two ratios)."
+    worse = frame.loc[frame["verdict"] == "worse", "bias_type"].tolist()
+    head = (f"Misalignment next to harm: {len(frame)} bias type(s); inherited harm (worse at the highest ratio, "
+            f"95% CI excluding 0) for {', '.join(f'`{b}`' for b in worse) if worse else 'none of them'}")
+    finite = {m: rc for m, rc in correlations.items() if np.isfinite(rc[0])}
+    if len(frame) < MIN_BIAS_TYPES_FOR_CORRELATION or not finite:
+        return head + (f"; too few bias types for a rank correlation (it needs {MIN_BIAS_TYPES_FOR_CORRELATION})."
+                       if len(frame) < MIN_BIAS_TYPES_FOR_CORRELATION else "; no measure varies enough to rank.")
+    rhos = ", ".join(f"`{m}` {rho:+.2f}" for m, (rho, _) in finite.items())
+    caveat = "; a hint, not a test, at this n" if len(frame) < 10 else ""
+    return f"{head}; Spearman rho with harm: {rhos} (n={len(frame)} bias types{caveat})."

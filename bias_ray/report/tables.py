@@ -62,8 +62,7 @@ def _wins_cell(row) -> str:
     if not diff.has_interval:
         return f"{diff.mean:+.3f} (n={diff.n}, no interval)"
     mark = "*" if row["verdict"] in ("better", "worse", "differs") else ""
-    word = {"indistinguishable": "indistinguishable from no effect"}.get(row["verdict"], row["verdict"])
-    return f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] {word}{mark}"
+    return f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] {row['verdict']}{mark}"
 
 
 def intervals_by_ratio(table: pd.DataFrame, metric: str) -> pd.DataFrame:
