@@ -162,6 +162,8 @@ def test_misalignment_beside_harm_and_rank_correlation():
         "for `gender`, `race`, `religion`; Spearman rho with harm: `value_gap` +1.00, `group_js` -1.00 "
         "(n=3 bias types; a hint, not a test, at this n).")
     assert "not analysed (the spec sets `analysis.enabled: false`)" in finding(frame, corr, False, enabled=False)
+    one_seed = misalignment_vs_harm(analysis, inheritance(table[table["seed"] == 0], "bias_type/fpr_gap"))
+    assert "one seed gives the harm no interval, so none is called inherited" in finding(one_seed, {}, True, True)
 
 
 def test_spearman_by_hand():

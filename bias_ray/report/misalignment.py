@@ -67,8 +67,12 @@ def finding(frame: pd.DataFrame, correlations: dict[str, tuple[float, int]], ana
     if frame.empty:
         return "Misalignment: analysed, but there is no harm to set beside it (no `none` trials at two ratios)."
     worse = frame.loc[frame["verdict"] == "worse", "bias_type"].tolist()
-    head = (f"Misalignment next to harm: {len(frame)} bias type(s); inherited harm (worse at the highest ratio, "
-            f"95% CI excluding 0) for {', '.join(f'`{b}`' for b in worse) if worse else 'none of them'}")
+    if (frame["verdict"] == "no interval").all():
+        head = (f"Misalignment next to harm: {len(frame)} bias type(s); one seed gives the harm no interval, so "
+                "none is called inherited")
+    else:
+        head = (f"Misalignment next to harm: {len(frame)} bias type(s); inherited harm (worse at the highest ratio, "
+                f"95% CI excluding 0) for {', '.join(f'`{b}`' for b in worse) if worse else 'none of them'}")
     finite = {m: rc for m, rc in correlations.items() if np.isfinite(rc[0])}
     if len(frame) < MIN_BIAS_TYPES_FOR_CORRELATION or not finite:
         return head + (f"; too few bias types for a rank correlation (it needs {MIN_BIAS_TYPES_FOR_CORRELATION})."
