@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bias_ray.evaluate.metrics import metric_direction
 from bias_ray.report import figures, misalignment, run_files, summary, tables
 from bias_ray.report.headline import (
     DESCRIPTIONS,
@@ -57,6 +58,12 @@ def report_metrics(table: pd.DataFrame, metrics: list[str] | None = None) -> lis
     """The metrics the report covers: given ones, else the defaults, the tasks' and HateCheck's headline."""
     chosen = metrics or DEFAULT_METRICS + task_metrics(table) + [HEADLINE_FIGURE_METRIC]
     return list(dict.fromkeys(m for m in chosen if m in table))
+
+
+def every_metric(table: pd.DataFrame) -> list[str]:
+    """Every numeric metric column: those with a declared direction, and every task score (not its time or rows)."""
+    return [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c]) and (
+        metric_direction(c) is not None or (c.startswith("task/") and not c.endswith(("/wall_s", "/n"))))]
 
 
 def final_lines(out: Path) -> list[str]:
@@ -137,7 +144,8 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
     headline = headline_metric(ok)
     paired = paired_differences(ok, metrics) if len(ok) and metrics else pd.DataFrame()
     pooled = paired_differences(ok, metrics, over=["mitigation"]) if len(ok) and metrics else pd.DataFrame()
-    means = mean_ci_table(ok, metrics) if len(ok) else pd.DataFrame()
+    every = list(dict.fromkeys(metrics + every_metric(ok)))
+    means = mean_ci_table(ok, every) if len(ok) else pd.DataFrame()
     mis_frame = (misalignment.misalignment_vs_harm(analysis.summary, inheritance(ok, headline))
                  if analysis.summary is not None and headline else pd.DataFrame())
     correlations = misalignment.rank_correlations(mis_frame) if not mis_frame.empty else {}
@@ -216,8 +224,9 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
     page.table(per_compute, "compute")
 
     page.section("mean-ci", "Mean ± 95% CI over seeds")
-    page.text("t-interval over seeds; a cell with one seed shows its value alone (no interval).")
-    page.table(format_mean_ci(means, metrics) if not means.empty else means, "summary")
+    page.text("Every metric: mean ± half-width of the 95% t-interval over seeds; a cell with one seed shows its "
+              "value and n=1 (no interval).")
+    page.table(format_mean_ci(means, every) if not means.empty else means, "summary")
 
     page.section("trials", "All trials")
     page.table(table.drop(columns=[c for c in ("trial_path",) if c in table]), "trials")

@@ -86,13 +86,17 @@ def mean_ci_table(table: pd.DataFrame, metrics: list[str], by: list[str] = CELL)
     return pd.DataFrame(rows)
 
 
-def format_mean_ci(frame: pd.DataFrame, metrics: list[str], by: list[str] = CELL, digits: int = 3) -> pd.DataFrame:
-    """:func:`mean_ci_table` as text cells ``mean ± ci`` for the report's tables."""
-    out = frame[by + ["n seeds"]].copy()
+def format_mean_ci(frame: pd.DataFrame, metrics: list[str], digits: int = 3) -> pd.DataFrame:
+    """:func:`mean_ci_table` as text: a row per metric, bias type and mitigation; a ``mean ± ci`` column per ratio."""
+    rows = []
     for m in metrics:
-        out[m] = [("n/a" if not np.isfinite(mu) else f"{mu:.{digits}f}" if not np.isfinite(ci)
-                   else f"{mu:.{digits}f} ± {ci:.{digits}f}") for mu, ci in zip(frame[m], frame[f"{m} ci"])]
-    return out
+        for (bt, mit), g in frame.groupby(["bias_type", "mitigation"], sort=True):
+            row = {"metric": m, "bias_type": bt, "mitigation": mit}
+            for ratio, mu, ci, n in zip(g["bias_ratio"], g[m], g[f"{m} ci"], g["n seeds"]):
+                row[f"ratio {ratio:g}"] = ("n/a" if not np.isfinite(mu) else f"{mu:.{digits}f} (n={n})"
+                                           if not np.isfinite(ci) else f"{mu:.{digits}f} ± {ci:.{digits}f}")
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def verdict(improvement: Interval, difference: Interval, direction: str | None) -> str:
@@ -119,12 +123,10 @@ def paired_differences(table: pd.DataFrame, metrics: list[str], baseline: str = 
         return pd.DataFrame()
     pair_keys = ["bias_type", "bias_ratio", "seed"]
     base = table[table["mitigation"] == baseline].set_index(pair_keys)
+    others = table[table["mitigation"] != baseline]
     rows = []
-    for m in metrics:
+    for m in metrics if not others.empty else []:
         direction = metric_direction(m)
-        others = table[table["mitigation"] != baseline]
-        if others.empty:
-            break
         joined = others.join(base[[m]].rename(columns={m: "_base"}), on=pair_keys, how="inner")
         joined = joined[np.isfinite(joined[m].astype(float)) & np.isfinite(joined["_base"].astype(float))]
         for key, g in joined.groupby(over, sort=True):
