@@ -6,33 +6,32 @@ which mitigation wins (paired differences against ``none`` with 95% CIs), every 
 bias ratio with 95% CIs over seeds, a better/worse heatmap, misalignment next to harm, what the
 generator wrote, early-stopped and failed trials, and the compute spent. Figures are inlined as
 data URIs, so the HTML opens offline from anywhere. The pieces live in their own modules:
-statistics (``stats``), headline metric and inheritance (``headline``), sentences (``summary``),
-figures (``figures``), tables (``tables``), misalignment vs harm (``misalignment``) and the run
-folder's files (``run_files``).
+statistics (``stats``), which metrics and the headline and inheritance (``headline``), sentences
+(``summary``), figures (``figures``), tables (``tables``), misalignment vs harm (``misalignment``),
+the run folder's files (``run_files``) and the Markdown/HTML writer (``page``).
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bias_ray.evaluate.metrics import metric_direction
 from bias_ray.report import figures, misalignment, run_files, summary, tables
 from bias_ray.report.headline import (
     DESCRIPTIONS,
     HEADLINE_FIGURE_METRIC,
     UTILITY_METRIC,
+    every_metric,
     headline_metric,
     inheritance,
+    report_metrics,
 )
+from bias_ray.report.page import Page
 from bias_ray.report.stats import format_mean_ci, mean_ci_table, paired_differences
 
-DEFAULT_METRICS = ["macro_f1", "accuracy", "bias_type/fpr_gap", "bias_type/ppr_gap"]
 HEADLINE_FIGURE = "headline_hatecheck_target_fpr.png"
 HATECHECK_MISSING = (f"No headline figure: the results have no `{HEADLINE_FIGURE_METRIC}` column. Add `hatecheck` "
                      "to the spec's evaluation.tasks to measure the HateCheck false-positive rate on non-hateful "
@@ -44,86 +43,11 @@ SECTIONS = [("summary", "Summary"), ("headline", "Headline"), ("wins", "Which mi
             ("mean-ci", "Mean ± 95% CI over seeds"), ("trials", "All trials")]
 
 
-def task_metrics(table: pd.DataFrame) -> list[str]:
-    """The ``task/<task>/<metric>`` columns to plot: each listed task's ``report_metrics``, in listing order."""
-    from bias_ray.evaluate.tasks import task_listing
-
-    out = []
-    for name, entry in task_listing()["tasks"].items():
-        out += [f"task/{name}/{m}" for m in entry.get("report_metrics", []) if f"task/{name}/{m}" in table]
-    return out
-
-
-def report_metrics(table: pd.DataFrame, metrics: list[str] | None = None) -> list[str]:
-    """The metrics the report covers: given ones, else the defaults, the tasks' and HateCheck's headline."""
-    chosen = metrics or DEFAULT_METRICS + task_metrics(table) + [HEADLINE_FIGURE_METRIC]
-    return list(dict.fromkeys(m for m in chosen if m in table))
-
-
-def every_metric(table: pd.DataFrame) -> list[str]:
-    """Every numeric metric column: those with a declared direction, and every task score (not its time or rows)."""
-    return [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c]) and (
-        metric_direction(c) is not None or (c.startswith("task/") and not c.endswith(("/wall_s", "/n"))))]
-
-
 def final_lines(out: Path) -> list[str]:
     """What the CLI prints last: where the report and the headline figure are (or why there is none)."""
     figure = out / HEADLINE_FIGURE
     return [f"report: {out / 'report.html'}",
             f"headline figure: {figure}" if figure.is_file() else HATECHECK_MISSING.replace("`", "")]
-
-
-def _inline(text: str) -> str:
-    """Escape for HTML, then `code` spans."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text, quote=False))
-
-
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return (f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(path.stem)}</figcaption></figure>")
-
-
-class _Page:
-    """The report as Markdown and HTML at once: every block goes to both."""
-
-    def __init__(self) -> None:
-        self.md: list[str] = []
-        self.html: list[str] = []
-
-    def section(self, anchor: str, title: str) -> None:
-        if self.html:
-            self.html.append("</section>")
-        self.md += ["", f'<a id="{anchor}"></a>', "", f"## {title}", ""]
-        self.html.append(f'<section id="{anchor}"><h2>{html.escape(title)}</h2>')
-
-    def links(self, sections: list[tuple[str, str]]) -> None:
-        self.md += ["Sections: " + " · ".join(f"[{t}](#{a})" for a, t in sections), ""]
-        self.html.append("<p>Sections: " + " · ".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in sections)
-                         + "</p>")
-
-    def heading(self, title: str) -> None:
-        self.md += ["", f"### {title}", ""]
-        self.html.append(f"<h3>{_inline(title)}</h3>")
-
-    def text(self, text: str) -> None:
-        self.md += [text, ""]
-        self.html.append(f"<p>{_inline(text)}</p>")
-
-    def bullets(self, items: list[str]) -> None:
-        self.md += [f"- {s}" for s in items] + [""]
-        self.html.append("<ul>" + "".join(f"<li>{_inline(s)}</li>" for s in items) + "</ul>")
-
-    def table(self, frame: pd.DataFrame, cls: str) -> None:
-        self.md += [tables.markdown_table(frame), ""]
-        self.html.append(tables.html_table(frame, cls))
-
-    def image(self, path: Path) -> None:
-        self.md += [f"![{path.stem}]({path.name})", ""]
-        self.html.append(_img(path))
-
-    def close(self) -> None:
-        self.html.append("</section>")
 
 
 def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: str = "disabled",
@@ -150,7 +74,7 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
                  if analysis.summary is not None and headline else pd.DataFrame())
     correlations = misalignment.rank_correlations(mis_frame) if not mis_frame.empty else {}
 
-    page = _Page()
+    page = Page()
     page.section("summary", "Summary")
     page.bullets(summary.what_ran(table, spec, manifest, totals, int(failed.sum()), len(stopped)))
     page.heading("Findings")
@@ -253,7 +177,7 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
     return out
 
 
-def _misalignment(page: _Page, frame: pd.DataFrame, correlations: dict, headline: str | None,
+def _misalignment(page: Page, frame: pd.DataFrame, correlations: dict, headline: str | None,
                   analysis: run_files.Analysis, spec: dict | None, out: Path) -> Path | None:
     """The misalignment section: measures beside harm, rank correlations, then the analysis' own tables."""
     if analysis.summary is None:

@@ -1,4 +1,4 @@
-"""The headline fairness metric of a sweep, and the bias each bias type inherits under ``none``.
+"""Which metrics the report covers, the headline fairness metric, and the bias each bias type inherits.
 
 Inheritance is the change of a metric from the lowest bias ratio (0: real data only) to the
 highest under the baseline mitigation, paired by seed; *harm* is that change signed so that
@@ -24,11 +24,34 @@ HEADLINE_CANDIDATES = {
     "fpr_gap": "largest gap in false-positive rate across all groups (held-out ToxiGen)",
 }
 HEADLINE_FIGURE_METRIC = "task/hatecheck/target_fpr"
+DEFAULT_METRICS = ["macro_f1", "accuracy", "bias_type/fpr_gap", "bias_type/ppr_gap"]
 UTILITY_METRIC = "macro_f1"
 DESCRIPTIONS = {**HEADLINE_CANDIDATES, "macro_f1": "macro-F1 on held-out ToxiGen",
                 "accuracy": "accuracy on held-out ToxiGen"}
 BETTER_WORDS = {"higher": "higher is better", "lower": "lower is better", "zero": "closer to 0 is better",
                 "half": "closer to 0.5 is better", None: "no declared direction"}
+
+
+def task_metrics(table: pd.DataFrame) -> list[str]:
+    """The ``task/<task>/<metric>`` columns to plot: each listed task's ``report_metrics``, in listing order."""
+    from bias_ray.evaluate.tasks import task_listing
+
+    out = []
+    for name, entry in task_listing()["tasks"].items():
+        out += [f"task/{name}/{m}" for m in entry.get("report_metrics", []) if f"task/{name}/{m}" in table]
+    return out
+
+
+def report_metrics(table: pd.DataFrame, metrics: list[str] | None = None) -> list[str]:
+    """The metrics the report covers: given ones, else the defaults, the tasks' and HateCheck's headline."""
+    chosen = metrics or DEFAULT_METRICS + task_metrics(table) + [HEADLINE_FIGURE_METRIC]
+    return list(dict.fromkeys(m for m in chosen if m in table))
+
+
+def every_metric(table: pd.DataFrame) -> list[str]:
+    """Every numeric metric column: those with a declared direction, and every task score (not its time or rows)."""
+    return [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c]) and (
+        metric_direction(c) is not None or (c.startswith("task/") and not c.endswith(("/wall_s", "/n"))))]
 
 
 def headline_metric(table: pd.DataFrame) -> str | None:
