@@ -40,7 +40,7 @@ def _results(run_dir, hatecheck: bool = True) -> pd.DataFrame:
                         "task/bbq/s_amb": 0.02 * ratio, "task/bbq/wall_s": 3.0,
                         "task/crows_pairs/stereo_pref": 0.5 + 0.1 * ratio,
                         "steps_run": 40, "total_steps": 40, "stopped_early": False, "error": None,
-                        "trial_wall_s": 30.0, "trial_path": str(run_dir / "tune" / "x"),
+                        "trial_wall_s": 30.0, "wall_time_s": 40.0, "trial_path": str(run_dir / "tune" / "x"),
                     })
                     if hatecheck:  # none inherits a higher FPR on the targeted groups; loss takes most of it back
                         rows[-1].update({"task/hatecheck/target_fpr": 0.1 + 0.4 * ratio * (1 - 2 * effect)
@@ -83,6 +83,8 @@ def test_report_sections_are_self_contained(run_dir, hatecheck_listed):
     assert page.index('id="summary"') < page.index('id="headline"') < page.index('id="metric-vs-ratio"')
     # the summary: what ran, and the headline finding built from the numbers
     assert "Grid: 2 bias type(s) (gender, religion) x 3 bias ratio(s) (0, 0.5, 0.9)" in page
+    assert "Compute: 1080 s in the trials' training loops over 1410 optimizer steps; 1440 s of trial time as Tune " \
+           "counts it" in page
     assert "Headline fairness metric: <code>task/hatecheck/target_fpr</code>" in page and "lower is better" in page
     assert re.search(r"<code>gender</code>: under <code>none</code>, 0\.\d{3} ± 0\.\d{3} at ratio 0 and 0\.\d{3} ± "
                      r"0\.\d{3} at ratio 0\.9; the change, \+0\.\d{3} \(95% CI \[", page)

@@ -23,6 +23,8 @@ def compute_table(table: pd.DataFrame, manifest: dict[str, Any] | None,
     for col in ("steps_run", "trial_wall_s"):
         if col in table:
             totals[col] = float(table[col].sum())
+    if "wall_time_s" in table:  # Tune's time_total_s of each trial
+        totals["tune_wall_s"] = float(pd.to_numeric(table["wall_time_s"], errors="coerce").sum())
     task_wall = [c for c in table if c.startswith("task/") and c.endswith("/wall_s")]
     if task_wall:
         totals["task_eval_wall_s"] = float(table[task_wall].sum().sum())
