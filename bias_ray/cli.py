@@ -160,6 +160,9 @@ def sweep(
         return
     with _quiet(spec.run_dir, verbose) as log_file:
         _prepare_models(spec)
+        from bias_ray.report import record_spec
+
+        record_spec(spec)
         if resume and not can_resume(experiment_path(spec)):
             console.print(f"nothing to resume at {experiment_path(spec)}; starting the sweep")
         table = _run_sweep(spec, resume, verbose, log_file)
@@ -290,7 +293,10 @@ def report(
     except (FileNotFoundError, ValueError) as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None
-    console.print(f"[green]report[/green] in {out / 'report.html'}")
+    from bias_ray.report import final_lines
+
+    for line in final_lines(out):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -320,26 +326,37 @@ def run(
     spec_path: Path = typer.Argument(..., help="YAML sweep spec"),
     verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
-    """Every stage in order: generate -> sweep (mix, train, evaluate) -> report."""
+    """Every stage of the method: generate -> analyze (misalignment) -> sweep (mix, train, evaluate) -> report."""
+    from bias_ray.analysis import analyze as run_analysis
     from bias_ray.generate import generate as run_generation
-    from bias_ray.report import build_report
+    from bias_ray.report import build_report, final_lines, record_spec
     from bias_ray.tracking import wandb_mode
 
     spec = _load(spec_path)
     started = time.time()
     with _quiet(spec.run_dir, verbose) as log_file:
         console.print(f"{spec.name}: {spec.grid_size} trials; logs: {log_file}", highlight=False, soft_wrap=True)
+        record_spec(spec)
         with console.status("preparing models"):
             _prepare_models(spec)
         console.rule("generate")
         run_generation(spec)
+        console.rule("analyze")
+        if spec.analysis.enabled:
+            with console.status("analysis: values, group data, data distribution"):
+                analysis_dir = run_analysis(spec)
+            console.print(f"[green]analysis[/green] in {analysis_dir}", soft_wrap=True)
+        else:
+            console.print("skipped: the spec sets analysis.enabled: false")
         console.rule("sweep")
         table = _run_sweep(spec, True, verbose, log_file)
         _print_results(table, spec)
         console.rule("report")
         with console.status(f"report: tables, plots and HTML in {spec.report_dir}"):
             out = build_report(spec.run_dir, wandb=wandb_mode(spec.tracking.wandb), project=spec.tracking.project)
-    console.print(f"[green]done[/green] in {time.time() - started:.0f}s; report: {out / 'report.html'}", soft_wrap=True)
+    console.print(f"[green]done[/green] in {time.time() - started:.0f}s")
+    for line in final_lines(out):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def _print_table(frame, cols: list[str], title: str) -> None:

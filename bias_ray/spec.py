@@ -399,6 +399,12 @@ class EvaluationSpec(_Strict):
         return v
 
 
+class AnalysisSpec(_Strict):
+    """The misalignment analysis of augmented vs real data, which `bias-ray run` runs after generation."""
+
+    enabled: bool = Field(default=True, description="Run `bias-ray analyze` inside `bias-ray run`; false skips it.")
+
+
 class SweepSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     output_dir: Path
@@ -414,6 +420,7 @@ class SweepSpec(_Strict):
     resources: ResourcesSpec = ResourcesSpec()
     tracking: TrackingSpec = TrackingSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
+    analysis: AnalysisSpec = AnalysisSpec()
     storage_path: str | None = Field(
         default=None,
         description="Tune's experiment storage: a local folder or an s3:// or gs:// URI; default <output_dir>/tune.",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,10 +39,16 @@ def test_micro_sweep_every_stage(tmp_path, tiny_model, data_root):
         assert noise not in shown, noise
     assert "streaming_executor" in log and str(run / "logs" / "bias-ray.log") in "".join(shown.split())
     assert "sweep 2/2 trials done" in shown and "0 failed" in shown
+    assert (run / "spec.json").is_file()  # what ran, for the report's summary
     # generation
     augmented = pd.read_parquet(run / "data" / "augmented" / "shards")
     assert len(augmented) == spec["generation"]["samples_per_bias_type"]
     assert set(augmented["bias_type"]) == {"religion"}
+    # the misalignment analysis ran between generation and the sweep
+    out = proc.stdout
+    assert out.index("analysis") < out.index("micro: 2 trials")
+    assert (run / "analysis" / "summary.csv").is_file() and (run / "analysis" / "misalignment_summary.png").is_file()
+    assert json.loads((run / "analysis" / "analysis.json").read_text())["wall_s"] > 0
     # sweep: one row per grid cell, finite metrics, exact realised ratios
     results = pd.read_parquet(run / "results.parquet")
     assert len(results) == 2
@@ -64,3 +72,19 @@ def test_micro_sweep_every_stage(tmp_path, tiny_model, data_root):
     pngs = list(report.glob("*.png"))
     assert pngs and all(p.stat().st_size > 1000 for p in pngs)
     assert "data:image/png;base64" in (report / "report.html").read_text()
+    # the report opens with the summary: what ran, what it found; misalignment beside harm; the CLI points to it
+    md = (report / "report.md").read_text()
+    assert md.index("## Summary") < md.index("### Findings") < md.index("## Headline")
+    assert "- Grid: 1 bias type(s) (religion) x 2 bias ratio(s) (0, 0.5) x 1 mitigation config(s) (`none`)" in md
+    assert "Headline fairness metric: `bias_type/fpr_gap`" in md and "Only one seed ran" in md
+    assert re.search(r"- `religion`: under `none`, \d\.\d{3} \(n=1\) at ratio 0 and \d\.\d{3} \(n=1\) at ratio "
+                     r"0\.5; the change, [+-]\d\.\d{3}, rests on 1 seed pair\(s\): not called an effect", md)
+    harm = md[md.index("### Misalignment measures beside the harm"):]
+    assert "| bias_type | value_gap | group_js | mmd | change |" in harm and "\n| religion | " in harm
+    assert "s misalignment analysis" in md  # its compute
+    assert proc.stdout.strip().splitlines()[-2:] == [
+        f"report: {report / 'report.html'}",
+        "No headline figure: the results have no task/hatecheck/target_fpr column. Add hatecheck to the spec's "
+        "evaluation.tasks to measure the HateCheck false-positive rate on non-hateful cases that target each bias "
+        "type's groups."]
+    print((report / "report.md").read_text()[:4000])

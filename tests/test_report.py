@@ -1,4 +1,4 @@
-"""The report on a synthetic results table: sections, self-containment, headless Chromium, W&B offline."""
+"""The report on a synthetic results table: sections, summary, headline, self-containment, headless Chromium, W&B."""
 
 from __future__ import annotations
 
@@ -10,11 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bias_ray.report import build_report
-from bias_ray.report.build import change_vs_none
+from bias_ray.evaluate.tasks import task_listing
+from bias_ray.report import build_report, final_lines
+
+HATECHECK = {"report_metrics": ["target_fpr", "target_fnr", "other_fpr"],
+             "better": {"target_fpr": "lower", "target_fnr": "lower", "other_fpr": "lower"}}
 
 
-def _results(run_dir) -> pd.DataFrame:
+@pytest.fixture
+def hatecheck_listed(monkeypatch):
+    """HateCheck's directions as its tasks.yaml entry declares them (the task itself may live on another branch)."""
+    monkeypatch.setitem(task_listing()["tasks"], "hatecheck", {**task_listing()["tasks"].get("hatecheck", {}),
+                                                                **HATECHECK})
+
+
+def _results(run_dir, hatecheck: bool = True) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     rows = []
     for bt in ("gender", "religion"):
@@ -30,8 +40,12 @@ def _results(run_dir) -> pd.DataFrame:
                         "task/bbq/s_amb": 0.02 * ratio, "task/bbq/wall_s": 3.0,
                         "task/crows_pairs/stereo_pref": 0.5 + 0.1 * ratio,
                         "steps_run": 40, "total_steps": 40, "stopped_early": False, "error": None,
-                        "trial_wall_s": 30.0, "trial_path": str(run_dir / "tune" / "x"),
+                        "trial_wall_s": 30.0, "wall_time_s": 40.0, "trial_path": str(run_dir / "tune" / "x"),
                     })
+                    if hatecheck:  # none inherits a higher FPR on the targeted groups; loss takes most of it back
+                        rows[-1].update({"task/hatecheck/target_fpr": 0.1 + 0.4 * ratio * (1 - 2 * effect)
+                                         + rng.normal(0, 0.01), "task/hatecheck/target_fnr": 0.3,
+                                         "task/hatecheck/other_fpr": 0.1, "task/hatecheck/women/fpr": 0.2})
     table = pd.DataFrame(rows)
     table.loc[3, ["steps_run", "stopped_early"]] = [10, True]
     table.loc[5, "error"] = "RuntimeError: out of memory"
@@ -59,23 +73,61 @@ def run_dir(tmp_path):
     return run
 
 
-def test_change_vs_none_by_hand():
-    t = pd.DataFrame({"bias_type": ["a"] * 4, "bias_ratio": [0.0, 0.0, 0.5, 0.5],
-                      "mitigation": ["none", "token"] * 2, "m": [0.5, 0.6, 0.4, 0.7]})
-    assert change_vs_none(t, ["m"]).loc["token", "m"] == pytest.approx((0.1 + 0.3) / 2)
-    assert change_vs_none(t.assign(mitigation="token"), ["m"]).empty
+def test_report_sections_are_self_contained(run_dir, hatecheck_listed):
+    from bias_ray.report.build import HEADLINE_FIGURE, SECTIONS
 
-
-def test_report_sections_are_self_contained(run_dir):
     out = build_report(run_dir)
     page = (out / "report.html").read_text()
-    for section in ("metric-vs-ratio", "heatmap", "misalignment", "early-stopped", "compute", "trials"):
-        assert f'id="{section}"' in page
+    for section, _ in SECTIONS:
+        assert f'id="{section}"' in page and (section == "summary" or f'href="#{section}"' in page)
+    assert page.index('id="summary"') < page.index('id="headline"') < page.index('id="metric-vs-ratio"')
+    # the summary: what ran, and the headline finding built from the numbers
+    assert "Grid: 2 bias type(s) (gender, religion) x 3 bias ratio(s) (0, 0.5, 0.9)" in page
+    assert "Compute: 1080 s in the trials' training loops over 1410 optimizer steps; 1440 s of trial time as Tune " \
+           "counts it" in page
+    assert "Headline fairness metric: <code>task/hatecheck/target_fpr</code>" in page and "lower is better" in page
+    assert re.search(r"<code>gender</code>: under <code>none</code>, 0\.\d{3} ± 0\.\d{3} at ratio 0 and 0\.\d{3} ± "
+                     r"0\.\d{3} at ratio 0\.9; the change, \+0\.\d{3} \(95% CI \[", page)
+    # the headline figure, and the CLI's last lines point to it
+    assert (out / HEADLINE_FIGURE).is_file()
+    assert final_lines(out) == [f"report: {out / 'report.html'}", f"headline figure: {out / HEADLINE_FIGURE}"]
+    # which mitigation wins, misalignment beside harm (2 bias types: no correlation), what the generator wrote
+    assert re.search(r"<table[^>]*class=\"[^\"]*\bwins\b", page) and "better*" in page
+    assert re.search(r"<table[^>]*class=\"[^\"]*\bmisalignment-harm\b", page)
+    assert "With 2 bias type(s) there is no plot or rank correlation" in page
+    assert ("Misalignment next to harm: 2 bias type(s); inherited harm (worse at the highest ratio, 95% CI excluding "
+            "0) for <code>gender</code>, <code>religion</code>; too few bias types for a rank correlation") in page
+    assert "The generation manifest has no <code>generator_measures</code>" in page
     srcs = re.findall(r'src="([^"]*)"', page)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)  # nothing to fetch
     assert "http://" not in page and "https://" not in page
     assert (out / "task_bbq_s_dis_vs_bias_ratio.png").is_file() and (out / "mitigation_heatmap.png").is_file()
     assert "out of memory" in page and "report.md" in {p.name for p in out.iterdir()}
+
+
+def test_report_headline_and_generator_measures(tmp_path, hatecheck_listed):
+    """Without HateCheck: no headline figure, and the page and the CLI say why; the generator's measures as a table."""
+    import json
+
+    run = tmp_path / "run"
+    (run / "data" / "augmented").mkdir(parents=True)
+    _results(run, hatecheck=False).to_parquet(run / "results.parquet")
+    measures = [{"bias_type": "gender", "group": g, "stance": st, "kept": 50, "names_group_share": share,
+                 "hate_share": 0.4} for g, share in (("women", 0.62), ("trans", 0.48)) for st in ("biased", "neutral")]
+    (run / "data" / "augmented" / "manifest.json").write_text(json.dumps(
+        {"status": "complete", "rows": 200, "generated": 210, "model": "m", "stances": {"biased": 1.0},
+         "last_run": {"wall_s": 12.5}, "generator_measures": measures}))
+    out = build_report(run)
+    page = (out / "report.html").read_text()
+    assert "No headline figure: the results have no <code>task/hatecheck/target_fpr</code> column" in page
+    assert final_lines(out)[1].startswith("No headline figure: the results have no task/hatecheck/target_fpr")
+    assert "Headline fairness metric: <code>bias_type/fpr_gap</code>" in page
+    md = (out / "report.md").read_text()
+    assert "| bias_type | group | stance | kept | names_group_share | hate_share |" in md
+    assert "| gender | trans | biased | 50 | 0.48 | 0.4 |" in md
+    assert "| gender | women | neutral | 50 | 0.62 | 0.4 |" in md
+    assert re.search(r'<table[^>]*class="[^"]*\bgenerator\b', page)
+    assert "12 s generation (last run)" in page and "Augmented data: 200 rows kept of 210" in page
 
 
 def test_report_rejects_missing_results(tmp_path):
@@ -84,7 +136,7 @@ def test_report_rejects_missing_results(tmp_path):
 
 
 @pytest.mark.timeout(180)
-def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+def test_report_renders_in_headless_chromium(run_dir, tmp_path, hatecheck_listed):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
@@ -94,10 +146,11 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
-    n_plots = 4 + 3 + 1  # default metrics, task report metrics, heatmap
+    n_plots = 4 + 4 + 2 + 1 + 1  # default metrics, task report metrics, HateCheck's but the headline, headline, heatmap
     imgs = re.findall(r"<img [^>]*src=\"data:image/png;base64,", dom)
     assert len(imgs) >= n_plots + 1  # + the misalignment figure
-    for cls in ("summary", "trials", "stopped", "compute", "misalignment", "change"):
+    for cls in ("summary", "trials", "stopped", "compute", "misalignment", "change", "wins", "headline",
+                "misalignment-harm"):
         assert re.search(rf'<table[^>]*class="[^"]*\b{cls}\b', dom), cls
     shot = run_dir / "report" / "screenshot.png"
     subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1280,2000", url], capture_output=True,
@@ -117,7 +170,9 @@ def test_report_tables_go_to_wandb_offline(run_dir):
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     tables = list(runs[0].rglob("report/*.table.json"))
     logged = {p.name.rsplit("_", 2)[0] for p in tables}  # <key>_<step>_<hash>.table.json
-    assert {"summary", "change_vs_none", "early_stopped", "compute", "compute_totals", "misalignment"} <= logged
+    assert {"summary", "change_vs_none", "mitigation_wins", "early_stopped", "compute", "compute_totals",
+            "misalignment", "misalignment_vs_harm"} <= logged
+    assert "headline figure:" in result.output
 
 
 def test_report_without_analysis_or_baseline_says_so(tmp_path):
@@ -128,3 +183,7 @@ def test_report_without_analysis_or_baseline_says_so(tmp_path):
     page = (build_report(run) / "report.html").read_text()
     assert "bias-ray analyze SPEC" in page and "no other mitigation next to <code>none</code>" in page
     assert not (run / "report" / "mitigation_heatmap.png").exists()
+    # a run whose spec turned the analysis off says so, instead of asking for it
+    (run / "spec.json").write_text('{"analysis": {"enabled": false}}')
+    page = (build_report(run) / "report.html").read_text()
+    assert "off in this run's spec (<code>analysis.enabled: false</code>)" in page

@@ -9,6 +9,7 @@ and figures (PNG) go to ``<run_dir>/analysis/``; the report picks them up.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,7 +102,11 @@ def _plot(out: Path, per_type: dict[str, Comparison]) -> list[Path]:
 
 
 def analyze(spec, max_rows: int | None = 2000) -> Path:
-    """Run the three analyses for every bias type of ``spec`` and write them under ``<run_dir>/analysis``."""
+    """Run the three analyses for every bias type of ``spec`` and write them under ``<run_dir>/analysis``.
+
+    ``analysis.json`` records the wall time and the rows compared, for the report's compute section.
+    """
+    started = time.perf_counter()
     from bias_ray.data.custom import load_task_data
     from bias_ray.evaluate.classifier import toxigen_classifier
     from bias_ray.generate import load_augmented
@@ -137,4 +142,8 @@ def analyze(spec, max_rows: int | None = 2000) -> Path:
     stacked("stats").replace({"set": {"other": "augmented"}}).to_csv(out / "text_stats.csv", index=False)
     (out / "classifier.json").write_text(json.dumps({"encoder": clf.encoder, **clf.metrics}, indent=2))
     _plot(out, per_type)
+    rows = {b: {"real": int(c.summary["real_rows"]), "augmented": int(c.summary["other_rows"])}
+            for b, c in per_type.items()}
+    (out / "analysis.json").write_text(json.dumps(
+        {"wall_s": round(time.perf_counter() - started, 3), "max_rows": max_rows, "rows": rows}, indent=2))
     return out

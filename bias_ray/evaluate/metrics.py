@@ -91,3 +91,57 @@ def ppr_gap(y_true, y_pred, groups) -> float:
 
 def compute_all(y_true, y_pred, groups, names: Sequence[str] | None = None) -> dict[str, float]:
     return {n: METRICS.get(n)(y_true, y_pred, groups) for n in (names or METRICS.names())}
+
+
+# What "better" means for a metric, in one place. Trial-level metrics are listed here; a downstream
+# task's metrics declare theirs in resources/tasks.yaml (``better: {metric: direction}``).
+#   higher: larger is better (accuracy)        lower: smaller is better (a false-positive rate)
+#   zero:   closer to 0 is better (a gap)      half:  closer to 0.5 is better (a stereotype preference)
+DIRECTIONS = ("higher", "lower", "zero", "half")
+METRIC_DIRECTIONS: dict[str, str] = {
+    "accuracy": "higher",
+    "macro_f1": "higher",
+    "fpr_gap": "zero",
+    "fnr_gap": "zero",
+    "ppr_gap": "zero",
+}
+
+
+def metric_direction(column: str, listing: dict | None = None) -> str | None:
+    """What is better for a results column, or None when nothing declares it.
+
+    ``task/<task>/<metric>`` is looked up in the task listing (``resources/tasks.yaml``, or ``listing``);
+    ``bias_type/<metric>`` and ``best_<metric>`` are the trial-level metric they name.
+    """
+    if column.startswith("task/"):
+        _, task, metric = column.split("/", 2)
+        if listing is None:
+            from bias_ray.evaluate.tasks import task_listing
+
+            listing = task_listing()
+        entry = listing.get("tasks", {}).get(task) or {}
+        direction = (entry.get("better") or {}).get(metric)
+        if direction is not None and direction not in DIRECTIONS:
+            raise ValueError(f"task {task!r} declares better: {{{metric}: {direction!r}}}; "
+                             f"allowed: {', '.join(DIRECTIONS)}")
+        return direction
+    name = column.removeprefix("bias_type/").removeprefix("best_")
+    return METRIC_DIRECTIONS.get(name)
+
+
+def shortfall(value, direction: str):
+    """How far a value is from the metric's best, so that smaller is always better.
+
+    higher: -v; lower: v; zero: |v|; half: |v - 0.5|. A change's improvement is
+    ``shortfall(before) - shortfall(after)`` (positive = better).
+    """
+    v = np.asarray(value, dtype=float)
+    if direction == "higher":
+        return -v
+    if direction == "lower":
+        return v
+    if direction == "zero":
+        return np.abs(v)
+    if direction == "half":
+        return np.abs(v - 0.5)
+    raise ValueError(f"unknown direction {direction!r}; allowed: {', '.join(DIRECTIONS)}")
