@@ -19,7 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bias_ray.report import figures, misalignment, run_files, summary, tables
+import bias_ray.report.figures as figures
+import bias_ray.report.misalignment as misalignment
+import bias_ray.report.run_files as run_files
+import bias_ray.report.summary as summary
+import bias_ray.report.tables as tables
 from bias_ray.report.headline import (
     DESCRIPTIONS,
     HEADLINE_FIGURE_METRIC,

@@ -34,7 +34,7 @@ BETTER_WORDS = {"higher": "higher is better", "lower": "lower is better", "zero"
 
 def task_metrics(table: pd.DataFrame) -> list[str]:
     """The ``task/<task>/<metric>`` columns to plot: each listed task's ``report_metrics``, in listing order."""
-    from bias_ray.evaluate.tasks import task_listing
+    from bias_ray.evaluate.listing import task_listing
 
     out = []
     for name, entry in task_listing()["tasks"].items():

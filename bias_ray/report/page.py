@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bias_ray.report import tables
+import bias_ray.report.tables as tables
 
 
 def _inline(text: str) -> str:

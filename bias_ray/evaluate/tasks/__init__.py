@@ -15,27 +15,18 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from bias_ray.evaluate.listing import TASKS_FILE, task_listing
 from bias_ray.registry import TASKS
-from bias_ray.spec import RESOURCES, BiasType, EvaluationSpec, SweepSpec, bias_type_catalog, default_data_root
+from bias_ray.spec import BiasType, EvaluationSpec, SweepSpec, bias_type_catalog, default_data_root
 
 log = logging.getLogger(__name__)
-TASKS_FILE = RESOURCES / "tasks.yaml"
 Classify = Callable[[list[str]], np.ndarray]  # texts -> predicted labels (1 = hate), as the trial's classifier says
-
-
-@cache
-def task_listing() -> dict[str, Any]:
-    """The parsed ``resources/tasks.yaml``: task entries and the group phrases for prompts."""
-    with open(TASKS_FILE) as f:
-        return yaml.safe_load(f)
 
 
 @dataclass
