@@ -7,7 +7,8 @@ classifier (tasks run on a bare causal LM) it falls back to the zero-shot, calib
 log-likelihood of the ``toxigen`` task, on rows capped by ``max_rows_per_task`` like the other LM tasks;
 ``trained_classifier`` (1 or 0) says which one answered. The classifier sees every case unless the
 task's ``max_rows`` option (tasks.yaml, default null) caps them, spread evenly over the groups: a
-forward pass per case costs about 1-3 ms on one CPU thread for the tiny student (bench/hatecheck_task.py).
+forward pass per case cost 2.3-3.2 ms for the tiny student at one torch thread on the shared 2-core machine
+under load average ~25, i.e. 9-12 s per trial (bench/hatecheck_task.py).
 
 Positive class = hateful. With FP, TN, FN, TP counted over a set of cases:
 
