@@ -198,3 +198,18 @@ def pipeline_null_text() -> str:
     from bias_ray.generate.engines.null_engine import NULL_TEXT
 
     return NULL_TEXT
+
+
+def test_trial_mix_on_an_imported_set_is_the_full_read_mix(tmp_path, data_root):
+    """Imported sets have only the required columns (no stance, no seed ids): the trial still reads them."""
+    from bias_ray.data.loaders import load_toxigen
+    from bias_ray.generate.pipeline import import_augmented
+
+    spec = _spec(tmp_path, data_root, training={"train_size": 60})
+    rows = _shard_frame(400, seed=4)[["text", "label", "group", "bias_type"]].drop_duplicates("text")
+    import_augmented(spec, rows)
+    real = load_toxigen(spec.data.resolved_root, spec.data.test_fraction)
+    full = load_augmented(spec)
+    want = mix(real[real["split"] == "train"], full[full["bias_type"] == "gender"], 0.5, 60, "fixed_total", 2)
+    train, _ = trial_data(spec, "gender", 0.5, 2)
+    assert train["id"].tolist() == want["id"].tolist() and train["text"].tolist() == want["text"].tolist()

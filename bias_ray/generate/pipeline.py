@@ -551,10 +551,10 @@ def _read_shard_groups(out: Path, columns: list[str], wanted_group, rows: pc.Exp
 
         groups = [g for g in range(meta.num_row_groups) if wanted_group(stats, g)]
         if groups:
-            table = shard.read_row_groups(groups, columns=columns)
+            table = shard.read_row_groups(groups, columns=[c for c in columns if c in names])
             table = table.filter(rows) if rows is not None else table
             table = finish(table) if finish is not None else table
-            tables.append(table.select(keep or columns))
+            tables.append(table.select([c for c in keep or columns if c in table.column_names]))
         shard.close()
     if not tables:
         return pa.table({c: pa.array([], pa.string()) for c in keep or columns})
@@ -601,8 +601,11 @@ def augmented_rows(spec: SweepSpec, indices: np.ndarray, columns: list[str] | No
     out = spec.augmented_dir
     _finished_job(out)
     indices = np.asarray(indices, dtype=np.int64)
-    columns = list(dict.fromkeys(["sample_id", "index", *(columns or ["text", "label", "group", "bias_type",
-                                                                          "stance"])]))
+    if columns is None:  # what a mix uses, of what the shards have (imported sets may lack stance)
+        parts = _parts(out / "shards")
+        present = set(pq.read_schema(parts[0]).names) if parts else set()
+        columns = [c for c in ("text", "label", "group", "bias_type", "stance") if c in present]
+    columns = list(dict.fromkeys(["sample_id", "index", *columns]))
     if not len(indices):
         return _with_provenance(pd.DataFrame({c: pd.Series(dtype=object) for c in columns}), {})
     wanted = np.unique(indices)
