@@ -46,7 +46,7 @@ def test_micro_sweep_every_stage(tmp_path, tiny_model, data_root):
     assert set(augmented["bias_type"]) == {"religion"}
     # the misalignment analysis ran between generation and the sweep
     out = proc.stdout
-    assert out.index("analysis") < out.index("micro: 2 trials")
+    assert out.index("analysis in") < out.index("sweep 2/2 trials done")
     assert (run / "analysis" / "summary.csv").is_file() and (run / "analysis" / "misalignment_summary.png").is_file()
     assert json.loads((run / "analysis" / "analysis.json").read_text())["wall_s"] > 0
     # sweep: one row per grid cell, finite metrics, exact realised ratios
