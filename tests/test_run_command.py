@@ -31,7 +31,7 @@ def fake_stages(monkeypatch):
                       "mmd": [0.04, 0.01]}).to_csv(folder / "summary.csv", index=False)
         return folder
 
-    def run_sweep(spec, resume=False):
+    def run_sweep(spec, resume=False, **_):  # the CLI also passes its live view callbacks
         calls.append("sweep")
         table = _results(spec.run_dir, hatecheck=False)
         bias_ray.train.sweep.write_results(table, spec.results_path)
