@@ -51,16 +51,34 @@ def test_token_grows_vocab_prefixes_tag_per_source_and_trains_the_tags(tmp_path,
     ids = tok(train["text"].tolist())["input_ids"]
     assert ids[0][0] == aug_id and ids[1][0] == real_id  # one id each, never split
 
-    # the new embedding rows are trained (modules_to_save), not frozen
-    emb = {n: p for n, p in model.named_parameters() if "embed_tokens" in n and p.requires_grad}
-    assert emb, "embed_tokens is not trainable"
-    (name, weight), = emb.items()
-    before = weight.detach().clone()
+    # only the tag rows are trained (peft trainable tokens); every other row of the matrix stays frozen
+    trainable = {n: p for n, p in model.named_parameters() if "embed_tokens" in n and p.requires_grad}
+    (name, delta), = trainable.items()
+    assert "trainable_tokens" in name and tuple(delta.shape) == (2, model.config.hidden_size)
+    embed = model.get_input_embeddings()
+    probe = torch.tensor([aug_id, real_id, 5, 100])
+    before = embed(probe).detach().clone()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     batch = student.encode(train["text"].tolist(), [1, 0])
     model(**model_inputs(batch)).loss.backward()
     opt.step()
-    assert not torch.equal(before[aug_id], weight.detach()[aug_id])
+    after = embed(probe).detach()
+    assert not torch.equal(before[0], after[0]) and not torch.equal(before[1], after[1])
+    assert torch.equal(before[2:], after[2:])
+
+
+def test_token_trains_as_many_parameters_as_none_plus_the_tag_rows(tmp_path, tiny_model, data_root):
+    """The fair-comparison rule: token adds only (tags x hidden) trainable parameters to none's LoRA."""
+    from bias_ray.train.trainable import trainable_parameter_count
+
+    counts = {}
+    for name in ("none", "token", "mask", {"name": "loss", "params": {"lambda": 1.0}}):
+        label = name if isinstance(name, str) else name["name"]
+        _, _, _, model = make(tmp_path / label, tiny_model, data_root, name)
+        counts[label] = trainable_parameter_count(model)
+    hidden = model.config.hidden_size
+    assert counts["token"] == counts["none"] + 2 * hidden
+    assert counts["mask"] == counts["loss"] == counts["none"]
 
 
 @pytest.mark.timeout(120)

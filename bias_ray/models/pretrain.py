@@ -37,8 +37,8 @@ class PretrainConfig:
     num_layers: int = 2
     num_heads: int = 4
     max_positions: int = 256
-    max_steps: int = 300
-    max_seconds: float = 180.0  # a cap for slow machines; the steps actually taken are recorded
+    max_steps: int = 600
+    max_seconds: float = 170.0  # a cap for slow machines; the steps actually taken are recorded
     batch_size: int = 16
     seq_len: int = 128
     learning_rate: float = 3e-3
