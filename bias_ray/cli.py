@@ -63,7 +63,7 @@ def models_tiny(
                                   "--no-pretrain saves the random initialisation"),
     test_fraction: float = typer.Option(0.3, help="The sweeps' data.test_fraction: its ToxiGen test split is "
                                         "kept out of the corpus"),
-    max_steps: int = typer.Option(600, help="Pretraining steps"),
+    max_steps: int = typer.Option(300, help="Pretraining steps"),
     max_seconds: float = typer.Option(170.0, help="Wall-clock cap on pretraining"),
     hidden_size: int = typer.Option(128),
     layers: int = typer.Option(2),

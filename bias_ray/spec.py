@@ -78,7 +78,7 @@ class ModelsSpec(_Strict):
         description="With build_tiny_if_missing: pretrain the tiny model on local real text (no evaluation item), "
         "cached by a fingerprint of corpus and config; see bias_ray/models/pretrain.py.",
     )
-    pretrain_max_steps: int = Field(default=600, gt=0, description="Pretraining steps of the tiny model.")
+    pretrain_max_steps: int = Field(default=300, gt=0, description="Pretraining steps of the tiny model.")
     pretrain_max_seconds: float = Field(default=170.0, gt=0, description="Wall-clock cap on pretraining.")
 
 

@@ -7,8 +7,11 @@ same few-shot lists the generation prompts use, the model learns to continue "st
 {group}" in the stance of the examples, and the student starts from a body that has seen text.
 
 Objective: next-token cross-entropy, ``L = -1/N sum_t log p(x_t | x_<t)`` over non-pad tokens;
-held-out perplexity ``exp(L)`` on the corpus's held-out lines, at initialisation and after
-training (the best evaluated state is kept). The folder's ``bias_ray_model.json`` records the
+held-out perplexity ``exp(L)`` on the corpus's held-out lines, at initialisation, every
+``eval_every`` steps (the curve is recorded) and at the end. The last state is kept, not the
+held-out best: the corpus is small (~450 lines), so held-out perplexity bottoms out after ~100
+steps while the model goes on learning to continue a list of statements about the prompted
+group, which is what it is for (measured: ``generator_measures`` in the generation manifest). The folder's ``bias_ray_model.json`` records the
 sources and row counts, the fingerprint (corpus + config), the steps, time and both perplexities;
 a folder with the same fingerprint is reused as it is.
 """
@@ -25,7 +28,7 @@ from typing import Any
 
 from bias_ray.models.corpus import Corpus, build_corpus, documents
 
-PRETRAIN_VERSION = 1  # bump when the training code changes what a config yields
+PRETRAIN_VERSION = 2  # bump when the training code changes what a config yields
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class PretrainConfig:
     num_layers: int = 2
     num_heads: int = 4
     max_positions: int = 256
-    max_steps: int = 600
+    max_steps: int = 300
     max_seconds: float = 170.0  # a cap for slow machines; the steps actually taken are recorded
     batch_size: int = 16
     seq_len: int = 128
@@ -114,7 +117,7 @@ def pretrain_tiny_model(out_dir: str | Path, data_root: str | Path, test_fractio
     torch.manual_seed(config.seed)
     heldout_docs = documents(corpus.heldout, seed=10_000, lines_per_doc=(3, 3))
     ppl_init = heldout_perplexity(model, tokenizer, heldout_docs, config.seq_len)
-    best = (ppl_init, 0, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    curve = [(0, round(ppl_init, 3))]
     opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / config.warmup_steps) * max(
         0.1, 0.5 * (1 + math.cos(math.pi * min(1.0, s / config.max_steps)))))
@@ -140,10 +143,8 @@ def pretrain_tiny_model(out_dir: str | Path, data_root: str | Path, test_fractio
             ppl = heldout_perplexity(model, tokenizer, heldout_docs, config.seq_len)
             log(f"pretrain step {step}: train loss {sum(losses) / len(losses):.3f}, held-out perplexity {ppl:.1f}")
             losses = []
-            if ppl < best[0]:
-                best = (ppl, step, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            curve.append((step, round(ppl, 3)))
     train_s = time.perf_counter() - train_started
-    model.load_state_dict(best[2])
     ppl_final = heldout_perplexity(model, tokenizer, heldout_docs, config.seq_len)
     model.save_pretrained(out)
     torch.set_num_threads(threads)
@@ -153,7 +154,8 @@ def pretrain_tiny_model(out_dir: str | Path, data_root: str | Path, test_fractio
         "config": asdict(config),
         "corpus": corpus.summary(),
         "steps": step,
-        "kept_step": best[1],
+        "heldout_perplexity_curve": curve,
+        "heldout_perplexity_best": min(p for _, p in curve),
         "epochs": epoch,
         "train_seconds": round(train_s, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
