@@ -21,7 +21,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -89,7 +88,7 @@ def main() -> None:
                    "cpus": 1}
             states: list[dict] = []
             t0 = time.time()
-            metrics = fit(spec, cfg, lambda _m, s: states.append(s))
+            metrics = fit(spec, cfg, lambda _m, s, states=states: states.append(s))
             mitigation = build_mitigation(spec, cfg)
             student, model = build_student(spec, mitigation)
             model.load_state_dict(states[-1]["model"], strict=False)

@@ -32,7 +32,6 @@ def _load(spec_path: Path) -> SweepSpec:
 
 def _prepare_models(spec: SweepSpec) -> None:
     from bias_ray.models import ensure_model
-
     from bias_ray.models.pretrain import PretrainConfig
 
     root, m = spec.data.resolved_root, spec.models

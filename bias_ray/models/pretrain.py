@@ -11,7 +11,8 @@ held-out perplexity ``exp(L)`` on the corpus's held-out lines, at initialisation
 ``eval_every`` steps (the curve is recorded) and at the end. The last state is kept, not the
 held-out best: the corpus is small (~450 lines), so held-out perplexity bottoms out after ~100
 steps while the model goes on learning to continue a list of statements about the prompted
-group, which is what it is for (measured: ``generator_measures`` in the generation manifest). The folder's ``bias_ray_model.json`` records the
+group, which is what it is for (measured: ``generator_measures`` in the generation manifest).
+The folder's ``bias_ray_model.json`` records the
 sources and row counts, the fingerprint (corpus + config), the steps, time and both perplexities;
 a folder with the same fingerprint is reused as it is.
 """
@@ -63,7 +64,6 @@ def read_info(path: str | Path) -> dict[str, Any]:
 
 
 def _encode_docs(tokenizer, docs: list[str], seq_len: int):
-    import torch
 
     enc = tokenizer([tokenizer.bos_token + d + tokenizer.eos_token for d in docs], add_special_tokens=False,
                     truncation=True, max_length=seq_len, padding=True, return_tensors="pt")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -21,7 +20,8 @@ SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
 def _tokenizer_texts(corpus: Corpus) -> list[str]:
     """The pretraining corpus's train lines (no evaluation item) and the list headers the prompts use."""
     train = corpus.train
-    headers = [f"The following are statements about {str(g).replace('_', ' ')}:" for g in sorted(train["group"].unique())]
+    groups = sorted(train["group"].unique())
+    headers = [f"The following are statements about {str(g).replace('_', ' ')}:" for g in groups]
     return train["text"].tolist() + headers
 
 
@@ -42,11 +42,11 @@ def build_tiny_model(
     The tokenizer sees only :func:`bias_ray.models.corpus.build_corpus` text (no evaluation item);
     :func:`bias_ray.models.pretrain.pretrain_tiny_model` then trains the weights.
     """
-    from bias_ray.models.corpus import build_corpus
-
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from bias_ray.models.corpus import build_corpus
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
