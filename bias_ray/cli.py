@@ -104,7 +104,20 @@ def generate(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> N
     spec = _load(spec_path)
     _prepare_models(spec)
     out = run_generation(spec)
+    _print_generator_measures(out)
     console.print(f"[green]augmented data[/green] in {out}")
+
+
+def _print_generator_measures(out: Path) -> None:
+    """Per group and stance: kept rows, share naming the group, share the stance classifier calls hate."""
+    import json
+
+    from bias_ray.generate.measure import measures_frame
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    if manifest.get("generator_measures"):
+        cols = ["bias_type", "group", "stance", "kept", "names_group_share", "hate_share"]
+        _print_table(measures_frame(manifest["generator_measures"]), cols, "what the generator wrote")
 
 
 @app.command()
@@ -278,7 +291,7 @@ def run(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> None:
     with console.status("preparing models"):
         _prepare_models(spec)
     console.rule("generate")
-    run_generation(spec)
+    _print_generator_measures(run_generation(spec))
     console.rule("sweep")
     table = run_sweep(spec, resume=True)
     _print_results(table, spec)
