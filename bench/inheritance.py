@@ -21,6 +21,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -40,6 +41,30 @@ def hatecheck_rates(model, student, prefix: str, data_root: Path, groups: list[s
             "hatecheck_nonhateful": int((~hateful).sum())}
 
 
+def generate_in_process(spec) -> None:
+    """The pipeline's prompts, engine class and row filters without Ray; manifest with generator_measures."""
+    from bias_ray.generate.engines.transformers_engine import TransformersGenerator
+    from bias_ray.generate.measure import generator_measures
+    from bias_ray.generate.pipeline import import_augmented
+    from bias_ray.generate.prompts import make_plan, sampling_params
+    from bias_ray.generate.quality import clean_generation, drop_reason
+
+    plan = make_plan(spec)
+    prompts = plan.rows(np.arange(plan.total))
+    engine = TransformersGenerator(str(spec.models.generator), sampling_params(spec))
+    texts: list[str] = []
+    size = spec.generation.batch_size
+    for i in range(0, len(prompts), size):
+        texts += engine.generate(prompts["prompt"].iloc[i : i + size].tolist(), spec.generation.seed + i)[0]
+    rows = prompts.assign(text=[clean_generation(t) for t in texts])
+    rows = rows[[drop_reason(t, spec.generation.quality) == "" for t in rows["text"]]]
+    rows = rows.drop_duplicates("text").rename(columns={"sample_id": "id"})
+    out = import_augmented(spec, rows[["id", "text", "label", "group", "bias_type", "stance"]], source="bench")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["generator_measures"] = generator_measures(spec, out)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--spec", default="sweeps/quickstart.yaml")
@@ -50,6 +75,8 @@ def main() -> None:
     ap.add_argument("--output-dir", default=None, help="run folder (default: the spec's)")
     ap.add_argument("--set", action="append", default=[], help="override, e.g. training.learning_rate=0.001")
     ap.add_argument("--json", default=None, help="write the per-trial rows here")
+    ap.add_argument("--no-ray", action="store_true",
+                    help="generate in this process (same prompts, engine class and filters; no Ray cluster)")
     args = ap.parse_args()
 
     from bias_ray.generate.pipeline import generate
@@ -74,7 +101,10 @@ def main() -> None:
         ensure_model(path, spec.data.resolved_root, m.build_tiny_if_missing, pretrain=m.pretrain_tiny,
                      test_fraction=spec.data.test_fraction, config=config)
     started = time.time()
-    generate(spec, progress=False)
+    if args.no_ray and not (spec.augmented_dir / "manifest.json").exists():
+        generate_in_process(spec)
+    else:
+        generate(spec, progress=False)
     manifest = json.loads((spec.augmented_dir / "manifest.json").read_text())
     print(f"generation: {manifest['rows']} kept rows in {time.time() - started:.0f}s")
     for row in manifest.get("generator_measures", []):
