@@ -8,8 +8,10 @@ gender, Muslims for religion, ...)::
     FPR = |{non-hateful case c of the groups : student predicts hate on c}| / |non-hateful cases|
     FNR = |{hateful case c of the groups : student predicts neutral on c}| / |hateful cases|
 
-and prints mean ± sd over seeds per ratio, beside ToxiGen held-out macro-F1. Inheritance: FPR
-rising with the ratio under ``none``. Figures, not a test. Example::
+and prints mean ± sd over seeds per ratio, beside ToxiGen held-out macro-F1 and, as a control,
+the FPR on the *other* groups' non-hateful cases. Inheritance: the targeted groups' FPR rising
+with the ratio under ``none`` more than the control's (which rises with the label shift alone).
+Figures, not a test. Example::
 
     PYTHONPATH=. python bench/inheritance.py --bias-type gender --ratios 0 0.5 0.9 --seeds 0 1
 """
@@ -34,11 +36,14 @@ def hatecheck_rates(model, student, prefix: str, data_root: Path, groups: list[s
     from bias_ray.train.trainable import predict
 
     cases = pd.read_csv(data_root / "hatecheck" / "test_suite_cases.csv")
-    cases = cases[cases["target_ident"].isin(groups)]
     pred = predict(model, student, [prefix + t for t in cases["test_case"].astype(str)])
     hateful = (cases["label_gold"] == "hateful").to_numpy()
-    return {"hatecheck_fpr": float(pred[~hateful].mean()), "hatecheck_fnr": float(1 - pred[hateful].mean()),
-            "hatecheck_nonhateful": int((~hateful).sum())}
+    target = cases["target_ident"].isin(groups).to_numpy()
+    other = cases["target_ident"].notna().to_numpy() & ~target  # control: the other groups' cases
+    return {"hatecheck_fpr": float(pred[target & ~hateful].mean()),
+            "hatecheck_fnr": float(1 - pred[target & hateful].mean()),
+            "hatecheck_fpr_other_groups": float(pred[other & ~hateful].mean()),
+            "hatecheck_nonhateful": int((target & ~hateful).sum())}
 
 
 def generate_in_process(spec) -> None:
@@ -128,7 +133,8 @@ def main() -> None:
             print(row, flush=True)
             results.append(row)
     table = pd.DataFrame(results)
-    summary = table.groupby("ratio")[["hatecheck_fpr", "hatecheck_fnr", "macro_f1"]].agg(["mean", "std"])
+    cols = ["hatecheck_fpr", "hatecheck_fpr_other_groups", "hatecheck_fnr", "macro_f1"]
+    summary = table.groupby("ratio")[cols].agg(["mean", "std"])
     print(f"\n{args.mitigation}, {args.bias_type}, HateCheck groups {groups}, seeds {args.seeds}:")
     print(summary.round(3).to_string())
     if args.json:
