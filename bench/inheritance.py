@@ -106,10 +106,10 @@ def main() -> None:
         ensure_model(path, spec.data.resolved_root, m.build_tiny_if_missing, pretrain=m.pretrain_tiny,
                      test_fraction=spec.data.test_fraction, config=config)
     started = time.time()
-    if args.no_ray and not (spec.augmented_dir / "manifest.json").exists():
-        generate_in_process(spec)
-    else:
+    if not args.no_ray:
         generate(spec, progress=False)
+    elif not (spec.augmented_dir / "manifest.json").exists():  # an in-process job is reused as it is
+        generate_in_process(spec)
     manifest = json.loads((spec.augmented_dir / "manifest.json").read_text())
     print(f"generation: {manifest['rows']} kept rows in {time.time() - started:.0f}s")
     for row in manifest.get("generator_measures", []):
