@@ -38,11 +38,14 @@ def _load(spec_path: Path, here: bool = True) -> SweepSpec:
 
 def _prepare_models(spec: SweepSpec) -> None:
     from bias_ray.models import ensure_model
+    from bias_ray.models.pretrain import PretrainConfig
 
-    root = spec.data.resolved_root
+    root, m = spec.data.resolved_root, spec.models
+    config = PretrainConfig(max_steps=m.pretrain_max_steps, max_seconds=m.pretrain_max_seconds)
+    kwargs = {"pretrain": m.pretrain_tiny, "test_fraction": spec.data.test_fraction, "config": config}
     if spec.generation.engine != "http":  # a hub id is resolved here once (models/hub.py), before any work
-        ensure_model(spec.models.generator, root, spec.models.build_tiny_if_missing)
-    ensure_model(spec.models.student, root, spec.models.build_tiny_if_missing)
+        ensure_model(m.generator, root, m.build_tiny_if_missing, **kwargs)
+    ensure_model(m.student, root, m.build_tiny_if_missing, **kwargs)
 
 
 VERBOSE_HELP = "Stream Ray, Tune and W&B logs to the terminal (default: <output_dir>/logs/bias-ray.log)"
@@ -108,18 +111,43 @@ def _print_model_notes(spec: SweepSpec, here: bool) -> None:
 @models_app.command("tiny")
 def models_tiny(
     out_dir: Path = typer.Argument(..., help="Folder to write the model and tokenizer to"),
-    data_root: Path = typer.Option(None, help="Real data folder for training the tokenizer"),
-    hidden_size: int = typer.Option(64),
+    data_root: Path = typer.Option(None, help="Real data folder (tokenizer and pretraining corpus)"),
+    pretrain: bool = typer.Option(True, help="Pretrain on local real text (no evaluation item); "
+                                  "--no-pretrain saves the random initialisation"),
+    test_fraction: float = typer.Option(0.3, help="The sweeps' data.test_fraction: its ToxiGen test split is "
+                                        "kept out of the corpus"),
+    max_steps: int = typer.Option(300, help="Pretraining steps"),
+    max_seconds: float = typer.Option(170.0, help="Wall-clock cap on pretraining"),
+    hidden_size: int = typer.Option(128),
     layers: int = typer.Option(2),
     vocab_size: int = typer.Option(2000),
 ) -> None:
-    """Build a tiny random-init causal LM with a BPE tokenizer trained on the local data."""
+    """Build the tiny causal LM with a BPE tokenizer trained on local data; pretrained unless --no-pretrain.
+
+    Cached: a folder pretrained with the same corpus and config is reused at once.
+    """
+    import json
+
     from bias_ray.models import build_tiny_model
+    from bias_ray.models.pretrain import PretrainConfig, pretrain_tiny_model
     from bias_ray.spec import default_data_root
 
-    path = build_tiny_model(out_dir, data_root or default_data_root(), vocab_size=vocab_size,
-                            hidden_size=hidden_size, num_layers=layers)
-    console.print(f"[green]built[/green] tiny model at {path}")
+    root = data_root or default_data_root()
+    if not pretrain:
+        path = build_tiny_model(out_dir, root, vocab_size=vocab_size, hidden_size=hidden_size, num_layers=layers,
+                                test_fraction=test_fraction)
+        console.print(f"[green]built[/green] random-init tiny model at {path}")
+        return
+    config = PretrainConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_layers=layers,
+                            max_steps=max_steps, max_seconds=max_seconds)
+    path = pretrain_tiny_model(out_dir, root, test_fraction, config, log=console.print)
+    info = json.loads((path / "bias_ray_model.json").read_text())
+    console.print(
+        f"[green]pretrained[/green] tiny model at {path}: {info['steps']} steps ({info['stopped_by']}) in "
+        f"{info['train_seconds']}s on {info['corpus']['train_lines']} lines; held-out perplexity "
+        f"{info['heldout_perplexity']} (random init {info['heldout_perplexity_random_init']}); "
+        f"fingerprint {info['fingerprint']}"
+    )
 
 
 @app.command()
@@ -134,7 +162,20 @@ def generate(
     with _quiet(spec.run_dir, verbose):
         _prepare_models(spec)
         out = run_generation(spec)
+    _print_generator_measures(out)
     console.print(f"[green]augmented data[/green] in {out}")
+
+
+def _print_generator_measures(out: Path) -> None:
+    """Per group and stance: kept rows, share naming the group, share the stance classifier calls hate."""
+    import json
+
+    from bias_ray.generate.measure import measures_frame
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    if manifest.get("generator_measures"):
+        cols = ["bias_type", "group", "stance", "kept", "names_group_share", "hate_share"]
+        _print_table(measures_frame(manifest["generator_measures"]), cols, "what the generator wrote")
 
 
 @app.command()
@@ -340,7 +381,7 @@ def run(
         with console.status("preparing models"):
             _prepare_models(spec)
         console.rule("generate")
-        run_generation(spec)
+        _print_generator_measures(run_generation(spec))
         console.rule("analyze")
         if spec.analysis.enabled:
             with console.status("analysis: values, group data, data distribution"):

@@ -73,6 +73,13 @@ class ModelsSpec(_Strict):
         default=False,
         description="Build the project's tiny local model at a missing path instead of failing.",
     )
+    pretrain_tiny: bool = Field(
+        default=False,
+        description="With build_tiny_if_missing: pretrain the tiny model on local real text (no evaluation item), "
+        "cached by a fingerprint of corpus and config; see bias_ray/models/pretrain.py.",
+    )
+    pretrain_max_steps: int = Field(default=300, gt=0, description="Pretraining steps of the tiny model.")
+    pretrain_max_seconds: float = Field(default=170.0, gt=0, description="Wall-clock cap on pretraining.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         default="auto",
         description="Weights' precision for generation and training; auto: the checkpoint's own "

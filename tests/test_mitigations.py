@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -51,16 +52,34 @@ def test_token_grows_vocab_prefixes_tag_per_source_and_trains_the_tags(tmp_path,
     ids = tok(train["text"].tolist())["input_ids"]
     assert ids[0][0] == aug_id and ids[1][0] == real_id  # one id each, never split
 
-    # the new embedding rows are trained (modules_to_save), not frozen
-    emb = {n: p for n, p in model.named_parameters() if "embed_tokens" in n and p.requires_grad}
-    assert emb, "embed_tokens is not trainable"
-    (name, weight), = emb.items()
-    before = weight.detach().clone()
+    # only the tag rows are trained (peft trainable tokens); every other row of the matrix stays frozen
+    trainable = {n: p for n, p in model.named_parameters() if "embed_tokens" in n and p.requires_grad}
+    (name, delta), = trainable.items()
+    assert "trainable_tokens" in name and tuple(delta.shape) == (2, model.config.hidden_size)
+    embed = model.get_input_embeddings()
+    probe = torch.tensor([aug_id, real_id, 5, 100])
+    before = embed(probe).detach().clone()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     batch = student.encode(train["text"].tolist(), [1, 0])
     model(**model_inputs(batch)).loss.backward()
     opt.step()
-    assert not torch.equal(before[aug_id], weight.detach()[aug_id])
+    after = embed(probe).detach()
+    assert not torch.equal(before[0], after[0]) and not torch.equal(before[1], after[1])
+    assert torch.equal(before[2:], after[2:])
+
+
+def test_token_trains_as_many_parameters_as_none_plus_the_tag_rows(tmp_path, tiny_model, data_root):
+    """The fair-comparison rule: token adds only (tags x hidden) trainable parameters to none's LoRA."""
+    from bias_ray.train.trainable import trainable_parameter_count
+
+    counts = {}
+    for name in ("none", "token", "mask", {"name": "loss", "params": {"lambda": 1.0}}):
+        label = name if isinstance(name, str) else name["name"]
+        _, _, _, model = make(tmp_path / label, tiny_model, data_root, name)
+        counts[label] = trainable_parameter_count(model)
+    hidden = model.config.hidden_size
+    assert counts["token"] == counts["none"] + 2 * hidden
+    assert counts["mask"] == counts["loss"] == counts["none"]
 
 
 @pytest.mark.timeout(120)
@@ -271,3 +290,26 @@ def test_every_builtin_bias_type_has_a_lexicon_for_its_groups():
         lex = load_lexicon(name)
         assert set(entry["groups"]) <= set(lex.groups), name
         assert lex.attributes, name
+
+
+@pytest.mark.slow
+def test_token_matches_none_at_ratio_zero_within_seed_noise(tmp_path, tiny_model, data_root):
+    """No augmented row: the tags carry no information, so token may differ from none by seed noise only.
+
+    Noise: two standard errors of the difference of means over 3 seeds each (plus 0.02 for ties).
+    (With the whole embedding matrix trained, the old token beat none 0.794 vs 0.657 at quickstart scale.)
+    """
+    d = micro_spec_dict(tmp_path, tiny_model, data_root, mitigations=["none", "token"],
+                        training={"train_size": 96, "epochs": 2, "eval_every": 100, "max_eval_rows": 120,
+                                  "learning_rate": 0.003, "max_length": 48})
+    write_augmented(d, planted_rows(data_root, n=40))
+    spec = parse_spec(d, check_files=False)
+    scores: dict[str, list[float]] = {"none": [], "token": []}
+    for name in scores:
+        for seed in range(3):
+            cfg = {"bias_type": "religion", "bias_ratio": 0.0, "mitigation": name, "seed": seed}
+            scores[name].append(fit(spec, cfg, lambda *_: None)["macro_f1"])
+    a, b = np.array(scores["none"]), np.array(scores["token"])
+    se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+    print(f"macro-F1 at ratio 0: none {scores['none']}, token {scores['token']}")
+    assert abs(a.mean() - b.mean()) <= 2 * se + 0.02, scores

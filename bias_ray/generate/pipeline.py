@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 
 from bias_ray.data.loaders import stable_id
 from bias_ray.generate.engines import ENGINES
+from bias_ray.generate.measure import generator_measures
 from bias_ray.generate.prompts import PromptPlan, make_plan, sampling_params
 from bias_ray.generate.quality import clean_generation, drop_reason, find_duplicates
 from bias_ray.spec import QualitySpec, SweepSpec
@@ -391,8 +392,7 @@ def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[
             "last_shard_s": round(run.get("last_shard_s", 0.0), 3),
         },
     }
-    # Measures over the kept texts (bias_ray/generate/measure.py) belong here, before the manifest is
-    # written. Rows are not in memory any more: stream them with ``iter_kept_batches(out)``.
+    manifest["generator_measures"] = generator_measures(spec, out)  # names the group? hateful? per cell
     _atomic_write_json(out / "manifest.json", manifest)
     return manifest
 

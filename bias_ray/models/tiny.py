@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bias_ray.data.loaders import load_crows_pairs, load_toxigen
+if TYPE_CHECKING:
+    from bias_ray.models.corpus import Corpus
+    from bias_ray.models.pretrain import PretrainConfig
 
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
 
 
-def _corpus(data_root: Path) -> list[str]:
-    texts: list[str] = load_toxigen(data_root)["text"].tolist()
-    try:
-        crows = load_crows_pairs(data_root)
-        texts += crows["text"].tolist() + crows["text_anti"].tolist()
-    except FileNotFoundError:
-        pass
-    return texts
+def _tokenizer_texts(corpus: Corpus) -> list[str]:
+    """The pretraining corpus's train lines (no evaluation item) and the list headers the prompts use."""
+    train = corpus.train
+    groups = sorted(train["group"].unique())
+    headers = [f"The following are statements about {str(g).replace('_', ' ')}:" for g in groups]
+    return train["text"].tolist() + headers
 
 
 def build_tiny_model(
@@ -34,11 +35,19 @@ def build_tiny_model(
     num_heads: int = 4,
     max_positions: int = 256,
     seed: int = 0,
+    corpus: Corpus | None = None,
+    test_fraction: float = 0.3,
 ) -> Path:
-    """Train a byte-level BPE tokenizer on the real data and save a randomly initialised Llama."""
+    """Train a byte-level BPE tokenizer on the pretraining corpus and save a randomly initialised Llama.
+
+    The tokenizer sees only :func:`bias_ray.models.corpus.build_corpus` text (no evaluation item);
+    :func:`bias_ray.models.pretrain.pretrain_tiny_model` then trains the weights.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from bias_ray.models.corpus import build_corpus
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -51,7 +60,8 @@ def build_tiny_model(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(Path(data_root)), trainer=trainer)
+    corpus = corpus or build_corpus(data_root, test_fraction)
+    tok.train_from_iterator(_tokenizer_texts(corpus), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_positions, **SPECIAL_TOKENS)
     tokenizer.padding_side = "left"  # decoder-only generation pads on the left
     tokenizer.save_pretrained(out)
@@ -71,26 +81,39 @@ def build_tiny_model(
         tie_word_embeddings=True,
     )
     LlamaForCausalLM(config).save_pretrained(out)
-    (out / "bias_ray_model.json").write_text(json.dumps({"kind": "tiny", "seed": seed}))
+    (out / "bias_ray_model.json").write_text(json.dumps({"kind": "tiny", "seed": seed,
+                                                         "corpus": corpus.summary()}))
     return out
 
 
-def ensure_model(path: str | Path, data_root: str | Path, build_if_missing: bool) -> Path:
+def ensure_model(path: str | Path, data_root: str | Path, build_if_missing: bool, pretrain: bool = False,
+                 test_fraction: float = 0.3, config: PretrainConfig | None = None) -> Path:
     """The folder of a model reference before a run: a hub id is resolved (its config, from the cache or
     the hub: see models/hub.py); a folder is returned if it holds a model, else the tiny model is built
-    there when allowed."""
+    there when allowed.
+
+    With ``pretrain`` the tiny model is pretrained (:mod:`bias_ray.models.pretrain`); a folder that
+    bias-ray pretrained earlier is reused when its fingerprint (corpus + config) matches and
+    retrained when not. A folder bias-ray did not build is always used as it is.
+    """
     from bias_ray.models.hub import check_hub_access, source_kind
+    from bias_ray.models.pretrain import pretrain_tiny_model, read_info
 
     if source_kind(str(path), build_if_missing) == "hub":
         return check_hub_access(str(path))
+
     path = Path(path).expanduser()
-    if (path / "config.json").exists():
+    info = read_info(path)
+    built_here = info.get("kind") in ("tiny", "tiny-pretrained")
+    if (path / "config.json").exists() and not (build_if_missing and pretrain and built_here):
         return path
     if not build_if_missing:
         raise FileNotFoundError(
             f"no model at {path}: give a folder saved with save_pretrained, or run `bias-ray models tiny {path}`"
         )
-    return build_tiny_model(path, data_root)
+    if pretrain:
+        return pretrain_tiny_model(path, data_root, test_fraction, config)
+    return build_tiny_model(path, data_root, test_fraction=test_fraction)
 
 
 

@@ -105,10 +105,16 @@ def build_student(spec: SweepSpec, mitigation: Mitigation) -> tuple[StudentIO, A
         lora_dropout=tr.lora_dropout,
         target_modules=tr.target_modules,
         modules_to_save=list(mitigation.modules_to_save) or None,
+        trainable_token_indices=list(mitigation.trainable_token_indices) or None,
     )
     model = get_peft_model(model, lora)
     trainable_to_float32(model)
     return student, model
+
+
+def trainable_parameter_count(model) -> int:
+    """Parameters the optimizer updates (LoRA, head, trainable token rows): logged so mitigations compare fairly."""
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
 def predict(model, student: StudentIO, texts: list[str], batch_size: int = 64) -> np.ndarray:
@@ -223,6 +229,7 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
     tr = spec.training
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tr.learning_rate)
     scaler = grad_scaler(student.device, student.dtype)
+    trainable_params = trainable_parameter_count(model)
 
     steps_per_epoch = math.ceil(len(train) / tr.rows_per_step)
     total_steps = steps_per_epoch * tr.epochs
@@ -266,6 +273,7 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
                 total_steps=total_steps,
                 trial_wall_s=time.time() - started,
                 **startup,
+                trainable_params=trainable_params,
                 **mitigation.stats(),
             )
             losses = []

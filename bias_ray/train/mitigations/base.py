@@ -54,8 +54,12 @@ class Mitigation:
 
     name: ClassVar[str] = "base"
     Params: ClassVar[type[BaseModel]] = NoParams
-    #: Model modules that must be trained in full beside LoRA (e.g. resized embeddings).
+    #: Model modules that must be trained in full beside LoRA. Every one adds its whole weight to the
+    #: trainable parameters, which makes a comparison with ``none`` unfair: prefer
+    #: ``trainable_token_indices``. The trial logs ``trainable_params`` so the difference is visible.
     modules_to_save: list[str] = []
+    #: Rows of the input embedding trained beside LoRA (peft's trainable tokens), set by ``prepare_model``.
+    trainable_token_indices: list[int] = []
 
     def __init__(self, **params: Any) -> None:
         self.params = validate_params(type(self), params)

@@ -3,8 +3,10 @@
 Rule: a training text ``t`` becomes ``tag(row) + " " + t`` where ``tag = augmented_tag`` for
 augmented rows and ``real_tag`` for real rows; with ``tag_bias_type`` augmented rows also carry
 ``<bias:TYPE>`` after the provenance tag. The tags are added to the tokenizer as special tokens
-(one id each, never split), the embedding matrix is resized and trained in full beside LoRA
-(``modules_to_save``). At evaluation every text gets ``eval_tag``'s tag (default the real-data
+(one id each, never split), the embedding matrix is resized and only the rows of the added
+tags are trained beside LoRA (peft's trainable tokens, ``trainable_token_indices``): the rest of
+the matrix stays frozen as under ``none``, so at bias ratio 0 the two differ by the tag rows only
+(``d`` parameters per tag, d = hidden size). At evaluation every text gets ``eval_tag``'s tag (default the real-data
 tag), so the model is conditioned on the distribution of real data. The loss is unchanged:
 ``loss = CE(f(tag(x) ⊕ x), y)``.
 """
@@ -44,7 +46,6 @@ class TokenParams(NoParams):
 class TokenMitigation(Mitigation):
     name = "token"
     Params = TokenParams
-    modules_to_save = ["embed_tokens"]
     params: TokenParams
 
     @property
@@ -89,5 +90,6 @@ class TokenMitigation(Mitigation):
             {"additional_special_tokens": self.new_tokens()}, replace_extra_special_tokens=False
         )
         model.resize_token_embeddings(len(tokenizer))
+        self.trainable_token_indices = tokenizer.convert_tokens_to_ids(self.new_tokens())
         self._stats["tokens_added"] = float(added)
         self._stats["vocab_size"] = float(len(tokenizer))

@@ -1,0 +1,93 @@
+"""What the generator wrote, measured per (bias type, group, stance): does it name the group, is it hateful?
+
+For the kept rows ``K`` of a cell (row filters passed, exact duplicates removed)::
+
+    names_group_share = |{r in K : r.text matches a lexicon identity term of r.group}| / |K|
+    hate_share        = |{r in K : P_clf(hate | r.text) > 0.5}| / |K|
+
+The identity terms are the bias type's lexicon (``bias_ray/resources/lexicons``, matched on word
+boundaries, case-insensitively, by the same matcher the mask and loss mitigations use); ``P_clf``
+is the stance classifier (:func:`bias_ray.evaluate.classifier.toxigen_classifier`, logistic
+regression on MiniLM embeddings of the ToxiGen train split). A group without lexicon terms has
+``names_group_share`` None. Shards are read one at a time, only the columns needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from bias_ray.spec import SweepSpec
+from bias_ray.train.mitigations.lexicon import load_lexicon, term_pattern
+
+COLUMNS = ["sample_id", "text", "drop_reason", "bias_type", "group", "stance"]
+
+
+def _kept_rows(out: Path):
+    """Kept rows shard by shard: (bias_type, group, stance, text) frames."""
+    dup_path = out / "duplicates.parquet"
+    dups = set(pq.read_table(dup_path, columns=["sample_id"]).column("sample_id").to_pylist()) \
+        if dup_path.exists() else set()
+    for part in sorted((out / "shards").glob("part-*.parquet")):
+        frame = pq.read_table(part, columns=COLUMNS).to_pandas()
+        frame = frame[(frame["drop_reason"] == "") & ~frame["sample_id"].isin(dups)]
+        if len(frame):
+            yield frame[["bias_type", "group", "stance", "text"]]
+
+
+def names_group(texts: list[str], bias_type: str, group: str) -> np.ndarray | None:
+    """Per text: does it hold an identity term of ``group`` (lexicon of ``bias_type``)? None: no terms."""
+    try:
+        lexicon = load_lexicon(bias_type)
+    except FileNotFoundError:
+        return None
+    terms = list(lexicon.groups.get(group, ()))
+    if not terms:
+        return None
+    pattern = term_pattern([t.lower() for t in terms])
+    return np.array([pattern.search(t) is not None for t in texts], dtype=bool)
+
+
+def generator_measures(spec: SweepSpec, out: Path | None = None, classifier: Any = None) -> list[dict[str, Any]]:
+    """``[{bias_type, group, stance, kept, names_group_share, hate_share}]``, one per cell with kept rows.
+
+    ``classifier`` (anything with ``proba(texts)``) defaults to the spec's stance classifier.
+    """
+    out = Path(out or spec.augmented_dir)
+    counts: dict[tuple[str, str, str], list[float]] = {}  # cell -> [kept, named, named_known, hate]
+    no_terms: set[tuple[str, str, str]] = set()
+    for frame in _kept_rows(out):
+        if classifier is None:
+            from bias_ray.evaluate.classifier import toxigen_classifier
+
+            ev = spec.evaluation
+            classifier = toxigen_classifier(str(spec.data.resolved_root), ev.encoder, ev.classifier_epochs,
+                                            ev.classifier_l2, spec.data.test_fraction)
+        hate = np.asarray(classifier.proba(frame["text"].astype(str).tolist())) > 0.5
+        frame = frame.assign(hate=hate)
+        for (bias, group, stance), cell in frame.groupby(["bias_type", "group", "stance"], sort=False):
+            key = (str(bias), str(group), str(stance))
+            named = names_group(cell["text"].astype(str).tolist(), key[0], key[1])
+            acc = counts.setdefault(key, [0.0, 0.0, 0.0])
+            acc[0] += len(cell)
+            acc[2] += float(cell["hate"].sum())
+            if named is None:
+                no_terms.add(key)
+            else:
+                acc[1] += float(named.sum())
+    rows = []
+    for key in sorted(counts):
+        kept, named, hate = counts[key]
+        rows.append({"bias_type": key[0], "group": key[1], "stance": key[2], "kept": int(kept),
+                     "names_group_share": None if key in no_terms else round(named / kept, 4),
+                     "hate_share": round(hate / kept, 4)})
+    return rows
+
+
+def measures_frame(measures: list[dict[str, Any]]) -> pd.DataFrame:
+    """The manifest's ``generator_measures`` as a table (for reports and prints)."""
+    return pd.DataFrame(measures, columns=["bias_type", "group", "stance", "kept", "names_group_share", "hate_share"])
