@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
+from bias_ray.lexicons import find_spans, load_lexicon, swap_groups, term_pattern
 from bias_ray.spec import SpecError, parse_spec
 from bias_ray.train.mitigations import MITIGATIONS
-from bias_ray.train.mitigations.lexicon import find_spans, load_lexicon, swap_groups, term_pattern
 from bias_ray.train.mitigations.loss import divergence
 from bias_ray.train.student import IGNORE_INDEX, model_inputs
 from bias_ray.train.trainable import build_mitigation, build_student, fit

@@ -20,7 +20,7 @@ STAGES = ("generate", "train", "evaluate", "report", "analysis")
 # stage -> stages it may use. Only through the other stage's package (its public surface, e.g.
 # `from bias_ray.generate import load_augmented`), except evaluate, a library of metrics and scorers.
 ALLOWED = {
-    "generate": set(),
+    "generate": {"evaluate"},  # the stance classifier measures what the generator wrote
     "evaluate": set(),
     "report": {"evaluate"},
     "train": {"generate", "evaluate"},
@@ -28,7 +28,7 @@ ALLOWED = {
 }
 LIBRARY_STAGES = {"evaluate"}  # may be imported module by module
 # layers below the stages: they may import none of them
-SHARED = ("spec", "catalog", "registry", "tracking", "runtime", "mix", "data", "models", "progress")
+SHARED = ("spec", "catalog", "registry", "tracking", "runtime", "mix", "data", "models", "progress", "lexicons")
 
 
 def _modules() -> dict[str, Path]:

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from bias_ray.lexicons import load_lexicon, term_pattern
 from bias_ray.spec import SweepSpec
-from bias_ray.train.mitigations.lexicon import load_lexicon, term_pattern
 
 COLUMNS = ["sample_id", "text", "drop_reason", "bias_type", "group", "stance"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_HOMES = {"build_tiny_model": "tiny", "ensure_model": "tiny", "PretrainConfig": "pretrain",
+_HOMES = {"build_tiny_model": "tiny", "ensure_model": "ensure", "PretrainConfig": "pretrain",
           "pretrain_tiny_model": "pretrain"}
 __all__ = sorted(_HOMES)
 

@@ -28,9 +28,9 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import ConfigDict, Field
 
+from bias_ray.lexicons import LexiconSource, load_lexicon, swap_groups, term_pattern
 from bias_ray.registry import MITIGATIONS
 from bias_ray.train.mitigations.base import Mitigation, NoParams, TrialContext
-from bias_ray.train.mitigations.lexicon import LexiconSource, load_lexicon, swap_groups, term_pattern
 from bias_ray.train.student import model_inputs
 
 

@@ -30,9 +30,9 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import Field
 
+from bias_ray.lexicons import LexiconSource, find_spans, load_lexicon, term_pattern
 from bias_ray.registry import MITIGATIONS
 from bias_ray.train.mitigations.base import Mitigation, NoParams, TrialContext
-from bias_ray.train.mitigations.lexicon import LexiconSource, find_spans, load_lexicon, term_pattern
 from bias_ray.train.student import IGNORE_INDEX
 
 
