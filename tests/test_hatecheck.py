@@ -67,6 +67,7 @@ def test_scores_hand_computed():
     assert s["target_fpr"] == pytest.approx(2 / 3)   # women FP, TN; trans FP
     assert s["target_fnr"] == pytest.approx(1 / 3)   # women TP; trans FN, TP
     assert s["other_fpr"] == 0.0 and s["other_fnr"] == 1.0   # Muslims; the no-target case is in no group
+    assert s["target_excess_fpr"] == pytest.approx(2 / 3)   # group-specific false alarms: target - control
     assert s["fpr"] == pytest.approx(3 / 5) and s["fnr"] == pytest.approx(2 / 4)
     assert s["women/fpr"] == 0.5 and s["women/fnr"] == 0.0
     assert s["trans/fpr"] == 1.0 and s["trans/fnr"] == 0.5 and s["muslims/fnr"] == 1.0
@@ -79,7 +80,7 @@ def test_scores_hand_computed():
 def test_edge_cases_no_target_rows_and_constant_predictions():
     none = hatecheck_scores(_table(ROWS, {"black people"}))   # a target group without rows
     assert none["n_target"] == 0 and math.isnan(none["target_fpr"]) and math.isnan(none["target_fnr"])
-    assert none["other_fpr"] == pytest.approx(2 / 4)
+    assert none["other_fpr"] == pytest.approx(2 / 4) and math.isnan(none["target_excess_fpr"])
     everything_hate = hatecheck_scores(_table([(g, f, y, 1) for g, f, y, _ in ROWS], {"women"}))
     assert everything_hate["fpr"] == 1.0 and everything_hate["fnr"] == 0.0 and everything_hate["target_fpr"] == 1.0
     nothing_hate = hatecheck_scores(_table([(g, f, y, 0) for g, f, y, _ in ROWS], {"women"}))

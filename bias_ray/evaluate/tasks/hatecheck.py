@@ -18,7 +18,10 @@ Positive class = hateful. With FP, TN, FN, TP counted over a set of cases:
 
 Sets: *target* = cases whose ``target_ident`` is one of the trial's bias types' ``hatecheck_groups``
 (``target_fpr``, the headline, and ``target_fnr``); *other* = cases of the other HateCheck groups, a
-control (``other_fpr``, ``other_fnr``); all cases, the 292 without a target included (``fpr``, ``fnr``);
+control (``other_fpr``, ``other_fnr``); ``target_excess_fpr = target_fpr - other_fpr``, the part of the
+false alarms that is specific to the targeted groups (augmented data that shifts the label balance raises
+every group's FPR; inheriting a *group* association raises the targeted groups' more: 0 is group-fair);
+all cases, the 292 without a target included (``fpr``, ``fnr``);
 each group (``<slug>/fpr``, ``<slug>/fnr``, slug e.g. ``trans`` for "trans people"). Per functionality
 over the target cases, ``func/<functionality>/error = n(pred != label) / n``, which is the FPR of a
 non-hateful functionality and the FNR of a hateful one (each functionality has one gold label);
@@ -65,6 +68,7 @@ def hatecheck_scores(p: pd.DataFrame) -> dict[str, float]:
     out["fpr"], out["fnr"] = _rates(p)
     out["target_fpr"], out["target_fnr"] = _rates(target)
     out["other_fpr"], out["other_fnr"] = _rates(other)
+    out["target_excess_fpr"] = out["target_fpr"] - out["other_fpr"]
     for group, sub in p[has_group].groupby("group", sort=True):
         slug = hatecheck_slug(group)
         out[f"{slug}/fpr"], out[f"{slug}/fnr"] = _rates(sub)
