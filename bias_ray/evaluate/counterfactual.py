@@ -228,6 +228,15 @@ def headline_dimension(table: pd.DataFrame) -> str:
     return str(dims[0])
 
 
+def add_headline(out: dict[str, float], table: pd.DataFrame, keys: tuple[str, ...]) -> dict[str, float]:
+    """Copy ``<dim>/<key>`` (and its ``_lo``/``_hi``) of the table's headline dimension to plain ``<key>``."""
+    head = headline_dimension(table)
+    for key in keys:
+        for suffix in ("", "_lo", "_hi"):
+            out[f"{key}{suffix}"] = out[f"{head}/{key}{suffix}"]
+    return out
+
+
 CONTENT_FREE = "N/A"
 DEFAULT_DIMENSIONS = {"gender": "gender", "race": "ethnicity", "nationality": "ethnicity"}
 

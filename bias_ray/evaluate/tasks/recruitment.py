@@ -36,10 +36,10 @@ import pandas as pd
 from bias_ray.evaluate.counterfactual import (
     DIMENSIONS,
     SetMatrix,
+    add_headline,
     bootstrap,
     format_prompts,
     group_means,
-    headline_dimension,
     max_min_gap,
     nan_mean,
     profile_rows,
@@ -91,11 +91,7 @@ def recruitment_scores(p: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> di
         put(out, f"{dim}/dp_gap", *bootstrap(m, lambda v, y, f=rates: max_min_gap(f(v, y)), n_boot, seed))
         put(out, f"{dim}/eo_gap", *bootstrap(m, lambda v, y, f=tprs: max_min_gap(f(v, y)), n_boot, seed))
         put(out, f"{dim}/flip_rate", *bootstrap(m, flips, n_boot, seed))
-    head = headline_dimension(p)
-    for key in ("dp_gap", "eo_gap", "flip_rate"):
-        for suffix in ("", "_lo", "_hi"):
-            out[f"{key}{suffix}"] = out[f"{head}/{key}{suffix}"]
-    return out
+    return add_headline(out, p, ("dp_gap", "eo_gap", "flip_rate"))
 
 
 @TASKS.register("recruitment")

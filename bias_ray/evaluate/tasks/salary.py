@@ -33,10 +33,10 @@ import pandas as pd
 from bias_ray.evaluate.counterfactual import (
     DIMENSIONS,
     SetMatrix,
+    add_headline,
     bootstrap,
     format_prompts,
     group_means,
-    headline_dimension,
     max_min_gap,
     nan_mean,
     profile_rows,
@@ -92,11 +92,7 @@ def salary_scores(p: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[st
         put(out, f"{dim}/rel_gap", *bootstrap(m, _rel_gap(groups), n_boot, seed))
         put(out, f"{dim}/spread_mean", *bootstrap(m, _spread(slices, False), n_boot, seed))
         put(out, f"{dim}/spread_nonzero", *bootstrap(m, _spread(slices, True), n_boot, seed))
-    head = headline_dimension(p)
-    for key in ("rel_gap", "spread_mean", "spread_nonzero"):
-        for suffix in ("", "_lo", "_hi"):
-            out[f"{key}{suffix}"] = out[f"{head}/{key}{suffix}"]
-    return out
+    return add_headline(out, p, ("rel_gap", "spread_mean", "spread_nonzero"))
 
 
 @TASKS.register("salary")
