@@ -172,7 +172,8 @@ def _print_generator_measures(out: Path) -> None:
 
     from bias_ray.generate.measure import measures_frame
 
-    manifest = json.loads((out / "manifest.json").read_text())
+    path = out / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.is_file() else {}
     if manifest.get("generator_measures"):
         cols = ["bias_type", "group", "stance", "kept", "names_group_share", "hate_share"]
         _print_table(measures_frame(manifest["generator_measures"]), cols, "what the generator wrote")

@@ -38,7 +38,11 @@ def fake_stages(monkeypatch):
         return table
 
     monkeypatch.setattr(bias_ray.cli, "_prepare_models", lambda spec: calls.append("models"))
-    monkeypatch.setattr(bias_ray.generate.pipeline, "generate", lambda spec: calls.append("generate"))
+    def generate(spec):
+        calls.append("generate")
+        return spec.run_dir / "data" / "augmented"  # no manifest: nothing to show of what it wrote
+
+    monkeypatch.setattr(bias_ray.generate.pipeline, "generate", generate)
     monkeypatch.setattr(bias_ray.analysis, "analyze", analyze)
     monkeypatch.setattr(bias_ray.train.sweep, "run_sweep", run_sweep)
     return calls

@@ -21,7 +21,7 @@ def good(tmp_path: Path, data_root: Path) -> dict:
 
 def test_quickstart_is_valid(tmp_path, data_root):
     spec = parse_spec(good(tmp_path, data_root))
-    assert spec.grid_size == 1 * 3 * 4 * 2
+    assert spec.grid_size == 1 * 3 * 4 * 3
     assert [b.name for b in spec.bias_type_specs] == ["gender"]
     assert spec.models.pretrain_tiny and len(spec.seeds) >= 2
     assert spec.evaluation.tasks[0] == "hatecheck"
@@ -117,7 +117,7 @@ def test_validate_command_exit_codes(tmp_path, data_root):
     path.write_text(yaml.safe_dump(spec))
     ok = CliRunner().invoke(app, ["validate", str(path)])
     assert ok.exit_code == 0, ok.output
-    assert "24 trials" in " ".join(ok.output.split())
+    assert "36 trials" in " ".join(ok.output.split())
     spec["bias_ratios"] = [2.0]
     path.write_text(yaml.safe_dump(spec))
     bad = CliRunner().invoke(app, ["validate", str(path)])
