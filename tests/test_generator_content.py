@@ -38,10 +38,16 @@ def test_generator_measures_per_group_and_stance(tmp_path, tiny_model, data_root
     pd.DataFrame({"sample_id": ["s5"], "duplicate_of": ["s4"]}).to_parquet(out / "duplicates.parquet")
     got = {(m["group"], m["stance"]): m for m in generator_measures(spec, out, classifier=_ByWord())}
     assert got[("muslim", "biased")] == {"bias_type": "religion", "group": "muslim", "stance": "biased", "kept": 3,
-                                         "names_group_share": round(2 / 3, 4), "hate_share": round(1 / 3, 4)}
+                                         "names_group_share": round(2 / 3, 4), "hate_share": round(1 / 3, 4),
+                                         "hate_scored": 3}
     # s5 is a duplicate and s6 was filtered: 2 kept, one names "jews", one says hate
     assert got[("jewish", "neutral")]["kept"] == 2
     assert got[("jewish", "neutral")]["names_group_share"] == 0.5 and got[("jewish", "neutral")]["hate_share"] == 0.5
+    # a big job scores only the first max_scored kept rows of a cell; every row still counts for the mention share
+    capped = {(m["group"], m["stance"]): m for m in generator_measures(spec, out, classifier=_ByWord(), max_scored=1)}
+    assert capped[("muslim", "biased")]["hate_scored"] == 1 and capped[("muslim", "biased")]["kept"] == 3
+    assert capped[("muslim", "biased")]["hate_share"] == 1.0   # "muslims hate this", the first kept row
+    assert capped[("muslim", "biased")]["names_group_share"] == round(2 / 3, 4)
 
 
 def test_names_group_uses_the_prompted_groups_terms_only():

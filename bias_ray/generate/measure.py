@@ -10,6 +10,10 @@ boundaries, case-insensitively, by the same matcher the mask and loss mitigation
 is the stance classifier (:func:`bias_ray.evaluate.classifier.toxigen_classifier`, logistic
 regression on MiniLM embeddings of the ToxiGen train split). A group without lexicon terms has
 ``names_group_share`` None. Shards are read one at a time, only the columns needed.
+
+``names_group_share`` counts every kept row (a regex). ``hate_share`` is over the first ``max_scored``
+kept rows of each cell in shard order (``hate_scored`` says how many): embedding every row of a
+10M-row job with MiniLM in the driver would cost hours, and 2,000 rows give the share to +-0.022 (95%).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from bias_ray.lexicons import load_lexicon, term_pattern
 from bias_ray.spec import SweepSpec
 
 COLUMNS = ["sample_id", "text", "drop_reason", "bias_type", "group", "stance"]
+MAX_SCORED_PER_CELL = 2000
 
 
 def _kept_rows(out: Path):
@@ -52,13 +57,14 @@ def names_group(texts: list[str], bias_type: str, group: str) -> np.ndarray | No
     return np.array([pattern.search(t) is not None for t in texts], dtype=bool)
 
 
-def generator_measures(spec: SweepSpec, out: Path | None = None, classifier: Any = None) -> list[dict[str, Any]]:
-    """``[{bias_type, group, stance, kept, names_group_share, hate_share}]``, one per cell with kept rows.
+def generator_measures(spec: SweepSpec, out: Path | None = None, classifier: Any = None,
+                       max_scored: int = MAX_SCORED_PER_CELL) -> list[dict[str, Any]]:
+    """``[{bias_type, group, stance, kept, names_group_share, hate_share, hate_scored}]``, one per cell.
 
     ``classifier`` (anything with ``proba(texts)``) defaults to the spec's stance classifier.
     """
     out = Path(out or spec.augmented_dir)
-    counts: dict[tuple[str, str, str], list[float]] = {}  # cell -> [kept, named, named_known, hate]
+    counts: dict[tuple[str, str, str], list[float]] = {}  # cell -> [kept, named, hate, scored]
     no_terms: set[tuple[str, str, str]] = set()
     for frame in _kept_rows(out):
         if classifier is None:
@@ -67,27 +73,29 @@ def generator_measures(spec: SweepSpec, out: Path | None = None, classifier: Any
             ev = spec.evaluation
             classifier = toxigen_classifier(str(spec.data.resolved_root), ev.encoder, ev.classifier_epochs,
                                             ev.classifier_l2, spec.data.test_fraction)
-        hate = np.asarray(classifier.proba(frame["text"].astype(str).tolist())) > 0.5
-        frame = frame.assign(hate=hate)
         for (bias, group, stance), cell in frame.groupby(["bias_type", "group", "stance"], sort=False):
             key = (str(bias), str(group), str(stance))
             named = names_group(cell["text"].astype(str).tolist(), key[0], key[1])
-            acc = counts.setdefault(key, [0.0, 0.0, 0.0])
+            acc = counts.setdefault(key, [0.0, 0.0, 0.0, 0.0])
             acc[0] += len(cell)
-            acc[2] += float(cell["hate"].sum())
+            to_score = cell["text"].astype(str).tolist()[: max(0, max_scored - int(acc[3]))]
+            if to_score:
+                acc[2] += float((np.asarray(classifier.proba(to_score)) > 0.5).sum())
+                acc[3] += len(to_score)
             if named is None:
                 no_terms.add(key)
             else:
                 acc[1] += float(named.sum())
     rows = []
     for key in sorted(counts):
-        kept, named, hate = counts[key]
+        kept, named, hate, scored = counts[key]
         rows.append({"bias_type": key[0], "group": key[1], "stance": key[2], "kept": int(kept),
                      "names_group_share": None if key in no_terms else round(named / kept, 4),
-                     "hate_share": round(hate / kept, 4)})
+                     "hate_share": round(hate / scored, 4), "hate_scored": int(scored)})
     return rows
 
 
 def measures_frame(measures: list[dict[str, Any]]) -> pd.DataFrame:
     """The manifest's ``generator_measures`` as a table (for reports and prints)."""
-    return pd.DataFrame(measures, columns=["bias_type", "group", "stance", "kept", "names_group_share", "hate_share"])
+    return pd.DataFrame(measures, columns=["bias_type", "group", "stance", "kept", "names_group_share", "hate_share",
+                                           "hate_scored"])
