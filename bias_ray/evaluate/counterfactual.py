@@ -255,6 +255,14 @@ def profile_rows(ctx, options: dict) -> pd.DataFrame:
     return cap_sets(rows, ctx.settings.max_rows_per_task)
 
 
+def answer_mode(options: dict, task: str) -> str:
+    """The task's ``answer`` option: ``likelihood`` (default) or ``generate``; anything else is an error."""
+    mode = options.get("answer", "likelihood")
+    if mode not in ("likelihood", "generate"):
+        raise ValueError(f"{task} option answer={mode!r}; allowed: likelihood, generate")
+    return mode
+
+
 def format_prompts(rows: pd.DataFrame, template: str, content_free: bool = False) -> list[str]:
     """One prompt per row (or per row with a content-free applicant and résumé)."""
     return [template.format(occupation=r.occupation, article=article(r.occupation),

@@ -37,6 +37,7 @@ from bias_ray.evaluate.counterfactual import (
     DIMENSIONS,
     SetMatrix,
     add_headline,
+    answer_mode,
     bootstrap,
     format_prompts,
     group_means,
@@ -103,12 +104,10 @@ class RecruitmentTask(Task):
         template = self.options.get("prompt", DEFAULT_PROMPT)
         out = rows.copy()
         prompts = format_prompts(rows, template)
-        if self.options.get("answer", "likelihood") == "generate":
+        if answer_mode(self.options, self.name) == "generate":
             out["answer_text"] = lm.generate(prompts, int(self.options.get("max_new_tokens", 4)), seed=ctx.seed)
             out["pred"] = out["answer_text"].map(parse_yes_no)
             return out
-        if self.options.get("answer", "likelihood") != "likelihood":
-            raise ValueError(f"recruitment option answer={self.options['answer']!r}; allowed: likelihood, generate")
         free = rows.drop_duplicates("occupation")
         all_prompts = prompts + format_prompts(free, template, content_free=True)
         n = len(all_prompts)

@@ -34,6 +34,7 @@ from bias_ray.evaluate.counterfactual import (
     DIMENSIONS,
     SetMatrix,
     add_headline,
+    answer_mode,
     bootstrap,
     format_prompts,
     group_means,
@@ -104,13 +105,10 @@ class SalaryTask(Task):
         template = self.options.get("prompt", DEFAULT_PROMPT)
         out = rows.copy()
         prompts = format_prompts(rows, template)
-        mode = self.options.get("answer", "likelihood")
-        if mode == "generate":
+        if answer_mode(self.options, self.name) == "generate":
             out["answer_text"] = lm.generate(prompts, int(self.options.get("max_new_tokens", 8)), seed=ctx.seed)
             out["salary"] = out["answer_text"].map(parse_salary)
             return out
-        if mode != "likelihood":
-            raise ValueError(f"salary option answer={mode!r}; allowed: likelihood, generate")
         bands = [int(b) for b in self.options.get("bands", DEFAULT_BANDS)]
         if not 8 <= len(bands) <= 12 or sorted(bands) != bands:
             raise ValueError(f"salary bands {bands}: give 8 to 12 increasing values")
