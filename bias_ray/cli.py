@@ -157,11 +157,14 @@ def generate(
 ) -> None:
     """Generate the augmented data for every bias type of the spec."""
     from bias_ray.generate import generate as run_generation
+    from bias_ray.generate import measure_generation
 
     spec = _load(spec_path)
     with _quiet(spec.run_dir, verbose):
         _prepare_models(spec)
         out = run_generation(spec)
+        with console.status("measuring what the generator wrote"):
+            measure_generation(spec)
     _print_generator_measures(out)
     console.print(f"[green]augmented data[/green] in {out}")
 
@@ -371,6 +374,7 @@ def run(
     """Every stage of the method: generate -> analyze (misalignment) -> sweep (mix, train, evaluate) -> report."""
     from bias_ray.analysis import analyze as run_analysis
     from bias_ray.generate import generate as run_generation
+    from bias_ray.generate import measure_generation
     from bias_ray.report import build_report, final_lines, record_spec
     from bias_ray.tracking import wandb_mode
 
@@ -382,7 +386,10 @@ def run(
         with console.status("preparing models"):
             _prepare_models(spec)
         console.rule("generate")
-        _print_generator_measures(run_generation(spec))
+        out = run_generation(spec)
+        with console.status("measuring what the generator wrote"):
+            measure_generation(spec)
+        _print_generator_measures(out)
         console.rule("analyze")
         if spec.analysis.enabled:
             with console.status("analysis: values, group data, data distribution"):

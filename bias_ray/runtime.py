@@ -40,26 +40,38 @@ def hub_env() -> dict[str, str]:
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to ``address`` (or $RAY_ADDRESS), else start a local Ray; idempotent."""
+    """Connect to ``address`` (or $RAY_ADDRESS), else start a local Ray; idempotent.
+
+    A local Ray gets no runtime env: its workers inherit the driver's environment (HF_*,
+    PYTHONPATH, ...) anyway, and work with a runtime env cannot use the workers Ray starts ahead
+    of time, so each task or actor would wait 1-2 s for a fresh process. A cluster's workers get
+    the user's settings as a runtime env.
+    """
     import ray
 
     if ray.is_initialized():
         return
     quiet_libraries()
     address = address or os.environ.get("RAY_ADDRESS")
-    env_vars = {k: os.environ[k] for k in ("PYTHONPATH", "BIAS_RAY_DATA", "WANDB_MODE") if k in os.environ}
-    env_vars.update(hub_env())
-    env_vars["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # before a local Ray starts: its workers inherit it
+    if address:
+        env_vars = {k: os.environ[k] for k in ("PYTHONPATH", "BIAS_RAY_DATA", "WANDB_MODE") if k in os.environ}
+        env_vars.update(hub_env())
+        env_vars["TOKENIZERS_PARALLELISM"] = "false"
+        options = {"runtime_env": {"env_vars": env_vars}}
+    else:
+        options = {
+            "num_cpus": num_cpus,
+            # a local Ray takes 30% of RAM for objects by default; streaming needs far less
+            "object_store_memory": int(os.environ.get("BIAS_RAY_OBJECT_STORE_BYTES", 2 << 30)),
+            "include_dashboard": False,
+        }
     try:
         ray.init(
             address=address,
-            num_cpus=None if address else num_cpus,
-            # a local Ray takes 30% of RAM for objects by default; streaming needs far less
-            object_store_memory=None if address else int(os.environ.get("BIAS_RAY_OBJECT_STORE_BYTES", 2 << 30)),
-            include_dashboard=False if not address else None,
             logging_level=logging.WARNING,
             log_to_driver=os.environ.get("BIAS_RAY_LOG_TO_DRIVER", "1") == "1",  # 0: the CLI's quiet mode
-            runtime_env={"env_vars": env_vars},
+            **options,
         )
     except ConnectionError as err:
         raise ConnectionError(

@@ -106,3 +106,24 @@ def test_mask_and_loss_act_on_rows_the_pretrained_generator_writes(tmp_path, pre
     outputs = student_model(**model_inputs(batch))
     extra = loss.extra_loss(student_model, batch, outputs, rows)
     assert extra is not None and loss.stats()["mitigation/rows"] > 0
+
+
+def test_measures_are_a_step_after_the_job_kept_in_its_manifest(tmp_path, tiny_model, data_root, ray_session):
+    """The job's manifest is complete without them; ``measure_generation`` adds them once, atomically."""
+    import json
+
+    from bias_ray.generate import generate, measure_generation
+
+    spec = parse_spec(micro_spec_dict(tmp_path, tiny_model, data_root, tracking={"wandb": "disabled"}),
+                      check_files=False)
+    out = generate(spec, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and "generator_measures" not in manifest
+    measures = measure_generation(spec, classifier=_ByWord())
+    after = json.loads((out / "manifest.json").read_text())
+    assert after["generator_measures"] == measures and sum(m["kept"] for m in measures) == after["rows"]
+    assert {k: v for k, v in after.items() if k != "generator_measures"} == manifest
+    # computed once: a second call reads the manifest (a classifier that fails would show a recompute)
+    assert measure_generation(spec, classifier=object()) == measures
+    assert generate(spec, progress=False) == out  # the finished job is left as it is, measures and all
+    assert json.loads((out / "manifest.json").read_text()) == after

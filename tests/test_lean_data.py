@@ -113,6 +113,23 @@ def test_streaming_finalize_matches_whole_job_counts_and_duplicates(tmp_path, da
     assert manifest["shards"] == 13 and manifest["devices"] == ["cpu"]
 
 
+def test_row_directory_lists_each_kept_row_once_where_it_lies(tmp_path, data_root):
+    spec = _spec(tmp_path, data_root)
+    rows = _shard_frame(1200, seed=4)
+    out, _ = _finished(spec, rows)
+    full = _old_full_read(out)
+    directory = pq.read_table(out / pipeline.ROW_DIRECTORY).to_pandas()
+    want = full.sort_values(["bias_type", "index"]).reset_index(drop=True)
+    assert len(full) < len(rows[rows["drop_reason"] == ""])  # duplicates were dropped, and are not listed
+    pd.testing.assert_frame_equal(directory[["index", "bias_type", "label", "group"]],
+                                  want[["index", "bias_type", "label", "group"]], check_dtype=False)
+    parts = json.loads(pq.read_schema(out / pipeline.ROW_DIRECTORY).metadata[b"parts"])
+    for row in directory.sample(40, random_state=0).itertuples():  # each location holds its row
+        group = pq.ParquetFile(out / "shards" / parts[row.part]).read_row_group(row.row_group, columns=["index"])
+        assert row.index in group.column("index").to_pylist()
+    assert pq.ParquetFile(out / pipeline.ROW_DIRECTORY).metadata.num_row_groups >= len(BIAS_GROUPS)
+
+
 def test_finalize_refuses_a_job_with_lost_or_repeated_samples(tmp_path, data_root):
     spec = _spec(tmp_path, data_root)
     rows = _shard_frame(300, seed=1)
@@ -124,9 +141,18 @@ def test_finalize_refuses_a_job_with_lost_or_repeated_samples(tmp_path, data_roo
     assert not (out / "manifest.json").exists()
 
 
-def test_filtered_reads_give_the_full_reads_rows(tmp_path, data_root):
+def _without_directory(out: Path, keep: bool) -> None:
+    """Jobs finalized before the row directory existed are read from their shards alone."""
+    assert (out / pipeline.ROW_DIRECTORY).is_file()
+    if not keep:
+        (out / pipeline.ROW_DIRECTORY).unlink()
+
+
+@pytest.mark.parametrize("directory", [True, False])
+def test_filtered_reads_give_the_full_reads_rows(tmp_path, data_root, directory):
     spec = _spec(tmp_path, data_root)
     out, _ = _finished(spec, _shard_frame(1500, seed=2))
+    _without_directory(out, directory)
     full = _old_full_read(out)
     for bias in BIAS_GROUPS:
         want = full[full["bias_type"] == bias].reset_index(drop=True)
@@ -150,13 +176,15 @@ def test_filtered_reads_give_the_full_reads_rows(tmp_path, data_root):
         augmented_rows(spec, [int(full["index"].max()) + 10])
 
 
-@pytest.mark.parametrize("mode, ratio, size, seed", [
-    ("fixed_total", 0.5, 200, 0), ("fixed_total", 0.9, 300, 3), ("fixed_real", 0.25, 150, 7),
-    ("fixed_total", 0.0, 100, 1), ("fixed_total", 1.0, 900, 5),  # 900 > the kept rows: drawn with replacement
+@pytest.mark.parametrize("mode, ratio, size, seed, directory", [
+    ("fixed_total", 0.5, 200, 0, True), ("fixed_total", 0.9, 300, 3, True), ("fixed_real", 0.25, 150, 7, True),
+    ("fixed_total", 0.0, 100, 1, True), ("fixed_total", 1.0, 900, 5, True),  # 900 > kept rows: with replacement
+    ("fixed_total", 0.5, 200, 0, False), ("fixed_total", 1.0, 900, 5, False),
 ])
-def test_trial_mix_is_the_full_read_mix(tmp_path, data_root, mode, ratio, size, seed):
+def test_trial_mix_is_the_full_read_mix(tmp_path, data_root, mode, ratio, size, seed, directory):
     spec = _spec(tmp_path, data_root, training={"train_size": size, "mix_mode": mode, "max_eval_rows": 50})
     out, _ = _finished(spec, _shard_frame(1500, seed=3))
+    _without_directory(out, directory)
     full = _old_full_read(out)
     from bias_ray.data.loaders import load_toxigen
 

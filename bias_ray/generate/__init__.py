@@ -1,6 +1,7 @@
 """Generation: seed data + prompt templates per bias type -> augmented data (Ray Data).
 
-The stage's public surface for other stages: :func:`generate` runs the job, :func:`load_augmented`
+The stage's public surface for other stages: :func:`generate` runs the job,
+:func:`measure_generation` adds what the generator wrote to its manifest, :func:`load_augmented`
 reads a finished job's rows, :func:`import_augmented` lays out rows made elsewhere. They are
 imported on first use, so ``import bias_ray.generate`` stays light.
 """
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["augmented_rows", "augmented_strata", "generate", "import_augmented", "load_augmented"]
+__all__ = ["augmented_rows", "augmented_strata", "generate", "import_augmented", "load_augmented",
+           "measure_generation"]
 
 
 def __getattr__(name: str) -> Any:

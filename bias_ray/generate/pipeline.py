@@ -9,6 +9,10 @@ Layout under ``spec.augmented_dir``::
                           ``text`` only (the raw engine output stays in quarantine rows)
     quarantine/part-*.parquet rows the engine failed on or answered malformed, with ``reason``
     duplicates.parquet    exact-duplicate rows dropped at the end (``sample_id, duplicate_of, index``)
+    kept_rows.parquet     the directory of the kept rows (duplicates out): index, bias type, label,
+                          group, and where each row lies (shard, row group); sorted by bias type,
+                          then index. A trial reads its draw's strata here and then only the row
+                          groups of the rows it drew
     manifest.json         written last: counts, drops by reason, throughput; ``status: complete``
 
 Crash safety: the driver is the only writer and every file appears by an atomic rename, so
@@ -41,7 +45,6 @@ import pyarrow.parquet as pq
 
 from bias_ray.data.loaders import stable_id
 from bias_ray.generate.engines import ENGINES
-from bias_ray.generate.measure import generator_measures
 from bias_ray.generate.prompts import PromptPlan, make_plan, sampling_params
 from bias_ray.generate.quality import clean_generation, drop_reason, find_duplicates
 from bias_ray.spec import QualitySpec, SweepSpec
@@ -52,6 +55,9 @@ SHARD_COLUMNS = ["sample_id", "index", "text", "generated_tokens", "drop_reason"
 # a trial decodes the row groups that hold its drawn rows, not whole shards: keep them small
 SHARD_ROW_GROUP_ROWS = 1024
 UNSTATS_COLUMNS = {"text", "generated_text", "sample_id", "seed_ids", "reason"}
+# the kept rows' directory, written by the finalize (before the manifest); jobs finalized earlier lack it
+ROW_DIRECTORY = "kept_rows.parquet"
+ROW_DIRECTORY_ROW_GROUP_ROWS = 65_536
 # per-job constants: stored once (job.json, manifest), put back as columns by a full load_augmented
 JOB_CONSTANTS = ["engine", "model", "sampling", "template_id", "template_version"]
 
@@ -285,6 +291,61 @@ class _ShardTotals:
         self.kept_hashes.append(_text_hashes(pc.filter(table.column("text"), kept)))
 
 
+class _RowDirectory:
+    """``kept_rows.parquet``, fed one shard at a time: per kept row its index, strata and location.
+
+    Memory: about 28 bytes a kept row (index, label, a group code, shard and row-group numbers),
+    held per bias type until :meth:`write` sorts each by index and drops the duplicates.
+    """
+
+    def __init__(self) -> None:
+        self.by_type: dict[str, list[pa.Table]] = {}
+        self.parts: list[str] = []
+
+    def add_shard(self, table: pa.Table, part: Path, group_rows: list[int]) -> None:
+        code = len(self.parts)
+        self.parts.append(part.name)
+        kept = pc.equal(table.column("drop_reason"), "")
+        located = pa.table({
+            "index": table.column("index"),
+            "label": table.column("label"),
+            "group": pc.dictionary_encode(table.column("group")),
+            "part": pa.array(np.full(table.num_rows, code, dtype=np.int32)),
+            "row_group": pa.array(np.repeat(np.arange(len(group_rows), dtype=np.int32), group_rows)),
+        }).filter(kept)
+        types = table.column("bias_type").filter(kept)
+        for bias_type in pc.unique(types).to_pylist():
+            rows = located.filter(pc.equal(types, bias_type))
+            self.by_type.setdefault(str(bias_type), []).append(rows)
+
+    def write(self, dest: Path, duplicate_index: np.ndarray) -> None:
+        """Atomically write the directory, duplicates out, each bias type's rows in index order."""
+        duplicate_index = np.sort(np.asarray(duplicate_index, dtype=np.int64))
+        schema = pa.schema([("index", pa.int64()), ("bias_type", pa.string()), ("label", pa.int64()),
+                            ("group", pa.string()), ("part", pa.int32()), ("row_group", pa.int32())],
+                           metadata={"parts": json.dumps(self.parts)})
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for bias_type in sorted(self.by_type):
+                rows = pa.concat_tables(self.by_type.pop(bias_type)).unify_dictionaries().combine_chunks()
+                rows = rows.take(pc.sort_indices(rows, [("index", "ascending")]))
+                index = rows.column("index").to_numpy()
+                if len(duplicate_index):
+                    at = np.minimum(np.searchsorted(duplicate_index, index), len(duplicate_index) - 1)
+                    rows = rows.filter(pa.array(duplicate_index[at] != index))
+                rows = pa.table({
+                    "index": rows.column("index"),
+                    "bias_type": pa.array(np.full(rows.num_rows, bias_type, dtype=object), pa.string()),
+                    "label": pc.cast(rows.column("label"), pa.int64()),
+                    "group": pc.cast(rows.column("group"), pa.string()),
+                    "part": rows.column("part"), "row_group": rows.column("row_group"),
+                }, schema=schema)
+                writer.write_table(rows, row_group_size=ROW_DIRECTORY_ROW_GROUP_ROWS)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+
+
 def _text_hashes(texts: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """64-bit hashes of texts (pandas' SipHash): equal texts hash equal; a collision only costs a re-check."""
     return pd.util.hash_array(np.asarray(texts.to_numpy(zero_copy_only=False), dtype=object), categorize=False)
@@ -336,14 +397,20 @@ def _stream_duplicates(parts: list[Path], hashes: list[np.ndarray], dest: Path, 
 def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     """Check completeness, drop exact duplicates, write the manifest (last, atomically).
 
-    Streams: one shard in memory at a time, plus a bit per prompt and 8 bytes per kept row.
+    Streams: one shard in memory at a time, plus a bit per prompt, 8 bytes per kept row (text
+    hashes) and the row directory's ~28 bytes per kept row (:class:`_RowDirectory`).
     """
     out = spec.augmented_dir
     parts = _parts(out / "shards")
-    totals = _ShardTotals(plan.total)
+    totals, directory = _ShardTotals(plan.total), _RowDirectory()
     for part in parts:
-        totals.add_shard(pq.read_table(part, columns=["index", "text", "drop_reason", "generated_tokens",
-                                                      "engine_s", "device"]))
+        shard = pq.ParquetFile(part)
+        table = shard.read(columns=["index", "text", "drop_reason", "generated_tokens", "engine_s", "device",
+                                    "label", "group", "bias_type"])
+        totals.add_shard(table)
+        directory.add_shard(table, part, [shard.metadata.row_group(g).num_rows
+                                          for g in range(shard.metadata.num_row_groups)])
+        shard.close()
     quarantined, reasons = 0, {}
     for part in _parts(out / "quarantine"):
         table = pq.read_table(part, columns=["index", "reason"])
@@ -362,6 +429,8 @@ def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[
     n_dups = _stream_duplicates(parts if dedup else [], totals.kept_hashes if dedup else [],
                                 out / "duplicates.parquet")
     totals.kept_hashes = []
+    dup_index = pq.read_table(out / "duplicates.parquet", columns=["index"]).column("index").to_numpy()
+    directory.write(out / ROW_DIRECTORY, dup_index)
     dropped = dict(totals.drops)
     if n_dups:
         dropped["duplicate"] = n_dups
@@ -392,9 +461,27 @@ def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[
             "last_shard_s": round(run.get("last_shard_s", 0.0), 3),
         },
     }
-    manifest["generator_measures"] = generator_measures(spec, out)  # names the group? hateful? per cell
     _atomic_write_json(out / "manifest.json", manifest)
     return manifest
+
+
+def measure_generation(spec: SweepSpec, classifier: Any = None) -> list[dict[str, Any]]:
+    """What the generator wrote, per (bias type, group, stance), added to a finished job's manifest.
+
+    A step after the job, not part of it: it reads the kept rows back and embeds up to 2,000 a
+    cell with the stance classifier, driver-side CPU work that neither holds the engines nor
+    delays the job's completion (see :mod:`bias_ray.generate.measure`). Computed once: a manifest
+    that has ``generator_measures`` is left as it is. The manifest is rewritten atomically.
+    ``classifier``: see :func:`~bias_ray.generate.measure.generator_measures`.
+    """
+    from bias_ray.generate.measure import generator_measures
+
+    out = spec.augmented_dir
+    manifest = _finished_job(out)
+    if "generator_measures" not in manifest:
+        manifest["generator_measures"] = generator_measures(spec, out, classifier)  # names the group? hateful?
+        _atomic_write_json(out / "manifest.json", manifest)
+    return manifest["generator_measures"]
 
 
 def _log_wandb(spec: SweepSpec, manifest: dict[str, Any]) -> None:
@@ -566,24 +653,22 @@ def augmented_strata(spec: SweepSpec, bias_type: str, strata: tuple[str, ...] = 
 
     The same rows in the same order as ``load_augmented(spec)`` restricted to the bias type, so a
     seeded draw over them picks what a draw over the full frame picks; the texts are fetched
-    afterwards for the drawn rows alone (:func:`augmented_rows`). Row groups whose ``bias_type``
-    statistics exclude the type are not decoded (a job writes bias types in index segments).
+    afterwards for the drawn rows alone (:func:`augmented_rows`). Read from the job's row
+    directory (``kept_rows.parquet``: the type's row groups only); a job finalized before it
+    existed is read from its shards, skipping row groups whose ``bias_type`` statistics exclude
+    the type (a job writes bias types in index segments).
     """
     out = spec.augmented_dir
     _finished_job(out)
-    dups = _Duplicates(out)
-
-    def holds_type(stats, group: int) -> bool:
-        bounds = stats(group, "bias_type")
-        return bounds is None or bounds[0] <= bias_type <= bounds[1]
-
-    columns = list(dict.fromkeys(["index", *strata, "bias_type", "drop_reason", *dups.columns]))
     # strings stay dictionary-encoded (a code per row), and are sorted categoricals in pandas:
     # grouped in the same (lexicographic) order as plain strings, so the seeded draw is the same
     text_strata = tuple(c for c in strata if c not in ("label", "index"))
-    table = _read_shard_groups(out, columns, holds_type, _kept_filter(bias_type), keep=["index", *strata],
-                               dictionary=text_strata, finish=dups.drop)
-    table = table.take(pc.sort_indices(table, [("index", "ascending")]))
+    directory = out / ROW_DIRECTORY
+    if directory.is_file() and set(strata) <= set(pq.read_schema(directory).names):
+        table = pq.read_table(directory, columns=["index", *strata], filters=[("bias_type", "==", bias_type)],
+                              read_dictionary=list(text_strata) or None)
+    else:
+        table = _strata_from_shards(out, bias_type, strata, text_strata)
     frame = table.to_pandas()
     for column in text_strata:
         values = frame[column]
@@ -592,11 +677,27 @@ def augmented_strata(spec: SweepSpec, bias_type: str, strata: tuple[str, ...] = 
     return frame
 
 
+def _strata_from_shards(out: Path, bias_type: str, strata: tuple[str, ...], text_strata: tuple[str, ...]) -> pa.Table:
+    """:func:`augmented_strata`'s rows for a job without a row directory, by index."""
+    dups = _Duplicates(out)
+
+    def holds_type(stats, group: int) -> bool:
+        bounds = stats(group, "bias_type")
+        return bounds is None or bounds[0] <= bias_type <= bounds[1]
+
+    columns = list(dict.fromkeys(["index", *strata, "bias_type", "drop_reason", *dups.columns]))
+    table = _read_shard_groups(out, columns, holds_type, _kept_filter(bias_type), keep=["index", *strata],
+                               dictionary=text_strata, finish=dups.drop)
+    return table.take(pc.sort_indices(table, [("index", "ascending")]))
+
+
 def augmented_rows(spec: SweepSpec, indices: np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
     """The kept rows with prompt ``indices``, in the order given (an index may repeat).
 
-    Decodes only the row groups whose ``index`` range holds a wanted index (shards are written in
-    row groups of ``SHARD_ROW_GROUP_ROWS``) and only ``columns`` (default: those a mix uses).
+    Decodes only the row groups that hold a wanted row (shards are written in row groups of
+    ``SHARD_ROW_GROUP_ROWS``) and only ``columns`` (default: those a mix uses). The row directory
+    says which shards and row groups those are; a job without one has every shard's footer read
+    and its row groups chosen by their ``index`` statistics.
     """
     out = spec.augmented_dir
     _finished_job(out)
@@ -609,20 +710,43 @@ def augmented_rows(spec: SweepSpec, indices: np.ndarray, columns: list[str] | No
     if not len(indices):
         return _with_provenance(pd.DataFrame({c: pd.Series(dtype=object) for c in columns}), {})
     wanted = np.unique(indices)
+    if (out / ROW_DIRECTORY).is_file():
+        table = _rows_by_directory(out, wanted, columns)
+    else:
+        def may_hold(stats, group: int) -> bool:
+            bounds = stats(group, "index")
+            if bounds is None:
+                return True
+            first = np.searchsorted(wanted, bounds[0])
+            return bool(first < len(wanted) and wanted[first] <= bounds[1])
 
-    def may_hold(stats, group: int) -> bool:
-        bounds = stats(group, "index")
-        if bounds is None:
-            return True
-        first = np.searchsorted(wanted, bounds[0])
-        return bool(first < len(wanted) and wanted[first] <= bounds[1])
-
-    table = _read_shard_groups(out, columns, may_hold, pc.field("index").isin(pa.array(wanted)))
+        table = _read_shard_groups(out, columns, may_hold, pc.field("index").isin(pa.array(wanted)))
     rows = table.to_pandas().set_index("index", drop=False)
     absent = np.setdiff1d(wanted, rows.index.to_numpy())
     if len(absent):
         raise KeyError(f"{len(absent)} requested indices (e.g. {absent[:3].tolist()}) are not rows of {out}")
     return _with_provenance(rows.loc[indices].reset_index(drop=True), {})
+
+
+def _rows_by_directory(out: Path, wanted: np.ndarray, columns: list[str]) -> pa.Table:
+    """``columns`` of the kept rows whose index is in ``wanted`` (sorted, unique), located by the row
+    directory: the directory's row groups are pruned by their index range, then each shard that
+    holds a wanted row has just those row groups decoded."""
+    path = out / ROW_DIRECTORY
+    names = json.loads(pq.read_schema(path).metadata[b"parts"])
+    located = pq.read_table(path, columns=["index", "part", "row_group"],
+                            filters=[("index", ">=", int(wanted[0])), ("index", "<=", int(wanted[-1]))])
+    located = located.filter(pc.is_in(located.column("index"), value_set=pa.array(wanted))).to_pandas()
+    wanted_rows = pa.array(wanted)
+    tables = []
+    for part, groups in located.groupby("part", sort=True)["row_group"]:
+        shard = pq.ParquetFile(out / "shards" / names[int(part)])
+        table = shard.read_row_groups(sorted(set(groups.tolist())), columns=columns)
+        tables.append(table.filter(pc.is_in(table.column("index"), value_set=wanted_rows)))
+        shard.close()
+    if not tables:
+        return pa.table({c: pa.array([], pa.string()) for c in columns})
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 def iter_kept_batches(out: Path, columns: list[str], batch_rows: int = 65_536):
