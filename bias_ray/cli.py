@@ -48,6 +48,14 @@ def _prepare_models(spec: SweepSpec) -> None:
     ensure_model(m.student, root, m.build_tiny_if_missing, **kwargs)
 
 
+def _start_ray_for_generation() -> None:
+    """Ray up, and Ray Data's one-time start under way in the background while models are prepared."""
+    from bias_ray.runtime import init_ray, warm_ray_data
+
+    init_ray()
+    warm_ray_data()
+
+
 VERBOSE_HELP = "Stream Ray, Tune and W&B logs to the terminal (default: <output_dir>/logs/bias-ray.log)"
 
 
@@ -161,6 +169,7 @@ def generate(
 
     spec = _load(spec_path)
     with _quiet(spec.run_dir, verbose):
+        _start_ray_for_generation()
         _prepare_models(spec)
         out = run_generation(spec)
         with console.status("measuring what the generator wrote"):
@@ -384,6 +393,7 @@ def run(
         console.print(f"{spec.name}: {spec.grid_size} trials; logs: {log_file}", highlight=False, soft_wrap=True)
         record_spec(spec)
         with console.status("preparing models"):
+            _start_ray_for_generation()
             _prepare_models(spec)
         console.rule("generate")
         out = run_generation(spec)

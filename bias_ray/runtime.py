@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 
 
@@ -83,6 +84,34 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     ctx = ray.data.DataContext.get_current()
     # BIAS_RAY_DATA_PROGRESS=0: the CLI's quiet mode (bias_ray.progress) keeps Ray Data's own bars off
     ctx.enable_progress_bars = os.environ.get("BIAS_RAY_DATA_PROGRESS", os.environ.get("BIAS_RAY_PROGRESS", "1")) == "1"
+
+
+_ray_data_warm_up: threading.Thread | None = None
+
+
+def _run_a_tiny_dataset() -> None:
+    try:
+        import ray.data
+
+        ray.data.range(1).materialize()
+    except Exception:  # noqa: BLE001  (a failed warm-up only means the first real job pays the start)
+        logging.getLogger(__name__).warning("Ray Data warm-up failed", exc_info=True)
+
+
+def warm_ray_data(wait: bool = False) -> None:
+    """Pay Ray Data's one-time start in this Ray session now, in a background thread.
+
+    The first dataset a session runs waits seconds for Ray Data's own actors (stats, autoscaling
+    coordinator) to start; later ones do not. The CLI calls this right after Ray is up, so the
+    start overlaps the model preparation instead of delaying the generation job's first batch.
+    ``wait``: block until it is done. Once per process; call after :func:`init_ray`.
+    """
+    global _ray_data_warm_up
+    if _ray_data_warm_up is None:
+        _ray_data_warm_up = threading.Thread(target=_run_a_tiny_dataset, name="ray-data-warm-up", daemon=True)
+        _ray_data_warm_up.start()
+    if wait:
+        _ray_data_warm_up.join()
 
 
 def cpu_budget(leave_free: float = 1.0) -> float:
