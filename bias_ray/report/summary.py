@@ -113,7 +113,7 @@ def mitigation_sentence(paired: pd.DataFrame, bias_type: str, metric: str, ratio
         if not np.isfinite(diff.mean):
             parts.append(f"`{r['mitigation']}`: no seed has all four cells")
             continue
-        verb = "changes the rise from ratio 0 by" if did else "moves it by"
+        verb = f"alters the change from ratio 0 to {ratio:g} by" if did else "moves it by"
         parts.append(f"`{r['mitigation']}` {verb} {diff.mean:+.3f} ({diff.bracket()}{left_out}): "
                      f"{_effect(r['verdict'])}")
         if r["verdict"] == "better" and (best is None or imp.mean > best[1].mean):
