@@ -95,6 +95,9 @@ def test_did_pairs_only_seeds_with_all_four_cells():
     assert token["n"] == 2 and token["n_incomplete"] == 2  # seed 1's nan is no value
     cell = wins_tables(did)["gender"].set_index("mitigation").loc["loss", "ratio 0.5"]
     assert cell.endswith("(n=2 of 4 seeds)") and cell.startswith("-0.110 [")
+    one = difference_in_differences(table[table["seed"] != 1], [FPR])  # loss: only seed 0 has all four cells
+    assert (wins_tables(one)["gender"].set_index("mitigation").loc["loss", "ratio 0.5"]
+            == "-0.100 (n=1 of 2 seeds, no interval)")
     # a mitigation that never ran at ratio 0: a row with no pair, and the table says why
     no_reference = difference_in_differences(table[~((table["mitigation"] == "loss") & (table["bias_ratio"] == 0))],
                                              [FPR])

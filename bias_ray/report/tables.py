@@ -67,7 +67,7 @@ def _wins_cell(row) -> str:
         return f"n/a ({missing} seed(s), none with all four cells)" if missing else "n/a"
     seeds = f" (n={diff.n} of {diff.n + missing} seeds)" if missing else ""
     if not diff.has_interval:
-        return f"{diff.mean:+.3f} (n={diff.n}, no interval){seeds}"
+        return f"{diff.mean:+.3f} (n={diff.n}{f' of {diff.n + missing} seeds' if missing else ''}, no interval)"
     mark = "*" if row["verdict"] in ("better", "worse", "differs") else ""
     cut = " clipped" if diff.clipped else ""
     return f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]{cut} {row['verdict']}{mark}{seeds}"
