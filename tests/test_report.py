@@ -93,6 +93,10 @@ def test_report_sections_are_self_contained(run_dir, hatecheck_listed):
     assert final_lines(out) == [f"report: {out / 'report.html'}", f"headline figure: {out / HEADLINE_FIGURE}"]
     # which mitigation wins, misalignment beside harm (2 bias types: no correlation), what the generator wrote
     assert re.search(r"<table[^>]*class=\"[^\"]*\bwins\b", page) and "better*" in page
+    # the difference-in-differences against ratio 0 comes first, and the summary's verdicts use it
+    assert re.search(r"<table[^>]*class=\"[^\"]*\bdid\b", page)
+    assert page.index("Net of ratio 0: difference-in-differences") < page.index("Plain difference against")
+    assert "net of ratio 0 (difference-in-differences on the same seeds" in page
     assert re.search(r"<table[^>]*class=\"[^\"]*\bmisalignment-harm\b", page)
     assert "With 2 bias type(s) there is no plot or rank correlation" in page
     assert ("Misalignment next to harm: 2 bias type(s); inherited harm (worse at the highest ratio, 95% CI excluding "
@@ -187,3 +191,15 @@ def test_report_without_analysis_or_baseline_says_so(tmp_path):
     (run / "spec.json").write_text('{"analysis": {"enabled": false}}')
     page = (build_report(run) / "report.html").read_text()
     assert "off in this run's spec (<code>analysis.enabled: false</code>)" in page
+
+
+def test_report_without_ratio_0_compares_by_the_plain_difference_and_says_so(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    table = _results(run, hatecheck=False)
+    table[table["bias_ratio"] > 0].to_parquet(run / "results.parquet")
+    page = (build_report(run) / "report.html").read_text()
+    assert "The grid has no ratio 0, so there is no difference-in-differences" in page
+    assert "The grid has no ratio 0, so mitigations are compared by the plain difference" in page
+    assert not re.search(r"<table[^>]*class=\"[^\"]*\bdid\b", page)
+    assert re.search(r"<table[^>]*class=\"[^\"]*\bwins\b", page)

@@ -145,3 +145,47 @@ def shortfall(value, direction: str):
     if direction == "half":
         return np.abs(v - 0.5)
     raise ValueError(f"unknown direction {direction!r}; allowed: {', '.join(DIRECTIONS)}")
+
+
+# The range a metric's values live in, where it has one: the report cuts a 95% interval at it (a t-interval
+# over 3 seeds of a share can reach below 0 or above 1) and says so. Rates, shares, accuracies, F1 and
+# max - min gaps of rates lie in [0, 1]; signed scores (BBQ's s_dis and s_amb, a difference of two rates)
+# in [-1, 1]; None = no natural range (nothing is cut). Trial-level metrics by name; a downstream task's
+# by ``<task>/<metric>`` (every task report metric is listed, None where it has no range).
+UNIT = (0.0, 1.0)
+SIGNED_UNIT = (-1.0, 1.0)
+METRIC_BOUNDS: dict[str, tuple[float, float] | None] = {
+    "accuracy": UNIT,
+    "macro_f1": UNIT,
+    "fpr_gap": UNIT,
+    "fnr_gap": UNIT,
+    "ppr_gap": UNIT,
+}
+TASK_METRIC_BOUNDS: dict[str, tuple[float, float] | None] = {
+    "bbq/accuracy": UNIT, "bbq/accuracy_ambig": UNIT, "bbq/accuracy_disambig": UNIT,
+    "bbq/s_dis": SIGNED_UNIT, "bbq/s_amb": SIGNED_UNIT,
+    "crows_pairs/stereo_pref": UNIT, "crows_pairs/stereo_pref_stereo": UNIT, "crows_pairs/stereo_pref_antistereo": UNIT,
+    "toxigen/accuracy": UNIT, "toxigen/macro_f1": UNIT, "toxigen/fpr_gap": UNIT, "toxigen/fnr_gap": UNIT,
+    "toxigen/ppr_gap": UNIT,
+    "hatecheck/target_fpr": UNIT, "hatecheck/target_fnr": UNIT, "hatecheck/other_fpr": UNIT,
+    "hatecheck/other_fnr": UNIT, "hatecheck/fpr": UNIT, "hatecheck/fnr": UNIT,
+    "hatecheck/target_excess_fpr": SIGNED_UNIT,  # target_fpr - other_fpr
+    "story/toxicity_mean": UNIT, "story/toxicity_gap": UNIT, "profile/toxicity_mean": UNIT,
+    "profile/toxicity_gap": UNIT,
+    "recruitment/accuracy": UNIT, "recruitment/dp_gap": UNIT, "recruitment/eo_gap": UNIT,
+    "recruitment/flip_rate": UNIT,
+    "salary/rel_gap": None,  # percent of the mean offer: no natural upper end
+    "salary/spread_mean": None,  # dollars
+    "salary/spread_nonzero": UNIT,
+}
+
+
+def metric_bounds(column: str) -> tuple[float, float] | None:
+    """The ``(low, high)`` range of a results column's values, or None when it has none (or none is listed).
+
+    ``task/<task>/<metric>`` is looked up as ``<task>/<metric>`` in :data:`TASK_METRIC_BOUNDS`;
+    ``bias_type/<metric>`` and ``best_<metric>`` are the trial-level metric they name.
+    """
+    if column.startswith("task/"):
+        return TASK_METRIC_BOUNDS.get(column.removeprefix("task/"))
+    return METRIC_BOUNDS.get(column.removeprefix("bias_type/").removeprefix("best_"))

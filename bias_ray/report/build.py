@@ -2,7 +2,8 @@
 
 The page opens with a summary (what ran, what it found, in sentences built from the numbers),
 then the headline figure (HateCheck's targeted-group false-positive rate against bias ratio),
-which mitigation wins (paired differences against ``none`` with 95% CIs), every metric against
+which mitigation wins (the difference-in-differences against ``none`` and ratio 0, and the plain paired
+differences against ``none``, with 95% CIs), every metric against
 bias ratio with 95% CIs over seeds, a better/worse heatmap, misalignment next to harm, what the
 generator wrote, early-stopped and failed trials, and the compute spent. Figures are inlined as
 data URIs, so the HTML opens offline from anywhere. The pieces live in their own modules:
@@ -34,12 +35,15 @@ from bias_ray.report.headline import (
     report_metrics,
 )
 from bias_ray.report.page import Page
-from bias_ray.report.stats import format_mean_ci, mean_ci_table, paired_differences
+from bias_ray.report.stats import difference_in_differences, format_mean_ci, mean_ci_table, paired_differences
 
 HEADLINE_FIGURE = "headline_hatecheck_target_fpr.png"
 HATECHECK_MISSING = (f"No headline figure: the results have no `{HEADLINE_FIGURE_METRIC}` column. Add `hatecheck` "
                      "to the spec's evaluation.tasks to measure the HateCheck false-positive rate on non-hateful "
                      "cases that target each bias type's groups.")
+CLIP_NOTE = ("Where a 95% interval reaches past the metric's range (e.g. below 0 or above 1 for a rate, over few "
+             "seeds), its ends are cut at the range: error bars stop there, tables print `mean [low, high] clipped` "
+             "instead of ±, and the figure says so; the mean is unchanged.")
 SECTIONS = [("summary", "Summary"), ("headline", "Headline"), ("wins", "Which mitigation wins"),
             ("metric-vs-ratio", "Metric vs bias ratio"), ("heatmap", "Mitigations: better or worse than none"),
             ("misalignment", "Misalignment next to harm"), ("generator", "What the generator wrote"),
@@ -71,6 +75,7 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
     per_compute, totals = tables.compute_table(table, manifest, analysis.info)
     headline = headline_metric(ok)
     paired = paired_differences(ok, metrics) if len(ok) and metrics else pd.DataFrame()
+    did = difference_in_differences(ok, metrics) if len(ok) and metrics else pd.DataFrame()
     pooled = paired_differences(ok, metrics, over=["mitigation"]) if len(ok) and metrics else pd.DataFrame()
     every = list(dict.fromkeys(metrics + every_metric(ok)))
     means = mean_ci_table(ok, every) if len(ok) else pd.DataFrame()
@@ -82,7 +87,8 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
     page.section("summary", "Summary")
     page.bullets(summary.what_ran(table, spec, manifest, totals, int(failed.sum()), len(stopped)))
     page.heading("Findings")
-    page.bullets((summary.findings(ok, paired, headline) if len(ok) else ["Every trial failed; nothing to summarise."])
+    page.bullets((summary.findings(ok, paired, headline, did) if len(ok)
+                  else ["Every trial failed; nothing to summarise."])
                  + [misalignment.finding(mis_frame, correlations, analysis.summary is not None,
                                          run_files.analysis_enabled(spec))])
     page.links(SECTIONS[1:])
@@ -102,19 +108,10 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
             page.table(tables.intervals_by_ratio(ok, m), "headline")
 
     page.section("wins", "Which mitigation wins")
-    page.text("Each cell: the mitigation minus `none` on the same bias type, ratio and seed, mean over seeds "
-              "[95% CI]; better or worse by the metric's declared direction, where the CI excludes 0 (marked *); "
-              "indistinguishable = indistinguishable from no effect (the CI includes 0). With one seed there is no "
-              "interval.")
-    wins = tables.wins_tables(paired)
-    for bt, frame in wins.items():
-        page.heading(f"bias type `{bt}`")
-        page.table(frame, "wins")
-    if not wins:
-        page.text("No comparison: the sweep has no other mitigation next to `none`.")
+    _wins(page, paired, did)
 
     page.section("metric-vs-ratio", "Metric vs bias ratio")
-    page.text(f"Mean over seeds per mitigation; {figures.seeds_note(ok if len(ok) else table)}.")
+    page.text(f"Mean over seeds per mitigation; {figures.seeds_note(ok if len(ok) else table)}. {CLIP_NOTE}")
     plots = [figures.plot_metric_vs_ratio(ok, m, out) for m in metrics
              if not (figure_paths and m == HEADLINE_FIGURE_METRIC)] if len(ok) else []  # the headline is above
     for p in plots:
@@ -153,7 +150,7 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
 
     page.section("mean-ci", "Mean ± 95% CI over seeds")
     page.text("Every metric: mean ± half-width of the 95% t-interval over seeds; a cell with one seed shows its "
-              "value and n=1 (no interval).")
+              f"value and n=1 (no interval). {CLIP_NOTE}")
     page.table(format_mean_ci(means, every) if not means.empty else means, "summary")
 
     page.section("trials", "All trials")
@@ -169,7 +166,7 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
         f"<body><h1>bias-ray sweep report</h1><p>Run: <code>{html.escape(str(run_dir))}</code></p>"
         + "\n".join(page.html) + "</body></html>")
     if wandb != "disabled":
-        logged = {"summary": means, "change_vs_none": pooled, "mitigation_wins": paired,
+        logged = {"summary": means, "change_vs_none": pooled, "mitigation_wins": paired, "mitigation_wins_did": did,
                   "early_stopped": stopped[keep], "failed": errors, "compute": per_compute,
                   "compute_totals": pd.DataFrame([totals]), "misalignment_vs_harm": mis_frame}
         if analysis.summary is not None:
@@ -179,6 +176,36 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
         images = figure_paths + plots + [p for p in (heatmap, mis_plot) if p] + analysis.images
         log_to_wandb(run_dir, logged, images, wandb, project)
     return out
+
+
+def _wins(page: Page, paired: pd.DataFrame, did: pd.DataFrame) -> None:
+    """The wins section: the difference-in-differences against ratio 0 (when the grid has it), then the plain one."""
+    if paired.empty:
+        page.text("No comparison: the sweep has no other mitigation next to `none`.")
+        return
+    legend = ("better or worse by the metric's declared direction, where the 95% CI over seeds excludes 0 (marked "
+              "*); indistinguishable = indistinguishable from no effect (the CI includes 0); with one seed there is "
+              "no interval; `clipped` = the CI was cut at the largest difference the metric's range allows.")
+    if did.empty:
+        page.text("The grid has no ratio 0, so there is no difference-in-differences: the table below is the plain "
+                  "difference against `none`, which also holds any shift a mitigation causes without augmented data.")
+    else:
+        page.heading("Net of ratio 0: difference-in-differences")
+        page.text("Each cell: DiD(m, r) = [metric(m, r) - metric(none, r)] - [metric(m, 0) - metric(none, 0)], per "
+                  "seed (the same seed in all four cells), mean over seeds [95% CI]: how much the mitigation changes "
+                  "what augmented data does to the metric (its change from ratio 0), so a shift it causes with no "
+                  "augmented data (a calibration change) does not count. Only seeds with all four cells are paired; "
+                  "`n=2 of 3 seeds` says when some were left out. For a lower-is-better metric a negative DiD is "
+                  f"better. {legend}")
+        for bt, frame in tables.wins_tables(did).items():
+            page.heading(f"bias type `{bt}`: difference-in-differences against ratio 0")
+            page.table(frame, "wins did")
+        page.heading("Plain difference against `none` at each ratio")
+    page.text("Each cell: the mitigation minus `none` on the same bias type, ratio and seed, mean over seeds [95% CI]; "
+              f"at ratio 0 it is the shift the mitigation causes without augmented data. {legend}")
+    for bt, frame in tables.wins_tables(paired).items():
+        page.heading(f"bias type `{bt}`")
+        page.table(frame, "wins")
 
 
 def _misalignment(page: Page, frame: pd.DataFrame, correlations: dict, headline: str | None,

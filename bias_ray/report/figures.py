@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bias_ray.evaluate.metrics import metric_direction
+from bias_ray.evaluate.metrics import metric_bounds, metric_direction
 from bias_ray.report.headline import BETTER_WORDS
-from bias_ray.report.stats import t_interval
+from bias_ray.report.stats import Bounds, t_interval
 
 NEUTRAL = (0.85, 0.85, 0.85, 1.0)  # a metric without a declared direction: neither better nor worse
 HEATMAP_CMAP = "RdBu"  # red end = worse, blue end = better
@@ -35,9 +35,36 @@ def seeds_note(table: pd.DataFrame) -> str:
     return "error bars: 95% CI over seeds (t)" if n >= 2 else "one seed: no interval (add seeds for error bars)"
 
 
+def error_bars(cells: pd.DataFrame, metric: str, bounds: Bounds | None) -> tuple[list, list, np.ndarray, bool]:
+    """Per bias ratio of ``cells`` (one bias type and mitigation): ratio, mean, (below, above) bar lengths, clipped.
+
+    The bars are the 95% t-interval over seeds cut at ``bounds`` (the metric's range), so they may be
+    uneven; ``clipped`` is True when any was cut. One seed: no bar (0).
+    """
+    ratios, means, below, above, clipped = [], [], [], [], False
+    for ratio, cell in cells.groupby("bias_ratio", sort=True):
+        iv = t_interval(cell[metric], bounds=bounds)
+        ratios.append(ratio)
+        means.append(iv.mean)
+        below.append(iv.mean - iv.low if iv.has_interval else 0.0)
+        above.append(iv.high - iv.mean if iv.has_interval else 0.0)
+        clipped = clipped or iv.clipped
+    return ratios, means, np.array([below, above]), clipped
+
+
+def clip_note(bounds: Bounds) -> str:
+    """The note under a figure whose error bars were cut at the metric's range."""
+    return (f"error bars cut at the metric's range [{bounds[0]:g}, {bounds[1]:g}] where the 95% t-interval "
+            "reaches past it (the mean is unchanged)")
+
+
 def plot_metric_vs_ratio(table: pd.DataFrame, metric: str, out: Path, title: str | None = None,
                          filename: str | None = None) -> Path:
-    """One panel per bias type; x = bias ratio, y = mean over seeds, error bar = 95% t-interval (none for n=1)."""
+    """One panel per bias type; x = bias ratio, y = mean over seeds, error bar = 95% t-interval (none for n=1).
+
+    Bars are cut at the metric's range (:func:`~bias_ray.evaluate.metrics.metric_bounds`); a note under
+    the panels says so when any was.
+    """
     plt = _plt()
     bias_types = sorted(table["bias_type"].unique())
     fig, axes = plt.subplots(1, len(bias_types), figsize=(4.2 * len(bias_types), 3.6), squeeze=False,
@@ -45,19 +72,17 @@ def plot_metric_vs_ratio(table: pd.DataFrame, metric: str, out: Path, title: str
     mitigations = sorted(table["mitigation"].unique())
     ratios = sorted(table["bias_ratio"].unique())
     dodge = 0.012 * ((max(ratios) - min(ratios)) or 1.0)  # keep the bars of overlapping lines apart
+    bounds, any_clipped = metric_bounds(metric), False
     for ax, bt in zip(axes[0], bias_types):
         sub = table[table["bias_type"] == bt]
         for i, mit in enumerate(mitigations):
             g = sub[sub["mitigation"] == mit]
             if g.empty:
                 continue
-            xs, means, halves = [], [], []
-            for ratio, cell in g.groupby("bias_ratio", sort=True):
-                iv = t_interval(cell[metric])
-                xs.append(ratio + (i - (len(mitigations) - 1) / 2) * dodge)
-                means.append(iv.mean)
-                halves.append(iv.half_width if iv.has_interval else 0.0)
-            ax.errorbar(xs, means, yerr=halves, marker="o", capsize=3, label=str(mit))
+            xs, means, bars, clipped = error_bars(g, metric, bounds)
+            any_clipped = any_clipped or clipped
+            xs = [x + (i - (len(mitigations) - 1) / 2) * dodge for x in xs]
+            ax.errorbar(xs, means, yerr=bars, marker="o", capsize=3, label=str(mit))
         if sub[metric].isna().all():  # e.g. a task without data for this bias type
             ax.text(0.5, 0.5, "no data for this bias type", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(bt)
@@ -72,6 +97,8 @@ def plot_metric_vs_ratio(table: pd.DataFrame, metric: str, out: Path, title: str
                 labels.append(lab)
     fig.suptitle(f"{title or metric}: mean over seeds; {seeds_note(table)}", fontsize=9)
     fig.tight_layout()
+    if any_clipped:
+        fig.text(0.5, -0.02, clip_note(bounds), ha="center", va="top", fontsize=8)
     # beside the panels, not over them: mitigation labels with parameters are long
     fig.legend(handles, labels, title="mitigation", fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     path = out / (filename or f"{safe_name(metric)}_vs_bias_ratio.png")
@@ -145,9 +172,9 @@ def plot_misalignment_vs_harm(frame: pd.DataFrame, measures: dict[str, str], cor
     """One panel per misalignment measure: x = the measure, y = harm (positive = worse) with its 95% CI."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(measures), figsize=(3.8 * len(measures), 3.4), squeeze=False, sharey=True)
-    halves = ((frame["harm_high"] - frame["harm_low"]) / 2).fillna(0).to_numpy()
-    for ax, (col, label) in zip(axes[0], measures.items()):
-        ax.errorbar(frame[col], frame["harm"], yerr=halves, fmt="o", capsize=3)
+    bars = np.array([(frame["harm"] - frame["harm_low"]).fillna(0), (frame["harm_high"] - frame["harm"]).fillna(0)])
+    for ax, (col, label) in zip(axes[0], measures.items()):  # uneven bars where the harm's CI was cut at its range
+        ax.errorbar(frame[col], frame["harm"], yerr=bars, fmt="o", capsize=3)
         for x, y, name in zip(frame[col], frame["harm"], frame["bias_type"]):
             ax.annotate(str(name), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         rho, n = correlations[col]

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bias_ray.evaluate.metrics import metric_direction, shortfall
-from bias_ray.report.stats import Interval, t_interval, verdict
+from bias_ray.evaluate.metrics import metric_bounds, metric_direction, shortfall
+from bias_ray.report.stats import Interval, difference_bounds, t_interval, verdict
 
 # First one with data is the headline: HateCheck's targeted-group FPR when the sweep ran HateCheck.
 HEADLINE_CANDIDATES = {
@@ -84,8 +84,12 @@ class Inheritance:
 
 
 def inheritance(table: pd.DataFrame, metric: str, baseline: str = "none") -> list[Inheritance]:
-    """Per bias type: ``metric`` under ``baseline`` at the lowest and highest ratio, and the change, paired by seed."""
-    direction = metric_direction(metric)
+    """Per bias type: ``metric`` under ``baseline`` at the lowest and highest ratio, and the change, paired by seed.
+
+    Intervals are cut at the metric's range (values) and at ``±`` its width (the change and the harm).
+    """
+    direction, bounds = metric_direction(metric), metric_bounds(metric)
+    change_bounds = difference_bounds(bounds)
     out = []
     base = table[table["mitigation"] == baseline]
     for bt, g in base.groupby("bias_type", sort=True):
@@ -96,8 +100,9 @@ def inheritance(table: pd.DataFrame, metric: str, baseline: str = "none") -> lis
         lo, hi = g[g["bias_ratio"] == ratios[0]], g[g["bias_ratio"] == ratios[-1]]
         paired = hi[["seed", metric]].merge(lo[["seed", metric]], on="seed", suffixes=("", "_low"))
         after, before = paired[metric].astype(float), paired[f"{metric}_low"].astype(float)
-        harm = (t_interval(shortfall(after, direction) - shortfall(before, direction)) if direction
-                else Interval(float("nan"), float("nan"), float("nan"), len(paired)))
+        harm = (t_interval(shortfall(after, direction) - shortfall(before, direction), bounds=change_bounds)
+                if direction else Interval(float("nan"), float("nan"), float("nan"), len(paired)))
         out.append(Inheritance(str(bt), metric, direction, float(ratios[0]), float(ratios[-1]),
-                               t_interval(lo[metric]), t_interval(hi[metric]), t_interval(after - before), harm))
+                               t_interval(lo[metric], bounds=bounds), t_interval(hi[metric], bounds=bounds),
+                               t_interval(after - before, bounds=change_bounds), harm))
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bias_ray.evaluate.metrics import metric_direction
@@ -91,8 +92,14 @@ def inheritance_sentence(i: Inheritance) -> str:
 
 
 def mitigation_sentence(paired: pd.DataFrame, bias_type: str, metric: str, ratio: float,
-                        only_effects: bool = False) -> str | None:
-    """Every mitigation against ``none`` at ``ratio`` (same seeds): the change, its CI and what it means."""
+                        only_effects: bool = False, did: bool = False) -> str | None:
+    """Every mitigation against ``none`` at ``ratio`` (same seeds): the change, its CI and what it means.
+
+    ``paired`` is :func:`~bias_ray.report.stats.paired_differences` or, with ``did``, the
+    difference-in-differences against ratio 0 (:func:`~bias_ray.report.stats.difference_in_differences`):
+    ``[metric(m, r) - metric(none, r)] - [metric(m, 0) - metric(none, 0)]`` per seed, which leaves out
+    any shift ``m`` causes without augmented data.
+    """
     rows = paired[(paired["bias_type"] == bias_type) & (paired["metric"] == metric) & (paired["bias_ratio"] == ratio)]
     if rows.empty:
         return None
@@ -101,20 +108,44 @@ def mitigation_sentence(paired: pd.DataFrame, bias_type: str, metric: str, ratio
         diff, imp = row_intervals(r)
         if only_effects and r["verdict"] not in ("better", "worse", "differs"):
             continue
-        parts.append(f"`{r['mitigation']}` moves it by {diff.mean:+.3f} ({diff.bracket()}): {_effect(r['verdict'])}")
+        missing = int(r.get("n_incomplete", 0) or 0)
+        left_out = f"; {missing} seed(s) without all four cells left out" if missing else ""
+        if not np.isfinite(diff.mean):
+            parts.append(f"`{r['mitigation']}`: no seed has all four cells")
+            continue
+        verb = f"alters the change from ratio 0 to {ratio:g} by" if did else "moves it by"
+        parts.append(f"`{r['mitigation']}` {verb} {diff.mean:+.3f} ({diff.bracket()}{left_out}): "
+                     f"{_effect(r['verdict'])}")
         if r["verdict"] == "better" and (best is None or imp.mean > best[1].mean):
             best = (r["mitigation"], imp)
-    lead = f"At ratio {ratio:g}, against `none` on the same seeds: "
+    if did:
+        lead = (f"At ratio {ratio:g}, net of ratio 0 (difference-in-differences on the same seeds: "
+                f"[m - `none` at {ratio:g}] - [m - `none` at 0], so a shift a mitigation causes without augmented "
+                "data does not count): ")
+        what = "reduces the inherited change"
+    else:
+        lead = f"At ratio {ratio:g}, against `none` on the same seeds: "
+        what = "improves it"
     if only_effects:
         return lead + ("; ".join(parts) + "." if parts else
                        "no mitigation changes it distinguishably from no effect.")
     tail = (f" The largest improvement distinguishable from no effect is `{best[0]}`'s." if best else
-            " No mitigation improves it distinguishably from no effect.")
+            f" No mitigation {what} distinguishably from no effect.")
     return lead + "; ".join(parts) + "." + tail
 
 
-def findings(table: pd.DataFrame, paired: pd.DataFrame, headline: str | None) -> list[str]:
-    """Sentences on the headline fairness metric and on macro-F1: inherited bias, and what each mitigation does."""
+NO_REFERENCE = ("The grid has no ratio 0, so mitigations are compared by the plain difference against `none` at "
+                "the same ratio, which also holds any shift a mitigation causes without augmented data "
+                "(add ratio 0 for the difference-in-differences).")
+
+
+def findings(table: pd.DataFrame, paired: pd.DataFrame, headline: str | None,
+             did: pd.DataFrame | None = None) -> list[str]:
+    """Sentences on the headline fairness metric and on macro-F1: inherited bias, and what each mitigation does.
+
+    What a mitigation does is the difference-in-differences against ratio 0 (``did``) where it has a
+    row; else (no ratio 0 in the grid) the plain paired difference, and the summary says so.
+    """
     out = []
     if headline is None:
         return [f"No fairness metric in the results (looked for {_list(HEADLINE_CANDIDATES, '`{}`'.format)}); "
@@ -140,9 +171,15 @@ def findings(table: pd.DataFrame, paired: pd.DataFrame, headline: str | None) ->
                        f"({BETTER_WORDS[metric_direction(metric)]}).")
         for i in inherited:
             sentence = inheritance_sentence(i)
-            if not paired.empty:
+            more = None
+            if did is not None and not did.empty:
+                more = mitigation_sentence(did, i.bias_type, metric, i.high_ratio, only_effects=metric != headline,
+                                           did=True)
+            if more is None and not paired.empty:
                 more = mitigation_sentence(paired, i.bias_type, metric, i.high_ratio, only_effects=metric != headline)
-                sentence += f" {more}" if more else ""
+                if more and i.low_ratio != 0:
+                    more = f"{NO_REFERENCE} {more}"
+            sentence += f" {more}" if more else ""
             out.append(sentence)
     return out
 

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bias_ray.evaluate.metrics import metric_bounds
 from bias_ray.report.stats import row_intervals, t_interval
 
 
@@ -42,8 +43,10 @@ def compute_table(table: pd.DataFrame, manifest: dict[str, Any] | None,
 def wins_tables(paired: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Per bias type: rows (metric, mitigation), one column per ratio, cells ``+0.031 [+0.010, +0.052] worse*``.
 
-    The number is the paired difference mitigation - none (value units); the word says what it
-    means for that metric; ``*`` marks a 95% CI that excludes 0.
+    The number is the paired difference mitigation - none (value units), or the difference-in-differences
+    of :func:`~bias_ray.report.stats.difference_in_differences`; the word says what it means for that
+    metric; ``*`` marks a 95% CI that excludes 0; ``clipped`` an interval cut at the metric's range;
+    ``n=2 of 3 seeds`` a DiD that left out seeds missing one of its four cells.
     """
     out = {}
     if paired.empty:
@@ -59,19 +62,26 @@ def wins_tables(paired: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def _wins_cell(row) -> str:
     diff, _ = row_intervals(row)
+    missing = int(row.get("n_incomplete", 0) or 0)
     if not np.isfinite(diff.mean):
-        return "n/a"
+        return f"n/a ({missing} seed(s), none with all four cells)" if missing else "n/a"
+    seeds = f" (n={diff.n} of {diff.n + missing} seeds)" if missing else ""
     if not diff.has_interval:
-        return f"{diff.mean:+.3f} (n={diff.n}, no interval)"
+        return f"{diff.mean:+.3f} (n={diff.n}{f' of {diff.n + missing} seeds' if missing else ''}, no interval)"
     mark = "*" if row["verdict"] in ("better", "worse", "differs") else ""
-    return f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] {row['verdict']}{mark}"
+    cut = " clipped" if diff.clipped else ""
+    return f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]{cut} {row['verdict']}{mark}{seeds}"
 
 
 def intervals_by_ratio(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean ± CI of ``metric`` per bias type and ratio, one column per mitigation (the headline table)."""
+    """Mean ± CI of ``metric`` per bias type and ratio, one column per mitigation (the headline table).
+
+    A CI reaching past the metric's range is cut at it and printed ``mean [low, high] clipped``.
+    """
     rows = []
+    bounds = metric_bounds(metric)
     for (bt, ratio, mit), g in table.groupby(["bias_type", "bias_ratio", "mitigation"], sort=True):
-        iv = t_interval(g[metric])
+        iv = t_interval(g[metric], bounds=bounds)
         rows.append({"bias_type": bt, "bias_ratio": ratio, "mitigation": mit,
                      "cell": iv.text() if np.isfinite(iv.mean) else "n/a"})
     frame = pd.DataFrame(rows)
