@@ -149,10 +149,10 @@ def startup_parts(table, trial_log: Path, wall_s: float) -> dict:
 
 def run_seed(out: Path, seed: int, args) -> dict:
     """The full grid and ASHA for one seed, on the augmented set generated once under ``out``."""
-    asha = {"name": "asha", "grace_period": args.grace_period, "reduction_factor": args.reduction_factor,
+    asha_scheduler = {"name": "asha", "grace_period": args.grace_period, "reduction_factor": args.reduction_factor,
             "group_by": args.group_by, "stop_margin": args.stop_margin}
     specs = {name: parse_spec(bench_spec(out, sched, seed, out / f"seed{seed}", args.lr_schedule), check_files=False)
-             for name, sched in {"none": {"name": "none"}, "asha": asha}.items()}
+             for name, sched in {"none": {"name": "none"}, "asha": asha_scheduler}.items()}
     tables, walls, parts, loads = {}, {}, {}, {}
     for name, spec in specs.items():
         loads[name] = {"before": os.getloadavg()}
@@ -176,7 +176,7 @@ def run_seed(out: Path, seed: int, args) -> dict:
     asha_pick = full_ranked[(full_ranked[GRID_KEYS] == pd.Series({k: best["asha"][k] for k in GRID_KEYS})).all(axis=1)]
     return {
         "seed": seed,
-        "settings": {"scheduler": asha, "lr_schedule": args.lr_schedule},
+        "settings": {"scheduler": asha_scheduler, "lr_schedule": args.lr_schedule},
         "trials": full["trials"],
         "iterations_full_grid": full["iterations_used"],
         "iterations_asha": asha["iterations_used"],
