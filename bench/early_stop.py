@@ -6,22 +6,35 @@ Tune iterations (evaluations) ASHA used as a share of the full grid's, its wall 
 the full grid's, and whether both runs pick the same best config (by the scheduler metric of each
 trial's last report). Targets: iterations <= 40%, wall time <= 50%, same best, for every seed.
 
+The ASHA settings default to the ones ``bench/early_stop_signal.py``'s diagnosis argues for
+(docs/early_stopping.md): a linearly decayed learning rate (``training.lr_schedule``), rungs per
+mitigation (``scheduler.group_by``) and a stop margin of one standard error of a difference of two
+evaluations of a rate on ``max_eval_rows`` rows, ``1 / sqrt(2 n)``; ``--lr-schedule constant
+--group-by --stop-margin 0`` is plain ASHA at a constant rate (the settings before). From the full
+grid's per-report histories it also prints, per seed, the Spearman correlation between each
+report's metric and the final one, and whether the grid's best config by the last evaluation is
+the best by the one before (when not, the best is decided by evaluation noise).
+
 It also splits each trial's start-up into its parts: the time outside any trial (actor start,
 Tune's bookkeeping between trials), imports in the trial's process, the data step and the model
 load (the last two from the trial's own ``startup/*`` metrics).
 
     PYTHONPATH=. python bench/early_stop.py [--out runs/bench_early_stop] [--seeds 0 1 2] [--grace-period 1]
+        [--lr-schedule linear] [--group-by mitigation] [--stop-margin 0.05]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
 import time
 from pathlib import Path
+
+import pandas as pd
 
 from bias_ray.generate.pipeline import generate
 from bias_ray.models import ensure_model
@@ -59,7 +72,11 @@ def timed_trial_logging_to(log: Path):
     return timed_trial
 
 
-def bench_spec(out: Path, scheduler: dict, seed: int = 0, runs: Path | None = None) -> dict:
+MAX_EVAL_ROWS = 200
+
+
+def bench_spec(out: Path, scheduler: dict, seed: int = 0, runs: Path | None = None,
+               lr_schedule: str = "constant") -> dict:
     """5 bias ratios x 2 mitigations x 1 seed = 10 trials of 40 steps, evaluated every 4 steps."""
     return {
         "name": f"early_stop_{scheduler['name']}",
@@ -71,12 +88,42 @@ def bench_spec(out: Path, scheduler: dict, seed: int = 0, runs: Path | None = No
         "seeds": [seed],
         "generation": {"samples_per_bias_type": 120, "max_new_tokens": 16, "batch_size": 40},
         "training": {"train_size": 320, "epochs": 2, "batch_size": 16, "learning_rate": 0.003, "eval_every": 4,
-                     "max_eval_rows": 200},
+                     "max_eval_rows": MAX_EVAL_ROWS, "lr_schedule": lr_schedule},
         "scheduler": {"metric": "macro_f1", "mode": "max", **scheduler},
         "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 1},
         "tracking": {"wandb": "disabled"},
         "evaluation": {"tasks": []},  # the scheduler compares trials on the primary metric alone
     }
+
+
+def trial_histories(table: pd.DataFrame, metric: str) -> list[dict]:
+    """Each trial's grid cell and its ``metric`` at every report (Tune's progress.csv), in start order."""
+    out = []
+    for row in table.sort_values("trial_id").itertuples(index=False):
+        progress = pd.read_csv(Path(row.trial_path) / "progress.csv").sort_values("training_iteration")
+        out.append({"cell": {k: getattr(row, k) for k in GRID_KEYS}, "history": progress[metric].tolist()})
+    return out
+
+
+def rank_correlations(histories: list[dict]) -> list[float | None]:
+    """Spearman rho, over trials, between the metric at report i (i = 1..T) and at the last report."""
+    from scipy.stats import spearmanr
+
+    length = min(len(h["history"]) for h in histories)
+    final = [h["history"][-1] for h in histories]
+    rhos = []
+    for i in range(length):
+        rho = float(spearmanr([h["history"][i] for h in histories], final).statistic)
+        rhos.append(None if math.isnan(rho) else round(rho, 3))  # NaN: a report where every trial ties
+    return rhos
+
+
+def best_is_stable(histories: list[dict]) -> bool:
+    """Whether the best trial by the last report is also the best by the report before it."""
+    def argmax(i: int) -> int:
+        return max(range(len(histories)), key=lambda j: histories[j]["history"][i])
+
+    return argmax(-1) == argmax(-2)
 
 
 def best_config(table) -> dict:
@@ -102,12 +149,13 @@ def startup_parts(table, trial_log: Path, wall_s: float) -> dict:
 
 def run_seed(out: Path, seed: int, args) -> dict:
     """The full grid and ASHA for one seed, on the augmented set generated once under ``out``."""
-    specs = {name: parse_spec(bench_spec(out, sched, seed, out / f"seed{seed}"), check_files=False) for name, sched in {
-        "none": {"name": "none"},
-        "asha": {"name": "asha", "grace_period": args.grace_period, "reduction_factor": args.reduction_factor},
-    }.items()}
-    tables, walls, parts = {}, {}, {}
+    asha_scheduler = {"name": "asha", "grace_period": args.grace_period, "reduction_factor": args.reduction_factor,
+            "group_by": args.group_by, "stop_margin": args.stop_margin}
+    specs = {name: parse_spec(bench_spec(out, sched, seed, out / f"seed{seed}", args.lr_schedule), check_files=False)
+             for name, sched in {"none": {"name": "none"}, "asha": asha_scheduler}.items()}
+    tables, walls, parts, loads = {}, {}, {}, {}
     for name, spec in specs.items():
+        loads[name] = {"before": os.getloadavg()}
         shutil.copytree(out / "generated", spec.augmented_dir)
         log = out / f"seed{seed}" / f"{name}_trials.jsonl"
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +163,7 @@ def run_seed(out: Path, seed: int, args) -> dict:
         tables[name] = run_sweep(spec, trainable=timed_trial_logging_to(log))
         walls[name] = time.time() - started
         parts[name] = startup_parts(tables[name], log, walls[name])
+        loads[name]["after"] = os.getloadavg()
 
     full = early_stop_summary(tables["none"])
     asha = early_stop_summary(tables["asha"])
@@ -122,8 +171,12 @@ def run_seed(out: Path, seed: int, args) -> dict:
     wall_share = walls["asha"] / walls["none"]
     best = {name: best_config(t) for name, t in tables.items()}
     same = all(best["none"][k] == best["asha"][k] for k in GRID_KEYS)
+    histories = trial_histories(tables["none"], "macro_f1")
+    full_ranked = tables["none"].sort_values("macro_f1", ascending=False).reset_index(drop=True)
+    asha_pick = full_ranked[(full_ranked[GRID_KEYS] == pd.Series({k: best["asha"][k] for k in GRID_KEYS})).all(axis=1)]
     return {
         "seed": seed,
+        "settings": {"scheduler": asha_scheduler, "lr_schedule": args.lr_schedule},
         "trials": full["trials"],
         "iterations_full_grid": full["iterations_used"],
         "iterations_asha": asha["iterations_used"],
@@ -139,8 +192,15 @@ def run_seed(out: Path, seed: int, args) -> dict:
         "best_full_grid": best["none"],
         "best_asha": best["asha"],
         "same_best_config": same,
+        # where ASHA's pick ranks in the full grid (1 = the same best) and its final macro_f1 there
+        "asha_pick_rank_in_full_grid": int(asha_pick.index[0]) + 1,
+        "asha_pick_full_grid_macro_f1": float(asha_pick["macro_f1"].iloc[0]),
+        "full_grid_top2_gap": float(full_ranked["macro_f1"].iloc[0] - full_ranked["macro_f1"].iloc[1]),
+        "full_grid_rank_correlation_by_report": rank_correlations(histories),
+        "full_grid_best_stable_over_last_two_reports": best_is_stable(histories),
+        "full_grid_histories": histories,
         "target_met": bool(share <= 0.40 and wall_share <= 0.50 and same),
-        "load_avg_after": os.getloadavg(),
+        "load_avg": loads,
     }
 
 
@@ -150,6 +210,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one repetition per training seed")
     ap.add_argument("--grace-period", type=int, default=1)
     ap.add_argument("--reduction-factor", type=float, default=3)
+    ap.add_argument("--lr-schedule", default="linear", choices=["constant", "linear", "cosine"])
+    ap.add_argument("--group-by", nargs="*", default=["mitigation"], help="scheduler.group_by; none: plain ASHA")
+    ap.add_argument("--stop-margin", type=float, default=round(1 / math.sqrt(2 * MAX_EVAL_ROWS), 4),
+                    help="scheduler.stop_margin; default 1/sqrt(2 max_eval_rows), one standard error of a difference")
+    ap.add_argument("--json", type=Path, help="also write the figures here (default: <out>/early_stop.json)")
     args = ap.parse_args()
     out = args.out.resolve()
     for old in out.glob("seed*"):
@@ -168,18 +233,27 @@ def main() -> None:
         print(json.dumps(runs[-1], indent=2), flush=True)
     walls = [r["asha_wall_share_of_full"] for r in runs]
     iters = [r["asha_share_of_full"] for r in runs]
-    figures = {"runs": runs, "asha_wall_share_mean": round(statistics.mean(walls), 4),
+    figures = {"settings": runs[0]["settings"], "runs": runs,
+               "asha_wall_share_mean": round(statistics.mean(walls), 4),
                "asha_wall_share_range": [min(walls), max(walls)],
                "asha_iteration_share_mean": round(statistics.mean(iters), 4),
                "same_best_every_seed": all(r["same_best_config"] for r in runs),
                "target_met_every_seed": all(r["target_met"] for r in runs)}
     (out / "early_stop.json").write_text(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2))
     for r in runs:
         print(f"seed {r['seed']}: ASHA used {r['asha_share_of_full']:.1%} of the full grid's trial-iterations "
               f"({r['iterations_asha']}/{r['iterations_full_grid']}) and {r['asha_wall_share_of_full']:.1%} of its "
               f"wall time ({r['wall_s_asha']} s / {r['wall_s_full_grid']} s); same best config: "
               f"{r['same_best_config']}; target (<= 40% iterations, <= 50% wall, same best): "
               f"{'met' if r['target_met'] else 'NOT met'}")
+        print(f"    full grid: best {r['best_full_grid']}, top-2 gap {r['full_grid_top2_gap']:.3f}, best by the "
+              f"last report is best by the one before: {r['full_grid_best_stable_over_last_two_reports']}; "
+              f"ASHA's pick ranks {r['asha_pick_rank_in_full_grid']} there "
+              f"(macro_f1 {r['asha_pick_full_grid_macro_f1']:.3f}); load {r['load_avg']}")
+        print(f"    rho(report i, final) over the full grid's trials: {r['full_grid_rank_correlation_by_report']}")
         print(f"    start-up per trial, full grid: {r['startup_full_grid']}")
         print(f"    start-up per trial, ASHA:      {r['startup_asha']}")
     print(f"ASHA wall share over {len(runs)} seeds: mean {figures['asha_wall_share_mean']:.1%}, range "

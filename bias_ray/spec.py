@@ -20,6 +20,7 @@ from bias_ray.catalog import PACKAGE_DIR, RESOURCES, bias_type_catalog  # noqa: 
 from bias_ray.registry import ENGINES, MITIGATIONS, TASKS
 
 SCHEDULER_NAMES = ("none", "asha", "hyperband", "median")
+GRID_AXES = ("bias_type", "bias_ratio", "mitigation", "seed")  # the sweep's grid keys (train/sweep.py's GRID_KEYS)
 STANCES = ("biased", "neutral", "counter")
 
 
@@ -255,6 +256,9 @@ class TrainingSpec(_Strict):
     epochs: int = Field(default=2, gt=0)
     batch_size: int = Field(default=16, gt=0, description="Rows per forward pass (a micro-batch when accumulating).")
     learning_rate: float = Field(default=1e-3, gt=0)
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        default="constant", description="Learning rate over a trial's optimizer steps: constant, or decayed "
+        "to 0 at its last step (linear, cosine); see bias_ray.train.trainable.lr_factor.")
     max_length: int = Field(default=64, gt=4)
     eval_every: int = Field(default=10, gt=0, description="Optimizer steps between evaluations reported to Tune.")
     # memory: an optimizer step is gradient_accumulation_steps micro-batches of batch_size rows
@@ -332,6 +336,12 @@ class SchedulerSpec(_Strict):
     grace_period: int = Field(default=1, gt=0, description="Reports a trial makes before it can be stopped.")
     reduction_factor: float = Field(default=2, gt=1)
     max_t: int | None = Field(default=None, gt=0, description="Reports of a full trial; default: from training.")
+    group_by: list[str] = Field(
+        default_factory=list, description="asha: compare a trial only with trials of equal values of these grid keys "
+        "(e.g. [mitigation]: mitigations whose learning curves differ in shape); see bias_ray/train/early_stop.py.")
+    stop_margin: float = Field(
+        default=0.0, ge=0, description="asha: stop a trial only when it is worse than the rung's cutoff by more than "
+        "this; for a rate on n evaluation rows about 1/sqrt(2n), the noise of a difference of two evaluations.")
 
     @field_validator("name")
     @classmethod
@@ -339,6 +349,23 @@ class SchedulerSpec(_Strict):
         if v not in SCHEDULER_NAMES:
             raise ValueError(f"unknown scheduler {v!r}; allowed: {', '.join(SCHEDULER_NAMES)}")
         return v
+
+    @field_validator("group_by")
+    @classmethod
+    def _grid_keys(cls, v: list[str]) -> list[str]:
+        unknown = [k for k in v if k not in GRID_AXES]
+        if unknown:
+            raise ValueError(f"unknown grid keys {unknown} in group_by; allowed: {', '.join(GRID_AXES)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"group_by lists a key twice: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _asha_only(self) -> SchedulerSpec:
+        if self.name != "asha" and (self.group_by or self.stop_margin):
+            raise ValueError(f"group_by and stop_margin apply to scheduler asha, not {self.name!r}; "
+                             "remove them or set scheduler.name: asha")
+        return self
 
 
 class ResourcesSpec(_Strict):

@@ -18,11 +18,11 @@ from typing import Any
 import pandas as pd
 
 from bias_ray.mix import mix_counts
-from bias_ray.spec import MitigationSpec, SchedulerSpec, SpecError, SweepSpec, dump_spec
+from bias_ray.spec import GRID_AXES, MitigationSpec, SchedulerSpec, SpecError, SweepSpec, dump_spec
 from bias_ray.tracking import start_run, trial_callbacks, wandb_mode
 from bias_ray.train.trainable import train_trial
 
-GRID_KEYS = ["bias_type", "bias_ratio", "mitigation", "seed"]
+GRID_KEYS = list(GRID_AXES)
 
 
 # ---------------------------------------------------------------- the grid
@@ -146,10 +146,19 @@ def default_max_t(spec: SweepSpec) -> int:
 
 
 def build_scheduler(s: SchedulerSpec, max_t: int):
-    """The Tune scheduler named by the spec; times count training iterations (Tune reports)."""
+    """The Tune scheduler named by the spec; times count training iterations (Tune reports).
+
+    ASHA with ``group_by`` or ``stop_margin`` is :class:`bias_ray.train.early_stop.GroupedASHA`
+    (the same rule per group, with the margin); plain ASHA is Ray's.
+    """
     from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, MedianStoppingRule
 
     max_t = s.max_t or max_t
+    if s.name == "asha" and (s.group_by or s.stop_margin):
+        from bias_ray.train.early_stop import GroupedASHA
+
+        return GroupedASHA(max_t=max_t, grace_period=s.grace_period, reduction_factor=s.reduction_factor,
+                           group_by=s.group_by, stop_margin=s.stop_margin)
     if s.name == "asha":
         return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=s.grace_period,
                              reduction_factor=s.reduction_factor)

@@ -196,6 +196,26 @@ def build_mitigation(spec: SweepSpec, config: dict[str, Any]) -> Mitigation:
     return mitigation
 
 
+def lr_factor(schedule: str, step: int, total_steps: int) -> float:
+    """The learning rate's multiplier for optimizer step ``step`` (0-based) of ``total_steps``.
+
+    With ``p = step / total_steps``: ``constant`` 1; ``linear`` ``1 - p``; ``cosine``
+    ``(1 + cos(pi p)) / 2``. A decayed rate settles the weights over the last steps, so a trial's
+    final evaluation measures its config rather than where the last few noisy steps left it (at a
+    constant rate the grid's best config by the last evaluation can change from one evaluation
+    to the next; ``bench/early_stop_signal.py`` shows it). A function of the step only: a
+    resumed trial gets the same rates.
+    """
+    p = min(max(step / total_steps, 0.0), 1.0) if total_steps else 0.0
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear":
+        return 1.0 - p
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * p))
+    raise ValueError(f"unknown lr_schedule {schedule!r}; allowed: constant, linear, cosine")
+
+
 def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str, Any] | None = None) -> dict:
     """Train one grid cell, calling ``report(metrics, state)`` every ``eval_every`` steps and at the end.
 
@@ -203,7 +223,8 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
     the run: trainable weights, optimizer and step. A step is one optimizer step over
     ``training.rows_per_step`` rows (``gradient_accumulation_steps`` micro-batches); steps,
     ``eval_every`` and checkpoints count optimizer steps, so a checkpoint never holds a half
-    accumulated gradient. The batch order is a function of (seed, epoch) only, so a resumed run
+    accumulated gradient. The learning rate follows ``training.lr_schedule`` (:func:`lr_factor`).
+    The batch order is a function of (seed, epoch) only, so a resumed run
     sees the batches it would have seen. Returns the last metrics.
     """
     import torch
@@ -254,6 +275,8 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
         epoch, offset = divmod(step, steps_per_epoch)
         order = np.random.default_rng(seed + epoch).permutation(len(train))
         rows = train.iloc[order[offset * tr.rows_per_step : (offset + 1) * tr.rows_per_step]]
+        for group in optimizer.param_groups:
+            group["lr"] = tr.learning_rate * lr_factor(tr.lr_schedule, step, total_steps)
         optimizer.zero_grad()
         losses.append(accumulate_gradients(model, student, mitigation, rows, tr.batch_size, scaler))
         scaler.step(optimizer)
