@@ -264,3 +264,5 @@ class SweepView(Callback):
         if self.live is not None:
             self.live.stop()
             self.live = None
+            if self.console is not None and not self.console.is_terminal:
+                self.console.line()  # off a terminal the final line is printed without its end

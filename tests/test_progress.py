@@ -72,6 +72,8 @@ def test_sweep_view_hooks_and_pickling():
     view.on_experiment_end([])
     assert view.progress.done == 1 and view.progress.best == 0.3
     assert "1/2 trials done" in console.file.getvalue()
+    console.print("results")  # off a terminal (a log, CI) the view's last line ends before what follows
+    assert console.file.getvalue().splitlines()[-1] == "results"
     restored = pickle.loads(pickle.dumps(view))  # Tune saves its callbacks with the experiment
     assert restored.console is None and restored.progress.done == 1
 
