@@ -179,7 +179,8 @@ def test_seeded_draws_equal_numpys_generators():
 TRICKY_TEXTS = [
     "", " ", "\n", "  - women are fine\nnext line", "-- -x", "- \u3000 spaced \u2003", "\x1c\x1fhidden ws\x1e",
     "line one\r\nline two", "\tI cannot do that", "I CANNOT do that", "As an AI, no", "\u0130 cannot do it",
-    "ok \u212a", "caf\u00e9 is fine", "\u4e2d\u6587 statement here", "x" * 25, "abcd", "abcde", "-", "- - -",
+    "ok \u212a", "a.b and (x| and \\ and [i] * and x", "axb", "a.b",
+    "caf\u00e9 is fine", "\u4e2d\u6587 statement here", "x" * 25, "abcd", "abcde", "-", "- - -",
     " \n\n real text after blank lines", "trailing dash -", "\x85next-line char\x85", "\u00a0nbsp\u00a0",
     None,
 ]
@@ -197,7 +198,9 @@ def test_column_cleaning_and_filters_equal_the_per_row_functions():
     assert cleaned == [clean_generation(t if t is not None else "") for t in TRICKY_TEXTS]
     for quality in (QualitySpec(min_chars=5, max_chars=20), QualitySpec(),
                     QualitySpec(min_chars=0, max_chars=3, refusal_patterns=["\u0130", "K", "\u212a", "FINE"]),
-                    QualitySpec(refusal_patterns=[])):
+                    QualitySpec(refusal_patterns=[]),
+                    QualitySpec(refusal_patterns=["a.b", "(x|", "\\", "\n", "[i] *"]),
+                    QualitySpec(refusal_patterns=[""])):
         for column in (cleaned, [t if t is not None else "" for t in TRICKY_TEXTS]):
             got = drop_reasons(pa.array(column, pa.string()), quality).to_pylist()
             assert got == [drop_reason(t, quality) for t in column], quality
