@@ -15,7 +15,9 @@
 
 (c) ceiling: the same job with the ``null`` engine (a fixed output, no model) for ``--null``
     prompts: what Ray Data, prompt building, post-processing, the shard writer and the finalize
-    carry, in rows/s, with its wall time and peak memory (driver; process tree RSS and PSS).
+    carry, in rows/s, with its wall time and peak memory (driver; process tree RSS and PSS) and
+    the bytes it left on disk. First, in this process and without Ray, the CPU each stage costs
+    a row (``--null-stage-rows`` rows, in the pipeline's blocks and shards).
 
     python bench/generation.py --overhead-prompts 2000 --big 0 --null 0     # (a) only
     python bench/generation.py --overhead-prompts 0 --big 1000000 --null 0  # (b) only
@@ -154,6 +156,46 @@ def bare_loop_fresh(work: Path, model: Path, data_root: Path, n: int, generation
     return total, result["tokens"], result["first_s"] + launch
 
 
+def stage_costs(spec, rows: int) -> dict[str, float]:
+    """CPU seconds per row of each stage the pipeline runs, called as it calls them, in one process."""
+    import pyarrow as pa
+
+    from bias_ray.generate.engines.null_engine import null_generate
+    from bias_ray.generate.pipeline import (
+        SHARD_ROW_GROUP_ROWS,
+        _atomic_write_parquet,
+        _plan,
+        _postprocess,
+        _prompt_batch,
+    )
+
+    gen = spec.generation
+    plan = _plan(spec)
+    block = max(gen.batch_size, min(gen.shard_rows, 4 * gen.batch_size))  # as _stream cuts the indices
+    cpu = dict.fromkeys(("prompt building", "null engine", "post-processing", "shard write"), 0.0)
+    done = []
+    for start in range(0, rows, block):
+        indices = np.arange(start, min(start + block, rows, plan.total))
+        clock = time.process_time()
+        prompts = _prompt_batch({"data": indices}, plan)
+        cpu["prompt building"] += time.process_time() - clock
+        clock = time.process_time()
+        generated = pa.concat_tables([null_generate(prompts.slice(b, gen.batch_size))
+                                      for b in range(0, prompts.num_rows, gen.batch_size)])
+        cpu["null engine"] += time.process_time() - clock
+        clock = time.process_time()
+        done.append(_postprocess(generated, gen.engine, gen.quality))
+        cpu["post-processing"] += time.process_time() - clock
+    table = pa.concat_tables(done)
+    with tempfile.TemporaryDirectory() as folder:
+        clock = time.process_time()
+        for start in range(0, table.num_rows, gen.shard_rows):
+            good = table.slice(start, gen.shard_rows).drop_columns(["engine_error", "generated_text"])
+            _atomic_write_parquet(good, Path(folder) / f"part-{start}.parquet", SHARD_ROW_GROUP_ROWS)
+        cpu["shard write"] += time.process_time() - clock
+    return {name: seconds / table.num_rows for name, seconds in cpu.items()}
+
+
 def pipeline_run(spec) -> tuple[float, dict]:
     """The generation job alone (``generate``): prompts, engine, shards, finalize, manifest."""
     from bias_ray.generate.pipeline import generate
@@ -189,6 +231,8 @@ def main() -> None:
     ap.add_argument("--null-batch-size", type=int, default=4096)
     ap.add_argument("--cold", action="store_true",
                     help="leave Ray Data's one-time session start to the first job (default: pay it first, as the CLI)")
+    ap.add_argument("--null-stage-rows", type=int, default=100_000,
+                    help="rows for the per-stage CPU costs before the null run (0: skip)")
     ap.add_argument("--workdir", type=Path, default=None, help="where job outputs go (default: a temp dir)")
     args = ap.parse_args()
 
@@ -270,20 +314,30 @@ def main() -> None:
     if args.null:
         spec = _spec(work / "null", model, data_root, args.null, engine="null", batch_size=args.null_batch_size,
                      shard_rows=args.big_shard_rows, few_shot=args.big_few_shot)
+        print(f"(c) null engine, {args.null:,} prompts, batch {args.null_batch_size}, "
+              f"shards of {args.big_shard_rows:,}, few_shot {args.big_few_shot}")
+        if args.null_stage_rows:
+            load = os.getloadavg()
+            costs = stage_costs(spec, args.null_stage_rows)
+            print(f"    CPU per row, one process, {args.null_stage_rows:,} rows: "
+                  + ", ".join(f"{name} {s * 1e6:.2f} us" for name, s in costs.items())
+                  + f"; total {sum(costs.values()) * 1e6:.2f} us = {1 / sum(costs.values()):,.0f} rows per CPU-second"
+                  f" (load {load[0]:.1f})")
         load_before = os.getloadavg()
         with MemorySampler() as mem:
             wall, manifest = pipeline_run(spec)
         run = manifest["last_run"]
+        generation = run["wall_s"]
         steady = (args.null - run["first_shard_prompts"]) / max(1e-9, run["last_shard_s"] - run["first_shard_s"])
-        print(f"(c) null engine, {args.null:,} prompts, batch {args.null_batch_size}, "
-              f"shards of {args.big_shard_rows:,}")
-        print(f"    ceiling: {args.null / wall:,.0f} rows/s end to end ({wall:.1f} s, "
-              f"generation {run['wall_s']:.1f} s, "
-              f"first shard after {run['first_shard_s']:.1f} s, finalize and plan the rest); "
-              f"{steady:,.0f} rows/s between the first and last shard")
+        disk = sum(p.stat().st_size for p in (work / "null").rglob("*") if p.is_file())
+        print(f"    ceiling: {args.null / wall:,.0f} rows/s end to end ({wall:.1f} s); generation "
+              f"{args.null / generation:,.0f} rows/s ({generation:.1f} s, first shard after "
+              f"{run['first_shard_s']:.1f} s), {steady:,.0f} rows/s between the first and last of "
+              f"{manifest['shards']} shards; "
+              f"plan + finalize {wall - generation:.1f} s")
         print(f"    peak RSS: driver {_gib(mem.peak_self)}; process tree sum RSS {_gib(mem.peak_rss)}, "
-              f"PSS {_gib(mem.peak_pss)}; rows kept {manifest['rows']:,}; load before {load_before}, "
-              f"after {os.getloadavg()}")
+              f"PSS {_gib(mem.peak_pss)}; rows kept {manifest['rows']:,}; on disk {disk / 2**20:,.1f} MiB "
+              f"({disk / args.null:.1f} B/row); load before {load_before}, after {os.getloadavg()}")
 
 
 if __name__ == "__main__":

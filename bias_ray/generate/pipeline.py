@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from bias_ray.data.loaders import stable_id
 from bias_ray.generate.engines import ENGINES
 from bias_ray.generate.prompts import PromptPlan, make_plan, sampling_params
-from bias_ray.generate.quality import clean_generation, drop_reason, find_duplicates
+from bias_ray.generate.quality import clean_generations, drop_reasons, find_duplicates
 from bias_ray.spec import QualitySpec, SweepSpec
 
 AUGMENTED_COLUMNS = ["id", "text", "label", "group", "bias_type", "split", "source"]
@@ -80,11 +80,12 @@ def _atomic_write_json(path: Path, obj: dict[str, Any]) -> None:
     _atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
 
 
-def _atomic_write_parquet(frame: pd.DataFrame, path: Path, row_group_rows: int | None = None) -> None:
+def _atomic_write_parquet(frame: pd.DataFrame | pa.Table, path: Path, row_group_rows: int | None = None) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
     # min/max statistics where readers prune by them; a long text's would bloat every footer
-    stats = [c for c in frame.columns if c not in UNSTATS_COLUMNS]
-    frame.to_parquet(tmp, index=False, row_group_size=row_group_rows, write_statistics=stats)
+    stats = [c for c in table.column_names if c not in UNSTATS_COLUMNS]
+    pq.write_table(table, tmp, row_group_size=row_group_rows, write_statistics=stats)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -118,32 +119,47 @@ def committed_indices(out: Path, total: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- Ray Data stages
-def _prompt_batch(batch: dict[str, np.ndarray], plan: PromptPlan) -> pd.DataFrame:
-    return plan.rows(batch["data"])
+def _prompt_batch(batch: dict[str, np.ndarray], plan: PromptPlan) -> pa.Table:
+    return plan.table(batch["data"])
 
 
-def _postprocess(batch: pd.DataFrame, engine: str, quality: QualitySpec) -> pd.DataFrame:
-    """Clean and filter rows; split failures off via ``engine_error`` (they keep ``generated_text``)."""
-    batch = batch.copy()
-    n = len(batch)
-    for col, default in (("engine_error", ""), ("engine_s", 0.0), ("device", engine), ("generated_tokens", 0)):
-        if col not in batch:
-            batch[col] = default
-    if "__inference_error__" in batch:  # Ray Data LLM's error column (vLLM should_continue_on_error)
-        err = batch["__inference_error__"].fillna("").astype(str)
-        batch["engine_error"] = np.where(err != "", "engine error: " + err, batch["engine_error"].astype(str))
-    batch["engine_error"] = batch["engine_error"].fillna("").astype(str)
-    batch["generated_text"] = batch["generated_text"].fillna("").astype(str)
-    batch["generated_tokens"] = batch["generated_tokens"].fillna(0).astype(np.int64)
-    batch["text"] = [clean_generation(t) for t in batch["generated_text"]]
-    batch["drop_reason"] = [drop_reason(t, quality) for t in batch["text"]]
-    batch["device"] = batch["device"].astype(str)
-    batch["engine_s"] = batch["engine_s"].astype(np.float64)
-    batch["index"] = batch["index"].astype(np.int64)
-    assert len(batch) == n
-    # the raw output is kept only where it explains a failure (quarantine); kept rows carry ``text``
-    batch["generated_text"] = np.where(batch["engine_error"] != "", batch["generated_text"], "")
-    return batch[[*SHARD_COLUMNS, "engine_error", "generated_text"]]
+def _postprocess(batch: pa.Table, engine: str, quality: QualitySpec) -> pa.Table:
+    """Clean and filter rows; split failures off via ``engine_error`` (they keep ``generated_text``).
+
+    Arrow in, Arrow out (``batch_format="pyarrow"``): the cleaning and filters run on whole columns.
+    Text columns leave as ``large_string``, the type shards written from pandas have.
+    """
+    n = batch.num_rows
+
+    def column(name: str, kind: pa.DataType, missing: Any, fill_nulls: bool = True) -> pa.ChunkedArray | pa.Array:
+        """``name`` as ``kind`` (nulls filled with ``missing`` unless told not to); all ``missing`` if absent."""
+        if name not in batch.column_names:
+            return pc.fill_null(pa.nulls(n, kind), missing)
+        values = pc.cast(batch.column(name), kind, safe=False)
+        return pc.fill_null(values, missing) if fill_nulls else values
+
+    engine_error = column("engine_error", pa.string(), "")
+    if "__inference_error__" in batch.column_names:  # Ray Data LLM's error column (vLLM should_continue_on_error)
+        err = column("__inference_error__", pa.string(), "")
+        engine_error = pc.if_else(pc.not_equal(err, ""), pc.binary_join_element_wise("engine error: ", err, ""),
+                                  engine_error)
+    generated = column("generated_text", pa.string(), "")
+    text = clean_generations(generated)
+    failed = pc.not_equal(engine_error, "")
+    columns = {
+        "text": text,
+        "generated_tokens": column("generated_tokens", pa.int64(), 0),
+        "drop_reason": drop_reasons(text, quality),
+        "device": column("device", pa.string(), engine),
+        "engine_s": column("engine_s", pa.float64(), 0.0, fill_nulls=False),
+        "index": column("index", pa.int64(), 0, fill_nulls=False),
+        "engine_error": engine_error,
+        # the raw output is kept only where it explains a failure (quarantine); kept rows carry ``text``
+        "generated_text": pc.if_else(failed, generated, ""),
+    }
+    out = [columns[c] if c in columns else batch.column(c) for c in [*SHARD_COLUMNS, "engine_error", "generated_text"]]
+    out = [pc.cast(v, pa.large_string()) if pa.types.is_string(v.type) else v for v in out]
+    return pa.table(out, names=[*SHARD_COLUMNS, "engine_error", "generated_text"])
 
 
 # ---------------------------------------------------------------- progress
@@ -216,8 +232,9 @@ def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done
     # its own tasks (not fused into the engine's actors), so prompts are built while the engine generates
     ds = ds.map_batches(_prompt_batch, fn_kwargs={"plan": plan}, batch_size=None, batch_format="numpy", num_cpus=0.5)
     ds = ENGINES.get(gen.engine)().apply(ds, spec)
+    # 0.5 CPU as the prompt stage: after a task-based engine (null) all three fuse into one task per block
     ds = ds.map_batches(
-        _postprocess, batch_format="pandas", batch_size=None,
+        _postprocess, batch_format="pyarrow", batch_size=None, num_cpus=0.5,
         fn_kwargs={"engine": gen.engine, "quality": gen.quality},
     )
     (out / "shards").mkdir(parents=True, exist_ok=True)
@@ -227,25 +244,28 @@ def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done
     stats = {"prompts": 0, "generated_tokens": 0, "quarantined": 0, "shards": 0}
     started = time.perf_counter()
     try:
-        for seq, batch in enumerate(ds.iter_batches(batch_size=gen.shard_rows, batch_format="pandas",
+        for seq, batch in enumerate(ds.iter_batches(batch_size=gen.shard_rows, batch_format="pyarrow",
                                                     prefetch_batches=1)):
-            failed = batch["engine_error"] != ""
+            failed = pc.not_equal(batch.column("engine_error"), "")
+            n_failed = int(pc.sum(failed).as_py() or 0)
             name = f"part-{run_tag}-{seq:06d}.parquet"
-            if failed.any():  # quarantine first: a crash in between regenerates only the good rows
-                bad = batch[failed].rename(columns={"engine_error": "reason"})
-                _atomic_write_parquet(bad[["sample_id", "index", "reason", "bias_type", "group", "stance",
-                                           "generated_text"]], out / "quarantine" / name)
-            good = batch[~failed].drop(columns=["engine_error", "generated_text"])
-            if len(good):
+            if n_failed:  # quarantine first: a crash in between regenerates only the good rows
+                bad = batch.filter(failed).rename_columns(
+                    ["reason" if c == "engine_error" else c for c in batch.column_names])
+                _atomic_write_parquet(bad.select(["sample_id", "index", "reason", "bias_type", "group", "stance",
+                                                  "generated_text"]), out / "quarantine" / name)
+            good = (batch.filter(pc.invert(failed)) if n_failed else batch).drop_columns(["engine_error",
+                                                                                          "generated_text"])
+            if good.num_rows:
                 _atomic_write_parquet(good, out / "shards" / name, SHARD_ROW_GROUP_ROWS)
-            tokens = int(batch["generated_tokens"].sum())
-            stats["prompts"] += len(batch)
+            tokens = int(pc.sum(batch.column("generated_tokens")).as_py() or 0)
+            stats["prompts"] += batch.num_rows
             stats["generated_tokens"] += tokens
-            stats["quarantined"] += int(failed.sum())
+            stats["quarantined"] += n_failed
             stats["shards"] += 1
-            bar.update(len(batch), tokens)
+            bar.update(batch.num_rows, tokens)
             stats.setdefault("first_shard_s", time.perf_counter() - started)
-            stats.setdefault("first_shard_prompts", len(batch))
+            stats.setdefault("first_shard_prompts", batch.num_rows)
             stats["last_shard_s"] = time.perf_counter() - started
     finally:
         bar.close()

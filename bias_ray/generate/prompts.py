@@ -9,16 +9,21 @@ hashes its inputs and the generation settings.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
 from bias_ray.data.custom import data_identity, load_task_data
 from bias_ray.data.loaders import load_bbq_template_statements, load_crows_pairs, load_toxigen, stable_id
+from bias_ray.generate.seeded_draws import choose
 from bias_ray.spec import RESOURCES, SweepSpec
 
 DEFAULT_TEMPLATE = RESOURCES / "prompts" / "toxigen_statements.yaml"
@@ -74,6 +79,27 @@ def sampling_params(spec: SweepSpec) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class _Cells:
+    """Per-cell (segment x group) constants of a plan, as arrays a block of rows indexes into."""
+
+    first_cell: np.ndarray  # segment -> its first cell; its cells are its groups in order
+    group_count: np.ndarray  # segment -> groups of its bias type
+    id_prefixes: list[bytes]  # cell -> the sample id's hashed text before the index within the segment
+    headers: pa.Array  # cell -> the prompt's first line
+    endings: pa.Array  # cell -> what follows the seed lines
+    bias_types: pa.Array
+    groups: pa.Array
+    stances: pa.Array
+    labels: np.ndarray
+    pool_start: np.ndarray  # cell -> where its seed pool starts in ``lines`` / ``seed_ids``
+    pool_size: np.ndarray
+    # every pool's seeds, pools one after another, then "" (where a row has fewer seeds than the block's most)
+    lines: pa.Array  # "\n" + line prefix + text
+    seed_ids: pa.Array  # id: a row's first seed
+    later_seed_ids: pa.Array  # "," + id: its others
+
+
+@dataclass(frozen=True)
 class PromptPlan:
     """Everything needed to build prompt ``i`` anywhere: small enough to ship to every worker."""
 
@@ -96,45 +122,106 @@ class PromptPlan:
         seg = np.searchsorted(starts, indices, side="right") - 1
         return seg, indices - starts[seg]
 
+    @cached_property
+    def _cells(self) -> _Cells:
+        first_cell, group_count, cells = [], [], []
+        for _, bias, stance, _ in self.segments:
+            first_cell.append(len(cells))
+            group_count.append(len(self.groups[bias]))
+            cells += [(bias, group, stance) for group in self.groups[bias]]
+        prefix = self.template.get("line_prefix", "- ")
+        pool_keys = list(self.pools)
+        pool_start = np.cumsum([0] + [len(self.pools[key][0]) for key in pool_keys])
+        headers, endings, labels, starts, sizes = [], [], [], [], []
+        for _, group, stance in cells:
+            cfg = self.template["stances"][stance]
+            name = group.replace("_", " ")
+            headers.append(cfg["header"].format(group=name))
+            if self.chat:  # the seeds in the user turn, then the request; the assistant's reply continues the list
+                endings.append("\n\n" + self.template["chat"]["instruction"].format(group=name))
+            else:  # an open list line for the generator to complete
+                endings.append("\n" + prefix.rstrip())
+            labels.append(int(cfg["label"]))
+            pool = pool_keys.index((group, int(cfg["seed_label"])))
+            starts.append(pool_start[pool])
+            sizes.append(len(self.pools[pool_keys[pool]][0]))
+        return _Cells(
+            first_cell=np.array(first_cell, dtype=np.int64), group_count=np.array(group_count, dtype=np.int64),
+            id_prefixes=["\x1f".join([self.fingerprint, *cell, ""]).encode() for cell in cells],
+            headers=pa.array(headers, pa.string()), endings=pa.array(endings, pa.string()),
+            bias_types=pa.array([c[0] for c in cells], pa.string()),
+            groups=pa.array([c[1] for c in cells], pa.string()),
+            stances=pa.array([c[2] for c in cells], pa.string()), labels=np.array(labels, dtype=np.int64),
+            pool_start=np.array(starts, dtype=np.int64), pool_size=np.array(sizes, dtype=np.int64),
+            lines=pa.array([f"\n{prefix}{t}" for key in pool_keys for t in self.pools[key][1]] + [""], pa.string()),
+            seed_ids=pa.array([i for key in pool_keys for i in self.pools[key][0]] + [""], pa.string()),
+            later_seed_ids=pa.array([f",{i}" for key in pool_keys for i in self.pools[key][0]] + [""], pa.string()),
+        )
+
+    def _ids(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, bytes]:
+        """Cell and index within the segment per row, and the first 8 bytes of each sample id's SHA-1.
+
+        ``sample_id = stable_id(fingerprint, bias type, group, stance, index within segment)``.
+        """
+        seg, within = self._locate(np.asarray(indices, dtype=np.int64))
+        cells = self._cells
+        cell = cells.first_cell[seg] + within % cells.group_count[seg]
+        prefixes, sha1 = cells.id_prefixes, hashlib.sha1
+        digests = b"".join([sha1(prefixes[c] + b"%d" % i).digest()[:8] for c, i in zip(cell.tolist(), within.tolist())])
+        return cell, within, digests
+
+    @staticmethod
+    def _hex_ids(digests: bytes) -> pa.Array:
+        n = len(digests) // 8
+        offsets = np.arange(0, 16 * n + 1, 16, dtype=np.int32)
+        text = pa.py_buffer(digests.hex().encode())  # 16 hex digits a row
+        return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), text])
+
     def sample_ids(self, indices: np.ndarray) -> list[str]:
         """The ids of prompts ``indices`` without building them (cheap: one hash each)."""
-        seg, within = self._locate(np.asarray(indices, dtype=np.int64))
-        out = []
-        for s, i in zip(seg.tolist(), within.tolist()):
-            _, bias, stance, _ = self.segments[s]
-            group = self.groups[bias][i % len(self.groups[bias])]
-            out.append(stable_id(self.fingerprint, bias, group, stance, i))
-        return out
+        return self._hex_ids(self._ids(indices)[2]).to_pylist()
+
+    def table(self, indices: np.ndarray) -> pa.Table:
+        """The prompt rows for ``indices`` (any order, any subset) as an Arrow table, built a block at a time.
+
+        Row ``r`` (index ``i`` in its segment, group ``g``) draws its few-shot seeds with
+        ``default_rng([seed, int(sample_id[:12], 16)]).choice(len(pool), min(few_shot, len(pool)),
+        replace=False)``: seeded by the sample id, so a prompt never depends on how indices were
+        batched (:mod:`bias_ray.generate.seeded_draws` draws a whole block at once).
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        n = len(indices)
+        cells = self._cells
+        cell, _, digests = self._ids(indices)
+        head = np.frombuffer(digests, dtype=np.uint8).reshape(n, 8)[:, :6].astype(np.uint64)
+        keys = np.zeros(n, dtype=np.uint64)
+        for byte in range(6):  # the first 12 hex digits of the id, as an int
+            keys = (keys << np.uint64(8)) | head[:, byte]
+        sizes = cells.pool_size[cell]
+        picks = choose(self.seed, keys, sizes, np.minimum(self.few_shot, sizes))
+        # a row's picks, then -1s: those take the "" after the pools (no nulls: a join skipping nulls
+        # drops all-null rows in pyarrow 26)
+        at = np.where(picks < 0, len(cells.lines) - 1, cells.pool_start[cell][:, None] + picks)
+        taken = [pa.array(at[:, t]) for t in range(picks.shape[1])]
+        cell_at = pa.array(cell)
+        prompt = pc.binary_join_element_wise(cells.headers.take(cell_at), *[cells.lines.take(t) for t in taken],
+                                             cells.endings.take(cell_at), "")
+        seed_ids = (pc.binary_join_element_wise(cells.seed_ids.take(taken[0]),
+                                                *[cells.later_seed_ids.take(t) for t in taken[1:]], "")
+                    if taken else pa.array([""] * n, pa.string()))
+        one = pa.array(np.zeros(n, dtype=np.int64))
+        columns = {
+            "sample_id": self._hex_ids(digests), "index": pa.array(indices), "prompt": prompt,
+            "bias_type": cells.bias_types.take(cell_at), "group": cells.groups.take(cell_at),
+            "stance": cells.stances.take(cell_at), "label": pa.array(cells.labels[cell]), "seed_ids": seed_ids,
+            "template_id": pa.array([str(self.template["id"])], pa.string()).take(one),
+            "template_version": pa.array([int(self.template["version"])], pa.int64()).take(one),
+        }
+        return pa.table(columns)
 
     def rows(self, indices: np.ndarray) -> pd.DataFrame:
-        """The prompt rows for ``indices`` (any order, any subset)."""
-        indices = np.asarray(indices, dtype=np.int64)
-        seg, within = self._locate(indices)
-        ids = self.sample_ids(indices)
-        prefix = self.template.get("line_prefix", "- ")
-        rows = []
-        for index, s, i, sid in zip(indices.tolist(), seg.tolist(), within.tolist(), ids):
-            _, bias, stance, _ = self.segments[s]
-            cfg = self.template["stances"][stance]
-            group = self.groups[bias][i % len(self.groups[bias])]
-            pool_ids, pool_texts = self.pools[(group, int(cfg["seed_label"]))]
-            k = min(self.few_shot, len(pool_ids))
-            # seeded by the sample id, so a prompt never depends on how indices were batched
-            rng = np.random.default_rng([self.seed, int(sid[:12], 16)])
-            picks = rng.choice(len(pool_ids), size=k, replace=False).tolist() if k else []
-            lines = [cfg["header"].format(group=group.replace("_", " "))]
-            lines += [f"{prefix}{pool_texts[p]}" for p in picks]
-            if self.chat:  # the seeds in the user turn, then the request; the assistant's reply continues the list
-                ending = "\n\n" + self.template["chat"]["instruction"].format(group=group.replace("_", " "))
-            else:  # an open list line for the generator to complete
-                ending = "\n" + prefix.rstrip()
-            rows.append({
-                "sample_id": sid, "index": index, "prompt": "\n".join(lines) + ending,
-                "bias_type": bias, "group": group, "stance": stance, "label": int(cfg["label"]),
-                "seed_ids": ",".join(pool_ids[p] for p in picks), "template_id": str(self.template["id"]),
-                "template_version": int(self.template["version"]),
-            })
-        return pd.DataFrame(rows, columns=PROMPT_COLUMNS)
+        """The prompt rows for ``indices`` (any order, any subset) as a DataFrame."""
+        return self.table(indices).to_pandas()
 
 
 def _toxigen_seeds(spec: SweepSpec) -> pd.DataFrame:
