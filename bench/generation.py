@@ -99,10 +99,10 @@ def _spec(work: Path, model: Path, data_root: Path, n: int, **generation):
     }, check_files=generation.get("engine", "transformers") == "transformers")
 
 
-def bare_loop(spec, started: float | None = None) -> tuple[float, int, float]:
+def bare_loop(spec, started: float | None = None) -> tuple[float, int, list[tuple[int, float]]]:
     """The same engine class over the same prompts and batch size, in a plain Python loop.
 
-    Returns wall seconds, generated tokens and the seconds until the first batch was done, from
+    Returns wall seconds, generated tokens and ``(prompts done, seconds)`` after each batch, from
     ``started`` (default: now; the imports of the engine's libraries count from there).
     """
     from bias_ray.generate.engines.transformers_engine import TransformersGenerator, engine_settings
@@ -113,14 +113,19 @@ def bare_loop(spec, started: float | None = None) -> tuple[float, int, float]:
     sampling, device, _ = engine_settings(spec)
     plan = _plan(spec)
     engine = TransformersGenerator(str(spec.models.generator), sampling, device)
-    tokens, b, first = 0, spec.generation.batch_size, 0.0
+    tokens, b, done = 0, spec.generation.batch_size, []
     for start in range(0, plan.total, b):
         rows = plan.rows(np.arange(start, min(start + b, plan.total)))
         out = engine({k: rows[k].to_numpy() for k in rows.columns})
         tokens += int(out["generated_tokens"].sum())
         _ = [clean_generation(t) for t in out["generated_text"]]
-        first = first or time.perf_counter() - started
-    return time.perf_counter() - started, tokens, first
+        done.append((min(start + b, plan.total), time.perf_counter() - started))
+    return time.perf_counter() - started, tokens, done
+
+
+def time_to(done: list[tuple[int, float]], prompts: int) -> float:
+    """Seconds until ``prompts`` prompts were done (``done`` as :func:`bare_loop` returns it)."""
+    return next(t for n, t in done if n >= prompts)
 
 
 FRESH_BARE = """
@@ -131,12 +136,13 @@ from generation import bare_loop, _spec
 from pathlib import Path
 args = json.loads(sys.argv[1])
 spec = _spec(Path(args["work"]), Path(args["model"]), Path(args["data_root"]), args["n"], **args["generation"])
-wall, tokens, first = bare_loop(spec, started)
-print("RESULT " + json.dumps({"wall_s": wall, "tokens": tokens, "first_s": first}))
+wall, tokens, done = bare_loop(spec, started)
+print("RESULT " + json.dumps({"wall_s": wall, "tokens": tokens, "done": done}))
 """
 
 
-def bare_loop_fresh(work: Path, model: Path, data_root: Path, n: int, generation: dict) -> tuple[float, int, float]:
+def bare_loop_fresh(work: Path, model: Path, data_root: Path, n: int,
+                    generation: dict) -> tuple[float, int, list[tuple[int, float]]]:
     """:func:`bare_loop` as a user's own script runs it: a new Python process, timed from its start
     (interpreter, imports of torch and transformers, model load, then the loop)."""
     import subprocess
@@ -153,7 +159,7 @@ def bare_loop_fresh(work: Path, model: Path, data_root: Path, n: int, generation
         raise RuntimeError(f"fresh bare loop failed:\n{proc.stderr[-2000:]}")
     result = json.loads(line[-1].removeprefix("RESULT "))
     launch = total - result["wall_s"]  # the interpreter's start before the script's first line
-    return total, result["tokens"], result["first_s"] + launch
+    return total, result["tokens"], [(k, t + launch) for k, t in result["done"]]
 
 
 def stage_costs(spec, rows: int) -> dict[str, float]:
@@ -264,25 +270,25 @@ def main() -> None:
               "neither is part of a job below")
 
     if args.overhead_prompts:
-        # one shard per batch, so both sides' "first unit done" is one batch
-        common = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "concurrency": 1,
-                  "shard_rows": args.batch_size}
+        common = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "concurrency": 1}
         spec = _spec(work / "overhead", model, data_root, args.overhead_prompts, **common)
-        bare_s, bare_tokens, bare_first = bare_loop(spec)
-        fresh_s, _, fresh_first = bare_loop_fresh(work / "overhead-fresh", model, data_root, args.overhead_prompts,
-                                                  common)
+        bare_s, bare_tokens, bare_done = bare_loop(spec)
+        fresh_s, _, fresh_done = bare_loop_fresh(work / "overhead-fresh", model, data_root, args.overhead_prompts,
+                                                 common)
         load_before = os.getloadavg()
         pipe_s, manifest = pipeline_run(spec)
         measures_s = measures_run(spec)
-        n, b = args.overhead_prompts, args.batch_size
+        n = args.overhead_prompts
         run = manifest["last_run"]
-        # after start-up: everything from the first finished batch to the end of the job (its
-        # finalisation included); the job's first shard can reach the driver after later batches are
-        # done, so this favours the job a little and the end-to-end ratio is the figure to trust
-        bare_steady = (n - b) / (bare_s - bare_first)
-        pipe_steady = (n - run["first_shard_prompts"]) / (pipe_s - run["first_shard_s"])
-        print(f"(a) {n} prompts, batch {args.batch_size}, max_new_tokens {args.max_new_tokens}, 1 engine replica; "
-              f"load before {load_before}, after {os.getloadavg()}")
+        # the job's first block is a few engine batches (prompts are cut into blocks of whole batches):
+        # the bare loop's start-up is its time to the same number of prompts
+        first_n = run["first_batch_prompts"]
+        bare_first, fresh_first = time_to(bare_done, first_n), time_to(fresh_done, first_n)
+        # after start-up: from that point to the end (the job's finalisation included)
+        bare_steady = (n - first_n) / (bare_s - bare_first)
+        pipe_steady = (n - first_n) / (pipe_s - run["first_batch_s"])
+        print(f"(a) {n} prompts, batch {args.batch_size}, max_new_tokens {args.max_new_tokens}, 1 engine replica, "
+              f"shards of {spec.generation.shard_rows} rows; load before {load_before}, after {os.getloadavg()}")
         print(f"    bare loop, in this process (torch imported): {bare_s:8.2f} s  {n / bare_s:9.1f} prompts/s  "
               f"{bare_tokens / bare_s:9.1f} tokens/s")
         print(f"    bare loop, a fresh process (its imports):    {fresh_s:8.2f} s  {n / fresh_s:9.1f} prompts/s")
@@ -291,8 +297,8 @@ def main() -> None:
         print(f"    then the generator measures (a CLI step after the job): {measures_s:.2f} s")
         print(f"    end to end: overhead of the job {(pipe_s / bare_s - 1) * 100:+.1f}% against the in-process loop, "
               f"{(pipe_s / fresh_s - 1) * 100:+.1f}% against the fresh process (target <= +5%)")
-        print(f"    start-up (until the first batch is done): bare in-process {bare_first:.2f} s, bare fresh process "
-              f"{fresh_first:.2f} s, Ray Data {run['first_shard_s']:.2f} s (target <= 5 s)")
+        print(f"    start-up (until the first {first_n} prompts are done): bare in-process {bare_first:.2f} s, "
+              f"bare fresh process {fresh_first:.2f} s, Ray Data {run['first_batch_s']:.2f} s (target <= 5 s)")
         print(f"    after start-up: bare {bare_steady:.1f} prompts/s, Ray Data {pipe_steady:.1f} "
               f"prompts/s -> ratio pipeline/bare = {pipe_steady / bare_steady:.3f}, overhead "
               f"{(bare_steady / pipe_steady - 1) * 100:+.1f}% (target <= +5%)")

@@ -241,3 +241,19 @@ def test_trial_mix_on_an_imported_set_is_the_full_read_mix(tmp_path, data_root):
     want = mix(real[real["split"] == "train"], full[full["bias_type"] == "gender"], 0.5, 60, "fixed_total", 2)
     train, _ = trial_data(spec, "gender", 0.5, 2)
     assert train["id"].tolist() == want["id"].tolist() and train["text"].tolist() == want["text"].tolist()
+
+
+def test_blocks_are_regrouped_into_whole_shards_in_order():
+    """The driver writes shards of shard_rows rows whatever the blocks' sizes; progress sees every block."""
+    import pyarrow as pa
+
+    sizes = [3, 5, 0, 7, 2, 9]
+    blocks, start = [], 0
+    for n in sizes:
+        blocks.append(pa.table({"index": list(range(start, start + n))}))
+        start += n
+    seen = []
+    shards = list(pipeline._in_shards(iter(blocks), 4, lambda b: seen.append(b.num_rows)))
+    assert [s.num_rows for s in shards] == [4, 4, 4, 4, 4, 4, 2] and seen == [n for n in sizes if n]
+    assert [i for s in shards for i in s.column("index").to_pylist()] == list(range(sum(sizes)))
+    assert list(pipeline._in_shards(iter([]), 4, seen.append)) == []

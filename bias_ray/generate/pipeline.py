@@ -33,6 +33,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -227,8 +228,10 @@ def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done
 
     init_ray()
     gen = spec.generation
-    blocks = max(1, -(-len(todo) // max(gen.batch_size, min(gen.shard_rows, 4 * gen.batch_size))))
-    ds = ray.data.from_numpy(np.array_split(todo, blocks))
+    # blocks of whole engine batches: every batch is batch_size rows in index order (the last may be
+    # short), whatever the block count, so a job's batches, and with them its per-batch seeds, are fixed
+    block_rows = gen.batch_size * max(1, min(gen.shard_rows, 4 * gen.batch_size) // gen.batch_size)
+    ds = ray.data.from_numpy([todo[i:i + block_rows] for i in range(0, len(todo), block_rows)])
     # its own tasks (not fused into the engine's actors), so prompts are built while the engine generates
     ds = ds.map_batches(_prompt_batch, fn_kwargs={"plan": plan}, batch_size=None, batch_format="numpy", num_cpus=0.5)
     ds = ENGINES.get(gen.engine)().apply(ds, spec)
@@ -243,9 +246,14 @@ def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done
     bar = _Progress(plan.total, done, progress)
     stats = {"prompts": 0, "generated_tokens": 0, "quarantined": 0, "shards": 0}
     started = time.perf_counter()
+    def arrived(block: pa.Table) -> None:  # progress as each block reaches the driver, before its shard
+        stats.setdefault("first_batch_s", time.perf_counter() - started)
+        stats.setdefault("first_batch_prompts", block.num_rows)
+        bar.update(block.num_rows, int(pc.sum(block.column("generated_tokens")).as_py() or 0))
+
     try:
-        for seq, batch in enumerate(ds.iter_batches(batch_size=gen.shard_rows, batch_format="pyarrow",
-                                                    prefetch_batches=1)):
+        blocks = ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1)
+        for seq, batch in enumerate(_in_shards(blocks, gen.shard_rows, arrived)):
             failed = pc.not_equal(batch.column("engine_error"), "")
             n_failed = int(pc.sum(failed).as_py() or 0)
             name = f"part-{run_tag}-{seq:06d}.parquet"
@@ -263,7 +271,6 @@ def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done
             stats["generated_tokens"] += tokens
             stats["quarantined"] += n_failed
             stats["shards"] += 1
-            bar.update(batch.num_rows, tokens)
             stats.setdefault("first_shard_s", time.perf_counter() - started)
             stats.setdefault("first_shard_prompts", batch.num_rows)
             stats["last_shard_s"] = time.perf_counter() - started
@@ -271,6 +278,26 @@ def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done
         bar.close()
     stats["wall_s"] = time.perf_counter() - started
     return stats
+
+
+def _in_shards(blocks: Iterable[pa.Table], shard_rows: int, arrived: Callable[[pa.Table], None]) -> Iterator[pa.Table]:
+    """The job's output blocks regrouped into shards of ``shard_rows`` rows (the last may be short);
+    ``arrived(block)`` is called as each block comes in. Empty blocks (whose schema Ray Data may
+    leave out) are skipped."""
+    pending, buffered = [], 0
+    for block in blocks:
+        if not block.num_rows:
+            continue
+        arrived(block)
+        pending.append(block)
+        buffered += block.num_rows
+        while buffered >= shard_rows:
+            table = pa.concat_tables(pending)
+            yield table.slice(0, shard_rows)
+            rest = table.slice(shard_rows)
+            pending, buffered = ([rest] if rest.num_rows else []), rest.num_rows
+    if buffered:
+        yield pa.concat_tables(pending)
 
 
 class _ShardTotals:
@@ -476,7 +503,9 @@ def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[
             "samples_per_s": round(run.get("prompts", 0) / run_wall, 3) if run_wall else 0.0,
             "tokens_per_s": round(run_tokens / run_wall, 3) if run_wall else 0.0,
             "resumed_from": run.get("resumed_from", 0),
-            "first_shard_s": round(run.get("first_shard_s", 0.0), 3),  # start-up: Ray Data plan, actors, model load
+            "first_batch_s": round(run.get("first_batch_s", 0.0), 3),  # start-up: Ray Data plan, actors, model load
+            "first_batch_prompts": run.get("first_batch_prompts", 0),
+            "first_shard_s": round(run.get("first_shard_s", 0.0), 3),
             "first_shard_prompts": run.get("first_shard_prompts", 0),
             "last_shard_s": round(run.get("last_shard_s", 0.0), 3),
         },
