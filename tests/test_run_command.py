@@ -38,6 +38,9 @@ def fake_stages(monkeypatch):
         return table
 
     monkeypatch.setattr(bias_ray.cli, "_prepare_models", lambda spec: calls.append("models"))
+    monkeypatch.setattr(bias_ray.cli, "_start_ray_for_generation", lambda: calls.append("ray"))
+    monkeypatch.setattr(bias_ray.generate.pipeline, "measure_generation", lambda spec: calls.append("measure"))
+
     def generate(spec):
         calls.append("generate")
         return spec.run_dir / "data" / "augmented"  # no manifest: nothing to show of what it wrote
@@ -64,7 +67,8 @@ def test_run_is_generate_analyze_sweep_report(tmp_path, data_root, fake_stages):
 
     result = CliRunner().invoke(app, ["run", _spec(tmp_path, data_root)])
     assert result.exit_code == 0, result.output
-    assert fake_stages == ["models", "generate", "analyze", "sweep"]
+    # Ray and Ray Data start while the models are prepared; what the generator wrote is measured after the job
+    assert fake_stages == ["ray", "models", "generate", "measure", "analyze", "sweep"]
     report = tmp_path / "run" / "report"
     lines = result.output.strip().splitlines()
     assert lines[-2] == f"report: {report / 'report.html'}"
@@ -80,7 +84,7 @@ def test_analysis_switch_turns_it_off(tmp_path, data_root, fake_stages):
 
     result = CliRunner().invoke(app, ["run", _spec(tmp_path, data_root, analysis={"enabled": False})])
     assert result.exit_code == 0, result.output
-    assert fake_stages == ["models", "generate", "sweep"]
+    assert fake_stages == ["ray", "models", "generate", "measure", "sweep"]
     assert "skipped: the spec sets analysis.enabled: false" in result.output
     page = (tmp_path / "run" / "report" / "report.html").read_text()
     assert "off in this run's spec (<code>analysis.enabled: false</code>)" in page
