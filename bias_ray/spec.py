@@ -327,6 +327,17 @@ class MitigationSpec(_Strict):
         return f"{self.name}({inner})"
 
 
+def _known_once(values: list[str], allowed, what: str) -> list[str]:
+    """``values`` when each is one of ``allowed`` and none repeats; else an error that lists the choices."""
+    allowed = list(allowed)
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}; available: {', '.join(allowed)}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"a {what} is listed twice in {values}; list each once")
+    return values
+
+
 class SchedulerSpec(_Strict):
     """Early stopping of weak trials; times count Tune reports (one per ``training.eval_every`` steps)."""
 
@@ -353,12 +364,7 @@ class SchedulerSpec(_Strict):
     @field_validator("group_by")
     @classmethod
     def _grid_keys(cls, v: list[str]) -> list[str]:
-        unknown = [k for k in v if k not in GRID_AXES]
-        if unknown:
-            raise ValueError(f"unknown grid keys {unknown} in group_by; allowed: {', '.join(GRID_AXES)}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"group_by lists a key twice: {v}")
-        return v
+        return _known_once(v, GRID_AXES, "grid key")
 
     @model_validator(mode="after")
     def _asha_only(self) -> SchedulerSpec:
@@ -425,12 +431,7 @@ class EvaluationSpec(_Strict):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, v: list[str]) -> list[str]:
-        unknown = [t for t in v if t not in TASKS]
-        if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; available: {', '.join(TASKS.names())}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"tasks repeat: {v}; list each task once")
-        return v
+        return _known_once(v, TASKS.names(), "task")
 
 
 class AnalysisSpec(_Strict):
