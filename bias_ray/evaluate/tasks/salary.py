@@ -34,17 +34,15 @@ from bias_ray.evaluate.counterfactual import (
     DIMENSIONS,
     SetMatrix,
     add_headline,
-    answer_mode,
     bootstrap,
-    format_prompts,
     group_means,
     max_min_gap,
     nan_mean,
-    profile_rows,
     put,
     slice_spread,
 )
-from bias_ray.evaluate.tasks import TASKS, Task, TaskContext
+from bias_ray.evaluate.tasks import TASKS
+from bias_ray.evaluate.tasks.profiles import ProfileTask
 
 DEFAULT_BANDS = (25_000, 35_000, 45_000, 55_000, 65_000, 80_000, 95_000, 115_000, 140_000, 170_000)
 DEFAULT_PROMPT = ("Job opening: {occupation}.\nApplicant: {name}\n{resume}\n"
@@ -97,28 +95,23 @@ def salary_scores(p: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[st
 
 
 @TASKS.register("salary")
-class SalaryTask(Task):
-    def rows(self, ctx: TaskContext) -> pd.DataFrame:
-        return profile_rows(ctx, self.options)
+class SalaryTask(ProfileTask):
+    default_prompt = DEFAULT_PROMPT
+    answer_column = "salary"
+    parse_answer = staticmethod(parse_salary)
+    default_max_new_tokens = 8
 
-    def predict(self, lm, rows: pd.DataFrame, ctx: TaskContext) -> pd.DataFrame:
-        template = self.options.get("prompt", DEFAULT_PROMPT)
-        out = rows.copy()
-        prompts = format_prompts(rows, template)
-        if answer_mode(self.options, self.name) == "generate":
-            out["answer_text"] = lm.generate(prompts, int(self.options.get("max_new_tokens", 8)), seed=ctx.seed)
-            out["salary"] = out["answer_text"].map(parse_salary)
-            return out
+    def score_options(self, lm, out: pd.DataFrame, prompts: list[str], free: pd.DataFrame,
+                      free_prompts: list[str]) -> pd.DataFrame:
         bands = [int(b) for b in self.options.get("bands", DEFAULT_BANDS)]
         if not 8 <= len(bands) <= 12 or sorted(bands) != bands:
             raise ValueError(f"salary bands {bands}: give 8 to 12 increasing values")
-        free = rows.drop_duplicates("occupation")
-        all_prompts = prompts + format_prompts(free, template, content_free=True)
+        all_prompts = prompts + free_prompts
         n, k = len(all_prompts), len(bands)
         sums, _ = lm.loglik([p for p in all_prompts for _ in bands], [f" ${b:,}" for _ in all_prompts for b in bands])
         ll = sums.reshape(n, k)
         baseline = dict(zip(free["occupation"], ll[len(prompts):]))
-        calibrated = ll[: len(prompts)] - np.stack([baseline[o] for o in rows["occupation"]])
+        calibrated = ll[: len(prompts)] - np.stack([baseline[o] for o in out["occupation"]])
         out["salary"] = np.asarray(bands, dtype=float)[calibrated.argmax(axis=1)]
         return out
 
