@@ -173,11 +173,12 @@ def stage_costs(spec, rows: int) -> dict[str, float]:
         _plan,
         _postprocess,
         _prompt_batch,
+        block_size,
     )
 
     gen = spec.generation
     plan = _plan(spec)
-    block = max(gen.batch_size, min(gen.shard_rows, 4 * gen.batch_size))  # as _stream cuts the indices
+    block = block_size(gen)  # as _stream cuts the indices
     cpu = dict.fromkeys(("prompt building", "null engine", "post-processing", "shard write"), 0.0)
     done = []
     for start in range(0, rows, block):

@@ -48,7 +48,7 @@ from bias_ray.data.loaders import stable_id
 from bias_ray.generate.engines import ENGINES
 from bias_ray.generate.prompts import PromptPlan, make_plan, sampling_params
 from bias_ray.generate.quality import clean_generations, drop_reasons, find_duplicates
-from bias_ray.spec import QualitySpec, SweepSpec
+from bias_ray.spec import GenerationSpec, QualitySpec, SweepSpec
 
 AUGMENTED_COLUMNS = ["id", "text", "label", "group", "bias_type", "split", "source"]
 SHARD_COLUMNS = ["sample_id", "index", "text", "generated_tokens", "drop_reason", "label", "group", "bias_type",
@@ -220,6 +220,11 @@ def _plan(spec: SweepSpec) -> PromptPlan:
     return make_plan(spec)
 
 
+def block_size(gen: GenerationSpec) -> int:
+    """Prompts per Ray Data block: whole engine batches, up to four, not more than a shard."""
+    return gen.batch_size * max(1, min(gen.shard_rows, 4 * gen.batch_size) // gen.batch_size)
+
+
 def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done: int, progress: bool) -> dict:
     """Generate the prompts ``todo`` and commit each batch as a shard; returns this run's counters."""
     import ray
@@ -230,7 +235,7 @@ def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done
     gen = spec.generation
     # blocks of whole engine batches: every batch is batch_size rows in index order (the last may be
     # short), whatever the block count, so a job's batches, and with them its per-batch seeds, are fixed
-    block_rows = gen.batch_size * max(1, min(gen.shard_rows, 4 * gen.batch_size) // gen.batch_size)
+    block_rows = block_size(gen)
     ds = ray.data.from_numpy([todo[i:i + block_rows] for i in range(0, len(todo), block_rows)])
     # its own tasks (not fused into the engine's actors), so prompts are built while the engine generates
     ds = ds.map_batches(_prompt_batch, fn_kwargs={"plan": plan}, batch_size=None, batch_format="numpy", num_cpus=0.5)
@@ -398,8 +403,9 @@ def _text_hashes(texts: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return pd.util.hash_array(np.asarray(texts.to_numpy(zero_copy_only=False), dtype=object), categorize=False)
 
 
-def _stream_duplicates(parts: list[Path], hashes: list[np.ndarray], dest: Path, rows_per_pass: int = 1_000_000) -> int:
-    """Write ``duplicates.parquet`` (atomically) from the shards; returns the number of duplicates.
+def _stream_duplicates(parts: list[Path], hashes: list[np.ndarray], dest: Path,
+                       rows_per_pass: int = 1_000_000) -> np.ndarray:
+    """Write ``duplicates.parquet`` (atomically) from the shards; returns the duplicates' indices.
 
     ``hashes[k]`` are the text hashes of shard ``k``'s kept rows, in order. Only kept rows whose
     hash occurs more than once are candidates. They are read back in passes over the shards that
@@ -415,7 +421,7 @@ def _stream_duplicates(parts: list[Path], hashes: list[np.ndarray], dest: Path, 
     edges = repeated[np.linspace(0, len(repeated) - 1, passes + 1).astype(np.int64)] if len(repeated) else []
     schema = pa.schema([("sample_id", pa.string()), ("duplicate_of", pa.string()), ("index", pa.int64())])
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    written = 0
+    written: list[np.ndarray] = []
     with pq.ParquetWriter(tmp, schema) as writer:
         for k in range(passes if len(repeated) else 0):
             last = k == passes - 1
@@ -434,11 +440,11 @@ def _stream_duplicates(parts: list[Path], hashes: list[np.ndarray], dest: Path, 
             dups["index"] = dups["sample_id"].map(rows.set_index("sample_id")["index"]).astype(np.int64)
             writer.write_table(pa.Table.from_pandas(dups[["sample_id", "duplicate_of", "index"]], schema=schema,
                                                     preserve_index=False))
-            written += len(dups)
+            written.append(dups["index"].to_numpy())
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, dest)
-    return written
+    return np.concatenate(written) if written else np.zeros(0, dtype=np.int64)
 
 
 def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
@@ -473,10 +479,10 @@ def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[
         raise GenerationJobError(f"{out}: {missing} requested samples missing and {repeated} repeated after the run; "
                                  "rerun `bias-ray generate` to resume (this should not happen: please report it)")
     dedup = spec.generation.quality.dedup
-    n_dups = _stream_duplicates(parts if dedup else [], totals.kept_hashes if dedup else [],
-                                out / "duplicates.parquet")
+    dup_index = _stream_duplicates(parts if dedup else [], totals.kept_hashes if dedup else [],
+                                   out / "duplicates.parquet")
+    n_dups = len(dup_index)
     totals.kept_hashes = []
-    dup_index = pq.read_table(out / "duplicates.parquet", columns=["index"]).column("index").to_numpy()
     directory.write(out / ROW_DIRECTORY, dup_index)
     dropped = dict(totals.drops)
     if n_dups:
