@@ -81,15 +81,28 @@ def _atomic_write_json(path: Path, obj: dict[str, Any]) -> None:
     _atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
 
 
+def _commit(tmp: Path, dest: Path) -> None:
+    """Make a fully written temporary file ``dest`` atomically (flushed to disk first)."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, dest)
+
+
+def _absent_from(sorted_values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Per ``index`` value: not in ``sorted_values`` (sorted int64; a binary search each)."""
+    if not len(sorted_values):
+        return np.ones(len(index), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_values, index), len(sorted_values) - 1)
+    return sorted_values[at] != index
+
+
 def _atomic_write_parquet(frame: pd.DataFrame | pa.Table, path: Path, row_group_rows: int | None = None) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
     # min/max statistics where readers prune by them; a long text's would bloat every footer
     stats = [c for c in table.column_names if c not in UNSTATS_COLUMNS]
     pq.write_table(table, tmp, row_group_size=row_group_rows, write_statistics=stats)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _commit(tmp, path)
 
 
 def _parts(folder: Path) -> list[Path]:
@@ -381,10 +394,8 @@ class _RowDirectory:
             for bias_type in sorted(self.by_type):
                 rows = pa.concat_tables(self.by_type.pop(bias_type)).unify_dictionaries().combine_chunks()
                 rows = rows.take(pc.sort_indices(rows, [("index", "ascending")]))
-                index = rows.column("index").to_numpy()
                 if len(duplicate_index):
-                    at = np.minimum(np.searchsorted(duplicate_index, index), len(duplicate_index) - 1)
-                    rows = rows.filter(pa.array(duplicate_index[at] != index))
+                    rows = rows.filter(pa.array(_absent_from(duplicate_index, rows.column("index").to_numpy())))
                 rows = pa.table({
                     "index": rows.column("index"),
                     "bias_type": pa.array(np.full(rows.num_rows, bias_type, dtype=object), pa.string()),
@@ -393,9 +404,7 @@ class _RowDirectory:
                     "part": rows.column("part"), "row_group": rows.column("row_group"),
                 }, schema=schema)
                 writer.write_table(rows, row_group_size=ROW_DIRECTORY_ROW_GROUP_ROWS)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
+        _commit(tmp, dest)
 
 
 def _text_hashes(texts: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -441,9 +450,7 @@ def _stream_duplicates(parts: list[Path], hashes: list[np.ndarray], dest: Path,
             writer.write_table(pa.Table.from_pandas(dups[["sample_id", "duplicate_of", "index"]], schema=schema,
                                                     preserve_index=False))
             written.append(dups["index"].to_numpy())
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, dest)
+    _commit(tmp, dest)
     return np.concatenate(written) if written else np.zeros(0, dtype=np.int64)
 
 
@@ -632,9 +639,7 @@ class _Duplicates:
         if not len(self.values) or not table.num_rows:
             return table
         if self.key == "index":  # sorted int64: a binary search per row
-            index = table.column("index").to_numpy()
-            at = np.minimum(np.searchsorted(self.values, index), len(self.values) - 1)
-            return table.filter(pa.array(self.values[at] != index))
+            return table.filter(pa.array(_absent_from(self.values, table.column("index").to_numpy())))
         return table.filter(pc.invert(pc.is_in(table.column("sample_id"), value_set=pa.array(self.values))))
 
 
