@@ -72,3 +72,31 @@ def test_a_cluster_gets_the_hub_settings_as_a_runtime_env(monkeypatch):
     env_vars = seen["runtime_env"]["env_vars"]
     assert env_vars["HF_HUB_OFFLINE"] == "1" and "HF_TOKEN" not in env_vars
     assert seen["address"] == "ray://head:10001" and "num_cpus" not in seen
+
+
+def _engine_spec(tmp_path, **generation):
+    from bias_ray.spec import parse_spec
+
+    return parse_spec({"name": "gpu", "output_dir": str(tmp_path), "models": {"generator": "org/model",
+                       "student": "org/model"}, "bias_types": ["gender"], "bias_ratios": [0.5],
+                       "mitigations": ["none"], "generation": generation, "tracking": {"wandb": "disabled"}},
+                      check_files=False)
+
+
+@pytest.mark.parametrize(("gpus", "generation", "device", "replicas"), [
+    (4.0, {}, "cuda", 4),                            # one replica per GPU of the cluster
+    (4.0, {"concurrency": 2}, "cuda", 2),            # unless the spec says how many
+    (4.0, {"options": {"device": "cpu"}}, "cpu", 3),  # the user's choice of CPU holds
+    (0.0, {}, "cpu", 3),                              # no GPU anywhere: a CPU pool, one CPU left free
+])
+def test_the_engine_asks_ray_for_gpus_not_the_driver(tmp_path, monkeypatch, gpus, generation, device, replicas):
+    """A driver on a GPU-less head node still sends the engine to the cluster's GPUs."""
+    import ray
+
+    from bias_ray.generate.engines import transformers_engine
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0, "GPU": gpus} if gpus else {"CPU": 4.0})
+    monkeypatch.setattr(ray, "available_resources", lambda: {"CPU": 4.0})
+    _, chosen, pool = transformers_engine.engine_settings(_engine_spec(tmp_path, **generation))
+    assert (chosen, pool) == (device, replicas)

@@ -113,15 +113,34 @@ class TransformersGenerator:
         return batch
 
 
-def engine_settings(spec) -> tuple[dict[str, Any], str, int]:
-    """Sampling settings, device and pool size for a spec (shared by the pipeline and the bench)."""
+def cluster_gpus() -> float:
+    """GPUs in the Ray cluster (the engine's actors run there), else on this machine.
+
+    Asked of Ray, not of torch in the driver: on a cluster the driver often runs on a head node
+    without GPUs while the workers have them, and importing torch only to ask costs the job's
+    start-up seconds.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return float(ray.cluster_resources().get("GPU", 0.0))
     import torch
 
+    return float(torch.cuda.device_count())
+
+
+def engine_settings(spec) -> tuple[dict[str, Any], str, int]:
+    """Sampling settings, device and pool size for a spec (shared by the pipeline and the bench).
+
+    On GPUs one replica per GPU unless ``generation.concurrency`` says otherwise; on CPUs a pool
+    sized to the free CPUs (one left for Ray Data's tasks).
+    """
     from bias_ray.runtime import cpu_budget
 
     gen = spec.generation
-    use_gpu = torch.cuda.is_available() and gen.options.get("device", "auto") != "cpu"
-    concurrency = gen.concurrency or (1 if use_gpu else int(cpu_budget()))
+    gpus = cluster_gpus() if gen.options.get("device", "auto") != "cpu" else 0.0
+    use_gpu = gpus >= 1
+    concurrency = gen.concurrency or (int(gpus) if use_gpu else int(cpu_budget()))
     sampling = {**sampling_params(spec), "cpu_threads": int(gen.options.get("cpu_threads", 1))}
     return sampling, "cuda" if use_gpu else "cpu", concurrency
 
