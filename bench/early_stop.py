@@ -76,8 +76,10 @@ MAX_EVAL_ROWS = 200
 
 
 def bench_spec(out: Path, scheduler: dict, seed: int = 0, runs: Path | None = None,
-               lr_schedule: str = "constant") -> dict:
-    """5 bias ratios x 2 mitigations x 1 seed = 10 trials of 40 steps, evaluated every 4 steps."""
+               lr_schedule: str = "constant", epochs: int = 2, eval_every: int = 4,
+               max_eval_rows: int = MAX_EVAL_ROWS) -> dict:
+    """5 bias ratios x 2 mitigations x 1 seed = 10 trials of 20 steps an epoch (40 by default), evaluated
+    every ``eval_every`` steps on ``max_eval_rows`` test rows."""
     return {
         "name": f"early_stop_{scheduler['name']}",
         "output_dir": str((runs or out) / scheduler["name"]),
@@ -87,8 +89,8 @@ def bench_spec(out: Path, scheduler: dict, seed: int = 0, runs: Path | None = No
         "mitigations": ["none", "token"],
         "seeds": [seed],
         "generation": {"samples_per_bias_type": 120, "max_new_tokens": 16, "batch_size": 40},
-        "training": {"train_size": 320, "epochs": 2, "batch_size": 16, "learning_rate": 0.003, "eval_every": 4,
-                     "max_eval_rows": MAX_EVAL_ROWS, "lr_schedule": lr_schedule},
+        "training": {"train_size": 320, "epochs": epochs, "batch_size": 16, "learning_rate": 0.003,
+                     "eval_every": eval_every, "max_eval_rows": max_eval_rows, "lr_schedule": lr_schedule},
         "scheduler": {"metric": "macro_f1", "mode": "max", **scheduler},
         "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 1},
         "tracking": {"wandb": "disabled"},
@@ -151,7 +153,8 @@ def run_seed(out: Path, seed: int, args) -> dict:
     """The full grid and ASHA for one seed, on the augmented set generated once under ``out``."""
     asha_scheduler = {"name": "asha", "grace_period": args.grace_period, "reduction_factor": args.reduction_factor,
             "group_by": args.group_by, "stop_margin": args.stop_margin}
-    specs = {name: parse_spec(bench_spec(out, sched, seed, out / f"seed{seed}", args.lr_schedule), check_files=False)
+    specs = {name: parse_spec(bench_spec(out, sched, seed, out / f"seed{seed}", args.lr_schedule, args.epochs,
+                                         args.eval_every, args.max_eval_rows), check_files=False)
              for name, sched in {"none": {"name": "none"}, "asha": asha_scheduler}.items()}
     tables, walls, parts, loads = {}, {}, {}, {}
     for name, spec in specs.items():
@@ -176,7 +179,8 @@ def run_seed(out: Path, seed: int, args) -> dict:
     asha_pick = full_ranked[(full_ranked[GRID_KEYS] == pd.Series({k: best["asha"][k] for k in GRID_KEYS})).all(axis=1)]
     return {
         "seed": seed,
-        "settings": {"scheduler": asha_scheduler, "lr_schedule": args.lr_schedule},
+        "settings": {"scheduler": asha_scheduler, "lr_schedule": args.lr_schedule, "epochs": args.epochs,
+                     "eval_every": args.eval_every, "max_eval_rows": args.max_eval_rows},
         "trials": full["trials"],
         "iterations_full_grid": full["iterations_used"],
         "iterations_asha": asha["iterations_used"],
@@ -196,6 +200,11 @@ def run_seed(out: Path, seed: int, args) -> dict:
         "asha_pick_rank_in_full_grid": int(asha_pick.index[0]) + 1,
         "asha_pick_full_grid_macro_f1": float(asha_pick["macro_f1"].iloc[0]),
         "full_grid_top2_gap": float(full_ranked["macro_f1"].iloc[0] - full_ranked["macro_f1"].iloc[1]),
+        # the pick's shortfall against the full grid's best, in the full grid's own final evaluations;
+        # within one standard error of a difference (the stop margin's default) it is a tie by the data
+        "asha_pick_shortfall": float(full_ranked["macro_f1"].iloc[0] - asha_pick["macro_f1"].iloc[0]),
+        "asha_pick_within_one_se": bool(full_ranked["macro_f1"].iloc[0] - asha_pick["macro_f1"].iloc[0]
+                                        <= 1 / math.sqrt(2 * args.max_eval_rows)),
         "full_grid_rank_correlation_by_report": rank_correlations(histories),
         "full_grid_best_stable_over_last_two_reports": best_is_stable(histories),
         "full_grid_histories": histories,
@@ -212,10 +221,15 @@ def main() -> None:
     ap.add_argument("--reduction-factor", type=float, default=3)
     ap.add_argument("--lr-schedule", default="linear", choices=["constant", "linear", "cosine"])
     ap.add_argument("--group-by", nargs="*", default=["mitigation"], help="scheduler.group_by; none: plain ASHA")
-    ap.add_argument("--stop-margin", type=float, default=round(1 / math.sqrt(2 * MAX_EVAL_ROWS), 4),
+    ap.add_argument("--epochs", type=int, default=2, help="training.epochs (20 steps each): the trials' length")
+    ap.add_argument("--eval-every", type=int, default=4, help="training.eval_every (steps between reports)")
+    ap.add_argument("--max-eval-rows", type=int, default=MAX_EVAL_ROWS, help="training.max_eval_rows")
+    ap.add_argument("--stop-margin", type=float, default=None,
                     help="scheduler.stop_margin; default 1/sqrt(2 max_eval_rows), one standard error of a difference")
     ap.add_argument("--json", type=Path, help="also write the figures here (default: <out>/early_stop.json)")
     args = ap.parse_args()
+    if args.stop_margin is None:
+        args.stop_margin = round(1 / math.sqrt(2 * args.max_eval_rows), 4)
     out = args.out.resolve()
     for old in out.glob("seed*"):
         shutil.rmtree(old)
@@ -252,7 +266,8 @@ def main() -> None:
         print(f"    full grid: best {r['best_full_grid']}, top-2 gap {r['full_grid_top2_gap']:.3f}, best by the "
               f"last report is best by the one before: {r['full_grid_best_stable_over_last_two_reports']}; "
               f"ASHA's pick ranks {r['asha_pick_rank_in_full_grid']} there "
-              f"(macro_f1 {r['asha_pick_full_grid_macro_f1']:.3f}); load {r['load_avg']}")
+              f"(macro_f1 {r['asha_pick_full_grid_macro_f1']:.3f}, {r['asha_pick_shortfall']:.3f} below the best: "
+              f"{'within' if r['asha_pick_within_one_se'] else 'outside'} one standard error); load {r['load_avg']}")
         print(f"    rho(report i, final) over the full grid's trials: {r['full_grid_rank_correlation_by_report']}")
         print(f"    start-up per trial, full grid: {r['startup_full_grid']}")
         print(f"    start-up per trial, ASHA:      {r['startup_asha']}")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -221,6 +222,62 @@ def measures_run(spec) -> float:
     return time.perf_counter() - started
 
 
+def overhead(args, work: Path, model: Path, data_root: Path) -> None:
+    """(a): the bare loop in this process once, then ``--repeats`` alternating pairs of (fresh bare loop, job).
+
+    Alternating pairs put a drift in the machine's load on both sides alike; medians over the
+    pairs are the figures, with each pair's printed beside them.
+    """
+    n = args.overhead_prompts
+    common = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "concurrency": 1}
+    bare_s, bare_tokens, bare_done = bare_loop(_spec(work / "overhead-inproc", model, data_root, n, **common))
+    pairs = []
+    for r in range(args.repeats):
+        load = os.getloadavg()[0]
+        fresh_s, _, fresh_done = bare_loop_fresh(work / f"overhead-fresh-{r}", model, data_root, n, common)
+        spec = _spec(work / f"overhead-{r}", model, data_root, n, **common)  # a new job folder each time
+        pipe_s, manifest = pipeline_run(spec)
+        run = manifest["last_run"]
+        # the job's first block is a few engine batches (prompts are cut into blocks of whole batches):
+        # the bare loops' start-up is their time to the same number of prompts
+        first_n = run["first_batch_prompts"]
+        fresh_first = time_to(fresh_done, first_n)
+        pairs.append({"fresh_s": fresh_s, "job_s": pipe_s, "first_n": first_n, "fresh_first": fresh_first,
+                      "job_first": run["first_batch_s"], "bare_first": time_to(bare_done, first_n),
+                      # after start-up: from that point to the end (the job's finalisation included)
+                      "fresh_steady": (n - first_n) / (fresh_s - fresh_first),
+                      "job_steady": (n - first_n) / (pipe_s - run["first_batch_s"]),
+                      "tokens": manifest["generated_tokens"], "load": (load, os.getloadavg()[0])})
+        p = pairs[-1]
+        print(f"    pair {r}: fresh bare {fresh_s:.2f} s, job {pipe_s:.2f} s ({(pipe_s / fresh_s - 1) * 100:+.1f}%); "
+              f"start-up {fresh_first:.2f} / {p['job_first']:.2f} s; after start-up {p['fresh_steady']:.1f} / "
+              f"{p['job_steady']:.1f} prompts/s; load {p['load'][0]:.1f} -> {p['load'][1]:.1f}", flush=True)
+    measures_s = measures_run(spec)
+
+    def med(key: str) -> float:
+        return statistics.median(p[key] for p in pairs)
+
+    fresh_s, pipe_s, first_n = med("fresh_s"), med("job_s"), pairs[0]["first_n"]
+    bare_first = time_to(bare_done, first_n)
+    bare_steady = (n - first_n) / (bare_s - bare_first)
+    print(f"(a) {n} prompts, batch {args.batch_size}, max_new_tokens {args.max_new_tokens}, 1 engine replica, "
+          f"shards of {spec.generation.shard_rows} rows; medians over {len(pairs)} alternating pair(s)")
+    print(f"    bare loop, in this process (torch imported): {bare_s:8.2f} s  {n / bare_s:9.1f} prompts/s  "
+          f"{bare_tokens / bare_s:9.1f} tokens/s")
+    print(f"    bare loop, a fresh process (its imports):    {fresh_s:8.2f} s  {n / fresh_s:9.1f} prompts/s")
+    print(f"    Ray Data job (Ray running):                  {pipe_s:8.2f} s  {n / pipe_s:9.1f} prompts/s  "
+          f"{med('tokens') / pipe_s:9.1f} tokens/s")
+    print(f"    then the generator measures (a CLI step after the job): {measures_s:.2f} s")
+    print(f"    end to end: overhead of the job {(pipe_s / bare_s - 1) * 100:+.1f}% against the in-process loop, "
+          f"{statistics.median(p['job_s'] / p['fresh_s'] - 1 for p in pairs) * 100:+.1f}% against the fresh "
+          "process (median of the pairs; target <= +5%)")
+    print(f"    start-up (until the first {first_n} prompts are done): bare in-process {bare_first:.2f} s, "
+          f"bare fresh process {med('fresh_first'):.2f} s, Ray Data {med('job_first'):.2f} s (target <= 5 s)")
+    print(f"    after start-up: bare in-process {bare_steady:.1f}, fresh {med('fresh_steady'):.1f}, Ray Data "
+          f"{med('job_steady'):.1f} prompts/s -> job/fresh "
+          f"{statistics.median(p['job_steady'] / p['fresh_steady'] for p in pairs):.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, help="generator folder (default: build the tiny model in a temp dir)")
@@ -236,6 +293,8 @@ def main() -> None:
     ap.add_argument("--big-few-shot", type=int, default=3, help="seed statements per prompt in the scale run")
     ap.add_argument("--null", type=int, default=0, help="prompts in the null-engine ceiling run (0: skip)")
     ap.add_argument("--null-batch-size", type=int, default=4096)
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="(a): pairs of (fresh bare loop, job) run alternately; figures are medians over them")
     ap.add_argument("--cold", action="store_true",
                     help="leave Ray Data's one-time session start to the first job (default: pay it first, as the CLI)")
     ap.add_argument("--null-stage-rows", type=int, default=100_000,
@@ -271,38 +330,7 @@ def main() -> None:
               "neither is part of a job below")
 
     if args.overhead_prompts:
-        common = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "concurrency": 1}
-        spec = _spec(work / "overhead", model, data_root, args.overhead_prompts, **common)
-        bare_s, bare_tokens, bare_done = bare_loop(spec)
-        fresh_s, _, fresh_done = bare_loop_fresh(work / "overhead-fresh", model, data_root, args.overhead_prompts,
-                                                 common)
-        load_before = os.getloadavg()
-        pipe_s, manifest = pipeline_run(spec)
-        measures_s = measures_run(spec)
-        n = args.overhead_prompts
-        run = manifest["last_run"]
-        # the job's first block is a few engine batches (prompts are cut into blocks of whole batches):
-        # the bare loop's start-up is its time to the same number of prompts
-        first_n = run["first_batch_prompts"]
-        bare_first, fresh_first = time_to(bare_done, first_n), time_to(fresh_done, first_n)
-        # after start-up: from that point to the end (the job's finalisation included)
-        bare_steady = (n - first_n) / (bare_s - bare_first)
-        pipe_steady = (n - first_n) / (pipe_s - run["first_batch_s"])
-        print(f"(a) {n} prompts, batch {args.batch_size}, max_new_tokens {args.max_new_tokens}, 1 engine replica, "
-              f"shards of {spec.generation.shard_rows} rows; load before {load_before}, after {os.getloadavg()}")
-        print(f"    bare loop, in this process (torch imported): {bare_s:8.2f} s  {n / bare_s:9.1f} prompts/s  "
-              f"{bare_tokens / bare_s:9.1f} tokens/s")
-        print(f"    bare loop, a fresh process (its imports):    {fresh_s:8.2f} s  {n / fresh_s:9.1f} prompts/s")
-        print(f"    Ray Data job (Ray running):                  {pipe_s:8.2f} s  {n / pipe_s:9.1f} prompts/s  "
-              f"{manifest['generated_tokens'] / pipe_s:9.1f} tokens/s")
-        print(f"    then the generator measures (a CLI step after the job): {measures_s:.2f} s")
-        print(f"    end to end: overhead of the job {(pipe_s / bare_s - 1) * 100:+.1f}% against the in-process loop, "
-              f"{(pipe_s / fresh_s - 1) * 100:+.1f}% against the fresh process (target <= +5%)")
-        print(f"    start-up (until the first {first_n} prompts are done): bare in-process {bare_first:.2f} s, "
-              f"bare fresh process {fresh_first:.2f} s, Ray Data {run['first_batch_s']:.2f} s (target <= 5 s)")
-        print(f"    after start-up: bare {bare_steady:.1f} prompts/s, Ray Data {pipe_steady:.1f} "
-              f"prompts/s -> ratio pipeline/bare = {pipe_steady / bare_steady:.3f}, overhead "
-              f"{(bare_steady / pipe_steady - 1) * 100:+.1f}% (target <= +5%)")
+        overhead(args, work, model, data_root)
 
     if args.big:
         spec = _spec(work / "big", model, data_root, args.big, batch_size=args.big_batch_size,
