@@ -185,7 +185,7 @@ class GenerationSpec(_Strict):
     temperature: float = Field(default=1.0, ge=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
     batch_size: int = Field(default=32, gt=0)
-    concurrency: int | None = Field(default=None, gt=0, description="Engine replicas; default: fit CPUs.")
+    concurrency: int | None = Field(default=None, gt=0, description="Engine replicas; default: per GPU, or fit CPUs.")
     seed: int = 0
     # instruction-tuned generators: the few-shot prompt as a chat, see the template's `chat` entry
     chat: bool = Field(default=False, description="Send prompts as a chat through the model's chat template "

@@ -100,3 +100,16 @@ def test_the_engine_asks_ray_for_gpus_not_the_driver(tmp_path, monkeypatch, gpus
     monkeypatch.setattr(ray, "available_resources", lambda: {"CPU": 4.0})
     _, chosen, pool = transformers_engine.engine_settings(_engine_spec(tmp_path, **generation))
     assert (chosen, pool) == (device, replicas)
+
+
+def test_vllm_replicas_default_to_what_the_cluster_gpus_hold(tmp_path, monkeypatch):
+    import ray
+
+    from bias_ray.generate.engines.vllm_engine import vllm_config
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 32.0, "GPU": 8.0})
+    assert vllm_config(_engine_spec(tmp_path, engine="vllm", tensor_parallel_size=2)).concurrency == 4
+    assert vllm_config(_engine_spec(tmp_path, engine="vllm", concurrency=3)).concurrency == 3
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 32.0})
+    assert vllm_config(_engine_spec(tmp_path, engine="vllm")).concurrency == 1  # no GPU seen yet: one replica

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from bias_ray.generate.engines.base import sample_seed
+from bias_ray.generate.engines.base import cluster_gpus, sample_seed
 from bias_ray.generate.prompts import sampling_params
 from bias_ray.registry import ENGINES
 
@@ -111,22 +111,6 @@ class TransformersGenerator:
         batch["engine_s"] = np.full(len(prompts), elapsed / max(1, len(prompts)))
         batch["device"] = np.array([self.device] * len(prompts), dtype=object)
         return batch
-
-
-def cluster_gpus() -> float:
-    """GPUs in the Ray cluster (the engine's actors run there), else on this machine.
-
-    Asked of Ray, not of torch in the driver: on a cluster the driver often runs on a head node
-    without GPUs while the workers have them, and importing torch only to ask costs the job's
-    start-up seconds.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return float(ray.cluster_resources().get("GPU", 0.0))
-    import torch
-
-    return float(torch.cuda.device_count())
 
 
 def engine_settings(spec) -> tuple[dict[str, Any], str, int]:

@@ -14,12 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from bias_ray.generate.chat import chat_messages, check_generator_chat_template
-from bias_ray.generate.engines.base import sample_seed
+from bias_ray.generate.engines.base import cluster_gpus, sample_seed
 from bias_ray.registry import ENGINES
 
 
 def vllm_config(spec):
-    """The processor config for a spec: model, tensor parallelism, replicas, batch size, max model len."""
+    """The processor config for a spec: model, tensor parallelism, replicas (default: the GPUs hold), batch
+    size, max model len."""
     from ray.data.llm import vLLMEngineProcessorConfig
 
     g = spec.generation
@@ -30,7 +31,8 @@ def vllm_config(spec):
     return vLLMEngineProcessorConfig(
         model_source=str(spec.models.generator),
         engine_kwargs=engine_kwargs,
-        concurrency=g.concurrency or 1,
+        # default: as many replicas as the cluster's GPUs hold (tensor_parallel_size GPUs each)
+        concurrency=g.concurrency or max(1, int(cluster_gpus() // g.tensor_parallel_size)),
         batch_size=g.batch_size,
         chat_template_stage=g.chat,
         tokenize_stage=True,
