@@ -11,9 +11,13 @@ generation job writes them), then measures, each step in a fresh child process:
 * ``--old-rows``: the same two steps as the code before did them (every shard, every column
   into pandas), on a set of that size (it needs ~0.7 GiB per million rows: keep it small);
 * bytes per row of a shard in the old layout (raw text copy, per-job constants on every row)
-  and the lean one.
+  and the lean one;
+* ``--imported-rows``: an imported set as the issue measured it (9 columns, ~200-character
+  texts, a pandas frame handed to ``import_augmented``): the import's wall and peak RSS above
+  the frame, then one trial's data step on it.
 
     PYTHONPATH=. python bench/trial_data.py --rows 10000000 --old-rows 2000000 --workdir /tmp/trial-data
+    PYTHONPATH=. python bench/trial_data.py --rows 0 --imported-rows 2000000
 """
 
 from __future__ import annotations
@@ -160,11 +164,21 @@ def old_finalize(out: Path) -> dict:
             "tokens": int(rows["generated_tokens"].sum())}
 
 
-def child(step: str, workdir: Path, bias_type: str, seed: int) -> None:
+def imported_frame(rows: int) -> pd.DataFrame:
+    """An import as a user hands it over: 9 columns, unique ids, ~200-character texts, six bias types."""
+    bases, groups = _bases()
+    table = synthetic_rows(0, rows, rows, bases, groups)
+    table = table.rename_columns(["id" if c == "sample_id" else c for c in table.column_names])
+    return table.select(["id", "text", "label", "group", "bias_type", "stance", "seed_ids", "device",
+                         "engine_s"]).to_pandas()
+
+
+def child(step: str, workdir: Path, bias_type: str, seed: int, rows: int = 0) -> None:
     from bias_ray.generate import pipeline  # noqa: F401  (imports count in the baseline, not the step)
     from bias_ray.train import trainable  # noqa: F401
 
     spec = bench_spec(workdir)
+    frame = imported_frame(rows) if step == "import" else None  # the user's frame is in the baseline
     baseline = psutil.Process().memory_info().rss
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = usage.ru_utime + usage.ru_stime
@@ -184,6 +198,10 @@ def child(step: str, workdir: Path, bias_type: str, seed: int) -> None:
         info = {k: manifest[k] for k in ("rows", "generated", "dropped")}
     elif step == "old-finalize":
         info = old_finalize(spec.augmented_dir)
+    elif step == "import":
+        shutil.rmtree(spec.augmented_dir, ignore_errors=True)
+        out = pipeline.import_augmented(spec, frame)
+        info = {"rows": len(frame), "shards": len(list((out / "shards").glob("part-*.parquet")))}
     else:
         raise ValueError(step)
     wall = time.perf_counter() - started
@@ -194,9 +212,10 @@ def child(step: str, workdir: Path, bias_type: str, seed: int) -> None:
                       "peak_above_baseline": peak - baseline, **info}))
 
 
-def run_child(step: str, workdir: Path, bias_type: str = "religion", seed: int = 0, timeout: int = 900) -> dict:
+def run_child(step: str, workdir: Path, bias_type: str = "religion", seed: int = 0, timeout: int = 900,
+              rows: int = 0) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--child", step, "--workdir", str(workdir),
-                           "--bias-type", bias_type, "--seed", str(seed)],
+                           "--bias-type", bias_type, "--seed", str(seed), "--imported-rows", str(rows)],
                           capture_output=True, text=True, timeout=timeout, env={**os.environ})
     if proc.returncode:
         raise RuntimeError(f"{step} failed:\n{proc.stderr[-3000:]}")
@@ -237,12 +256,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3, help="trials timed (different seeds and bias types)")
     ap.add_argument("--keep", action="store_true", help="keep the built sets (default: delete them at the end)")
     ap.add_argument("--skip-finalize", action="store_true", help="reuse a finalized set (its manifest) from --keep")
+    ap.add_argument("--imported-rows", type=int, default=0,
+                    help="also import a set of this size (a pandas frame, 9 columns) and time a trial on it")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--bias-type", default="religion", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.workdir, args.bias_type, args.seed)
+        child(args.child, args.workdir, args.bias_type, args.seed, args.imported_rows)
         return
     print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()}", flush=True)
     bytes_per_row(args.workdir.parent if args.workdir.exists() else Path("/tmp"))
@@ -266,6 +287,15 @@ def main() -> None:
                     if step.endswith("finalize"):
                         keys = ("rows", "generated", "dropped", "duplicates")
                         print(f"    {json.dumps({k: v for k, v in r.items() if k in keys})}")
+            print(f"  load {os.getloadavg()}", flush=True)
+        if args.imported_rows:
+            work = args.workdir / f"imported-{args.imported_rows}"
+            print(f"imported set, {args.imported_rows:,} rows (9 columns, ~200-character texts):", flush=True)
+            r = run_child("import", work, rows=args.imported_rows, timeout=3600)
+            report(f"import_augmented ({r['shards']} shards)", r)
+            for k in range(args.seeds):
+                bias = BIAS_TYPES[k % len(BIAS_TYPES)]
+                report(f"trial ({bias}, seed {k})", run_child("trial", work, bias, k))
             print(f"  load {os.getloadavg()}", flush=True)
     finally:
         if not args.keep:

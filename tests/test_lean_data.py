@@ -257,3 +257,59 @@ def test_blocks_are_regrouped_into_whole_shards_in_order():
     assert [s.num_rows for s in shards] == [4, 4, 4, 4, 4, 4, 2] and seen == [n for n in sizes if n]
     assert [i for s in shards for i in s.column("index").to_pylist()] == list(range(sum(sizes)))
     assert list(pipeline._in_shards(iter([]), 4, seen.append)) == []
+
+
+def test_an_import_is_laid_out_like_a_generated_job(tmp_path, data_root):
+    """Shards of small row groups and the row directory: trials read only the rows they draw."""
+    from bias_ray.generate.pipeline import IMPORT_PART_PREFIX, import_augmented
+
+    spec = _spec(tmp_path, data_root)
+    rows = _shard_frame(1000, seed=5)[["text", "label", "group", "bias_type", "stance"]]
+    rows = rows.drop_duplicates("text").reset_index(drop=True)  # an import's ids come from its texts
+    assert 800 < len(rows) <= 1000
+    out = import_augmented(spec, rows, shard_rows=400)
+    parts = sorted((out / "shards").glob("part-*.parquet"))
+    assert [p.name for p in parts] == [f"{IMPORT_PART_PREFIX}{k:06d}.parquet" for k in range(3)]
+    assert pq.ParquetFile(parts[0]).metadata.num_row_groups > 0
+    directory = pq.read_table(out / pipeline.ROW_DIRECTORY).to_pandas()
+    want = rows.assign(index=range(len(rows))).sort_values(["bias_type", "index"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(directory[["index", "bias_type", "label", "group"]],
+                                  want[["index", "bias_type", "label", "group"]], check_dtype=False)
+    for bias in ("religion", "gender"):
+        strata = augmented_strata(spec, bias)
+        assert strata["index"].tolist() == want.loc[want["bias_type"] == bias, "index"].tolist()
+        drawn = strata["index"].to_numpy()[::-7]  # any order, across shards
+        assert augmented_rows(spec, drawn)["text"].tolist() == rows["text"].iloc[drawn].tolist()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["status"], manifest["rows"], manifest["shards"]) == ("complete", len(rows), 3)
+
+
+def test_an_import_cut_short_is_redone_and_a_generation_job_is_left_alone(tmp_path, data_root):
+    from bias_ray.generate.pipeline import import_augmented
+
+    spec = _spec(tmp_path, data_root)
+    rows = _shard_frame(500, seed=6)[["text", "label", "group", "bias_type"]].drop_duplicates("text").iloc[:300]
+    assert len(rows) == 300
+    out = import_augmented(spec, rows, shard_rows=50)
+    (out / "manifest.json").unlink()  # killed before its last step: six shards and a directory, no manifest
+    import_augmented(spec, rows.iloc[:120], shard_rows=100)  # the rerun starts over: nothing of the first is left
+    assert len(list((out / "shards").glob("part-*.parquet"))) == 2 and len(load_augmented(spec)) == 120
+    with pytest.raises(FileExistsError, match="already holds a generation job"):
+        import_augmented(spec, rows)
+    other = _spec(tmp_path / "gen", data_root)
+    (other.augmented_dir / "shards").mkdir(parents=True)
+    rows.head(3).assign(index=range(3)).to_parquet(other.augmented_dir / "shards" / "part-x-000000.parquet")
+    with pytest.raises(FileExistsError, match="unfinished generation job"):
+        import_augmented(other, rows)
+    assert (other.augmented_dir / "shards" / "part-x-000000.parquet").exists()
+
+
+def test_an_import_names_rows_without_a_text_or_label(tmp_path, data_root):
+    from bias_ray.generate.pipeline import import_augmented
+
+    rows = _shard_frame(20, seed=7)[["text", "label", "group", "bias_type"]].astype({"label": object})
+    rows.loc[[3, 11], "label"] = None
+    with pytest.raises(ValueError, match=r"rows \[3, 11\] \(counting from 0\) lack a text, label"):
+        import_augmented(_spec(tmp_path, data_root), rows)
+    with pytest.raises(ValueError, match="no augmented rows"):
+        import_augmented(_spec(tmp_path, data_root), rows.iloc[:0])
