@@ -77,7 +77,7 @@ MAX_EVAL_ROWS = 200
 
 def bench_spec(out: Path, scheduler: dict, seed: int = 0, runs: Path | None = None,
                lr_schedule: str = "constant", epochs: int = 2, eval_every: int = 4,
-               max_eval_rows: int = MAX_EVAL_ROWS) -> dict:
+               max_eval_rows: int = MAX_EVAL_ROWS, wandb: str = "disabled") -> dict:
     """5 bias ratios x 2 mitigations x 1 seed = 10 trials of 20 steps an epoch (40 by default), evaluated
     every ``eval_every`` steps on ``max_eval_rows`` test rows."""
     return {
@@ -93,7 +93,7 @@ def bench_spec(out: Path, scheduler: dict, seed: int = 0, runs: Path | None = No
                      "eval_every": eval_every, "max_eval_rows": max_eval_rows, "lr_schedule": lr_schedule},
         "scheduler": {"metric": "macro_f1", "mode": "max", **scheduler},
         "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 1},
-        "tracking": {"wandb": "disabled"},
+        "tracking": {"wandb": wandb},
         "evaluation": {"tasks": []},  # the scheduler compares trials on the primary metric alone
     }
 
@@ -154,7 +154,7 @@ def run_seed(out: Path, seed: int, args) -> dict:
     asha_scheduler = {"name": "asha", "grace_period": args.grace_period, "reduction_factor": args.reduction_factor,
             "group_by": args.group_by, "stop_margin": args.stop_margin}
     specs = {name: parse_spec(bench_spec(out, sched, seed, out / f"seed{seed}", args.lr_schedule, args.epochs,
-                                         args.eval_every, args.max_eval_rows), check_files=False)
+                                         args.eval_every, args.max_eval_rows, args.wandb), check_files=False)
              for name, sched in {"none": {"name": "none"}, "asha": asha_scheduler}.items()}
     tables, walls, parts, loads = {}, {}, {}, {}
     for name, spec in specs.items():
@@ -180,7 +180,7 @@ def run_seed(out: Path, seed: int, args) -> dict:
     return {
         "seed": seed,
         "settings": {"scheduler": asha_scheduler, "lr_schedule": args.lr_schedule, "epochs": args.epochs,
-                     "eval_every": args.eval_every, "max_eval_rows": args.max_eval_rows},
+                     "eval_every": args.eval_every, "max_eval_rows": args.max_eval_rows, "wandb": args.wandb},
         "trials": full["trials"],
         "iterations_full_grid": full["iterations_used"],
         "iterations_asha": asha["iterations_used"],
@@ -224,6 +224,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2, help="training.epochs (20 steps each): the trials' length")
     ap.add_argument("--eval-every", type=int, default=4, help="training.eval_every (steps between reports)")
     ap.add_argument("--max-eval-rows", type=int, default=MAX_EVAL_ROWS, help="training.max_eval_rows")
+    ap.add_argument("--wandb", default="disabled", choices=["disabled", "offline"],
+                    help="tracking.wandb (offline: a W&B run per trial, as a sweep logs by default)")
     ap.add_argument("--stop-margin", type=float, default=None,
                     help="scheduler.stop_margin; default 1/sqrt(2 max_eval_rows), one standard error of a difference")
     ap.add_argument("--json", type=Path, help="also write the figures here (default: <out>/early_stop.json)")

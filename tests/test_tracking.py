@@ -31,3 +31,41 @@ def test_offline_run_is_quiet_and_uses_the_current_reinit_api(tmp_path, capfd):
     out, err = capfd.readouterr()
     assert "wandb:" not in out + err  # no banners, no sync hints
     assert list((tmp_path / "wandb").rglob("*.wandb"))
+
+
+def _trial(trial_id: str, ratio: float):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(trial_id=trial_id, config={"bias_ratio": ratio, "mitigation": "none", "spec": {"x": 1}})
+
+
+def test_trial_runs_live_in_the_driver_one_per_trial(tmp_path, capfd):
+    """Interleaved trials, a retried one, a failed one: a run each, its cell tags and numbers, no actors."""
+    import cloudpickle
+
+    folder = tmp_path / "wandb"
+    [callback] = tracking.trial_callbacks("offline", folder, "bias-ray-test", "sweep-x", ["mine"],
+                                          ["bias_ratio", "mitigation"])
+    a, b, c = _trial("aaaa0001", 0.0), _trial("bbbb0002", 0.5), _trial("cccc0003", 0.9)
+    callback.log_trial_start(a)
+    callback.log_trial_start(b)
+    callback.log_trial_result(1, a, {"macro_f1": 0.61, "step": 4, "done": False, "config": {"x": 1}})
+    callback.log_trial_result(1, b, {"macro_f1": 0.52, "step": 4, "flag": True})
+    callback.log_trial_end(b, failed=True)  # Tune retries it: the retry logs into the same run
+    callback.log_trial_start(b)
+    callback.log_trial_result(2, b, {"fpr_gap_after_retry": 0.1})
+    callback.log_trial_end(a)
+    callback.log_trial_end(b)
+    callback.log_trial_result(1, c, {"macro_f1": 0.4})  # a result before its start: the run opens then
+    callback.log_trial_end(c, failed=True)
+    assert set(cloudpickle.loads(cloudpickle.dumps(callback)).runs) == set()  # saved without live runs
+    callback.on_experiment_end([a, b, c])  # c, never retried, finishes as failed
+    runs = {r.name.rsplit("-", 1)[1]: r for r in (folder / "wandb").glob("offline-run-*")}
+    assert sorted(runs) == ["aaaa0001", "bbbb0002", "cccc0003"]
+    logs = {k: next(r.glob("*.wandb")).read_bytes() for k, r in runs.items()}
+    assert b"bias_ratio=0.0" in logs["aaaa0001"] and b"mine" in logs["aaaa0001"] and b"sweep-x" in logs["aaaa0001"]
+    assert b"bias_ratio=0.5" in logs["bbbb0002"] and b"fpr_gap_after_retry" in logs["bbbb0002"]
+    assert b"macro_f1" in logs["cccc0003"] and b"fpr_gap_after_retry" not in logs["aaaa0001"]
+    out, err = capfd.readouterr()
+    assert "wandb:" not in out + err
+    assert tracking.trial_metrics({"a": 1, "b": True, "c": "x", "done": 1.0, "d": 0.5}) == {"a": 1, "d": 0.5}
