@@ -8,6 +8,7 @@ under ``<output_dir>/wandb``), and ``wandb.init`` gets the current ``reinit`` AP
 from __future__ import annotations
 
 import functools
+import hashlib
 import netrc
 import os
 from collections.abc import Sequence
@@ -57,9 +58,23 @@ def start_run(mode: str, folder: Path, project: str, name: str, job_type: str, *
                       tags=list(tags), config=config or {}, reinit=REINIT, settings=_settings())
 
 
+WANDB_TAG_MAX = 64  # W&B refuses a run with a longer tag
+
+
 def cell_tags(config: dict[str, Any], keys: Sequence[str]) -> list[str]:
-    """W&B tags naming a trial's grid cell, e.g. ``bias_ratio=0.5``."""
-    return [f"{k}={config[k]}" for k in keys if k in config]
+    """W&B tags naming a trial's grid cell, e.g. ``bias_ratio=0.5``.
+
+    A tag over W&B's 64 characters (a mitigation with its parameters) is cut and given a hash of
+    the whole, so two long values stay two tags; the run's config holds the full value.
+    """
+    tags = []
+    for key in keys:
+        if key in config:
+            tag = f"{key}={config[key]}"
+            if len(tag) > WANDB_TAG_MAX:
+                tag = f"{tag[:WANDB_TAG_MAX - 9]}~{hashlib.sha1(tag.encode()).hexdigest()[:8]}"
+            tags.append(tag)
+    return tags
 
 
 def trial_callbacks(mode: str, folder: Path, project: str, group: str, tags: Sequence[str],

@@ -69,3 +69,22 @@ def test_trial_runs_live_in_the_driver_one_per_trial(tmp_path, capfd):
     out, err = capfd.readouterr()
     assert "wandb:" not in out + err
     assert tracking.trial_metrics({"a": 1, "b": True, "c": "x", "done": 1.0, "d": 0.5}) == {"a": 1, "d": 0.5}
+
+
+def test_long_cell_tags_fit_wandb_and_stay_distinct(tmp_path):
+    """A mitigation with its parameters is longer than W&B's 64-character tag limit: the run still starts."""
+    js = {"mitigation": "loss(divergence=js,lambda=1.0,reference=counterfactual)", "seed": 0}
+    kl = {"mitigation": "loss(divergence=kl,lambda=1.0,reference=counterfactual)", "seed": 0}
+    tags = tracking.cell_tags(js, ["mitigation", "seed"]), tracking.cell_tags(kl, ["mitigation", "seed"])
+    assert all(len(t) <= 64 for t in tags[0] + tags[1]) and tags[0][0] != tags[1][0] and tags[0][1] == "seed=0"
+    assert tracking.cell_tags({"bias_ratio": 0.5}, ["bias_ratio"]) == ["bias_ratio=0.5"]
+    folder = tmp_path / "wandb"
+    [callback] = tracking.trial_callbacks("offline", folder, "bias-ray-test", "g", [], ["mitigation", "seed"])
+    trial = _trial("llll0001", 0.5)
+    trial.config.update(js)
+    callback.log_trial_start(trial)
+    callback.log_trial_result(1, trial, {"macro_f1": 0.5})
+    callback.log_trial_end(trial)
+    callback.on_experiment_end([trial])
+    [run] = (folder / "wandb").glob("offline-run-*-llll0001")
+    assert b"reference=counterfactual" in next(run.glob("*.wandb")).read_bytes()  # the full value, in the config
