@@ -243,7 +243,7 @@ def overhead(args, work: Path, model: Path, data_root: Path) -> None:
         first_n = run["first_batch_prompts"]
         fresh_first = time_to(fresh_done, first_n)
         pairs.append({"fresh_s": fresh_s, "job_s": pipe_s, "first_n": first_n, "fresh_first": fresh_first,
-                      "job_first": run["first_batch_s"], "bare_first": time_to(bare_done, first_n),
+                      "job_first": run["first_batch_s"],
                       # after start-up: from that point to the end (the job's finalisation included)
                       "fresh_steady": (n - first_n) / (fresh_s - fresh_first),
                       "job_steady": (n - first_n) / (pipe_s - run["first_batch_s"]),

@@ -370,7 +370,9 @@ class _RowDirectory:
         self.by_type: dict[str, list[pa.Table]] = {}
         self.parts: list[str] = []
 
-    def add_shard(self, table: pa.Table, part: Path, group_rows: list[int]) -> None:
+    def add_shard(self, table: pa.Table, part: Path, meta: pq.FileMetaData) -> None:
+        """``table``: the shard's rows in file order; ``meta``: its footer (where the row groups end)."""
+        group_rows = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
         code = len(self.parts)
         self.parts.append(part.name)
         kept = pc.equal(table.column("drop_reason"), "")
@@ -471,8 +473,7 @@ def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[
         table = shard.read(columns=["index", "text", "drop_reason", "generated_tokens", "engine_s", "device",
                                     "label", "group", "bias_type"])
         totals.add_shard(table)
-        directory.add_shard(table, part, [shard.metadata.row_group(g).num_rows
-                                          for g in range(shard.metadata.num_row_groups)])
+        directory.add_shard(table, part, shard.metadata)
         shard.close()
     quarantined, reasons = 0, {}
     for part in _parts(out / "quarantine"):
@@ -863,8 +864,7 @@ def import_augmented(spec: SweepSpec, rows: pd.DataFrame, source: str = "importe
     for k, start in enumerate(range(0, table.num_rows, shard_rows)):
         shard, part = table.slice(start, shard_rows), out / "shards" / f"{IMPORT_PART_PREFIX}{k:06d}.parquet"
         _atomic_write_parquet(shard, part, SHARD_ROW_GROUP_ROWS)
-        meta = pq.read_metadata(part)
-        directory.add_shard(shard, part, [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+        directory.add_shard(shard, part, pq.read_metadata(part))
     directory.write(out / ROW_DIRECTORY, np.zeros(0, dtype=np.int64))
     _atomic_write_json(out / "manifest.json", {"status": "complete", "rows": len(rows), "kept": len(rows),
                                                "engine": source, "shards": -(-len(rows) // shard_rows)})
