@@ -47,7 +47,7 @@ def engine_throughput(model_dir: Path, prompts: list[str], batch_size: int, max_
 def trial_throughput(model_dir: Path, data_root: Path, out: Path, gpus: float, tasks: list[str],
                      dtype: str = "auto") -> dict:
     from bias_ray.data.loaders import load_toxigen
-    from bias_ray.generate.pipeline import import_augmented
+    from bias_ray.generate.imported import import_augmented
     from bias_ray.spec import parse_spec
     from bias_ray.train.trainable import fit
 

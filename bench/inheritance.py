@@ -49,8 +49,8 @@ def hatecheck_rates(model, student, prefix: str, data_root: Path, groups: list[s
 def generate_in_process(spec) -> None:
     """The pipeline's prompts, engine class and row filters without Ray; manifest with generator_measures."""
     from bias_ray.generate.engines.transformers_engine import TransformersGenerator
+    from bias_ray.generate.imported import import_augmented
     from bias_ray.generate.measure import generator_measures
-    from bias_ray.generate.pipeline import import_augmented
     from bias_ray.generate.prompts import make_plan, sampling_params
     from bias_ray.generate.quality import clean_generation, drop_reason
 

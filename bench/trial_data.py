@@ -13,11 +13,13 @@ generation job writes them), then measures, each step in a fresh child process:
 * bytes per row of a shard in the old layout (raw text copy, per-job constants on every row)
   and the lean one;
 * ``--imported-rows``: an imported set as the issue measured it (9 columns, ~200-character
-  texts, a pandas frame handed to ``import_augmented``): the import's wall and peak RSS above
-  the frame, then one trial's data step on it.
+  texts): the import's wall and peak RSS above the process's baseline, then one trial's data
+  step on it. ``--import-from frame`` hands ``import_augmented`` a pandas frame (the frame is in
+  the baseline); ``parquet`` / ``jsonl`` first write the rows to files of ``--file-rows`` rows
+  (in another process) and import the files, as ``bias-ray import SPEC FILES`` does.
 
     PYTHONPATH=. python bench/trial_data.py --rows 10000000 --old-rows 2000000 --workdir /tmp/trial-data
-    PYTHONPATH=. python bench/trial_data.py --rows 0 --imported-rows 2000000
+    PYTHONPATH=. python bench/trial_data.py --rows 0 --imported-rows 2000000 --import-from parquet
 """
 
 from __future__ import annotations
@@ -173,12 +175,29 @@ def imported_frame(rows: int) -> pd.DataFrame:
                          "engine_s"]).to_pandas()
 
 
-def child(step: str, workdir: Path, bias_type: str, seed: int, rows: int = 0) -> None:
-    from bias_ray.generate import pipeline  # noqa: F401  (imports count in the baseline, not the step)
+def write_import_files(workdir: Path, rows: int, file_rows: int, fmt: str) -> list[Path]:
+    """The import's rows as files of ``file_rows`` rows, as a user's own generation job would leave them."""
+    folder = workdir / f"to-import-{fmt}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    frame = imported_frame(rows)
+    for k, start in enumerate(range(0, rows, file_rows)):
+        piece = frame.iloc[start:start + file_rows]
+        if fmt == "parquet":
+            piece.to_parquet(folder / f"rows-{k:04d}.parquet", index=False)
+        else:
+            piece.to_json(folder / f"rows-{k:04d}.jsonl", orient="records", lines=True)
+    return sorted(folder.iterdir())
+
+
+def child(step: str, workdir: Path, bias_type: str, seed: int, rows: int = 0, source: str = "frame") -> None:
+    from bias_ray.generate import imported, pipeline  # noqa: F401  (imports count in the baseline, not the step)
     from bias_ray.train import trainable  # noqa: F401
 
     spec = bench_spec(workdir)
-    frame = imported_frame(rows) if step == "import" else None  # the user's frame is in the baseline
+    frame = None
+    if step == "import":  # the user's frame is in the baseline; files are read by the import
+        frame = imported_frame(rows) if source == "frame" else sorted((workdir / f"to-import-{source}").iterdir())
     baseline = psutil.Process().memory_info().rss
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = usage.ru_utime + usage.ru_stime
@@ -200,8 +219,9 @@ def child(step: str, workdir: Path, bias_type: str, seed: int, rows: int = 0) ->
         info = old_finalize(spec.augmented_dir)
     elif step == "import":
         shutil.rmtree(spec.augmented_dir, ignore_errors=True)
-        out = pipeline.import_augmented(spec, frame)
-        info = {"rows": len(frame), "shards": len(list((out / "shards").glob("part-*.parquet")))}
+        out = imported.import_augmented(spec, frame)
+        info = {"rows": json.loads((out / "manifest.json").read_text())["rows"],
+                "shards": len(list((out / "shards").glob("part-*.parquet")))}
     else:
         raise ValueError(step)
     wall = time.perf_counter() - started
@@ -213,9 +233,10 @@ def child(step: str, workdir: Path, bias_type: str, seed: int, rows: int = 0) ->
 
 
 def run_child(step: str, workdir: Path, bias_type: str = "religion", seed: int = 0, timeout: int = 900,
-              rows: int = 0) -> dict:
+              rows: int = 0, source: str = "frame") -> dict:
     proc = subprocess.run([sys.executable, __file__, "--child", step, "--workdir", str(workdir),
-                           "--bias-type", bias_type, "--seed", str(seed), "--imported-rows", str(rows)],
+                           "--bias-type", bias_type, "--seed", str(seed), "--imported-rows", str(rows),
+                           "--import-from", source],
                           capture_output=True, text=True, timeout=timeout, env={**os.environ})
     if proc.returncode:
         raise RuntimeError(f"{step} failed:\n{proc.stderr[-3000:]}")
@@ -257,13 +278,16 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the built sets (default: delete them at the end)")
     ap.add_argument("--skip-finalize", action="store_true", help="reuse a finalized set (its manifest) from --keep")
     ap.add_argument("--imported-rows", type=int, default=0,
-                    help="also import a set of this size (a pandas frame, 9 columns) and time a trial on it")
+                    help="also import a set of this size (9 columns) and time a trial on it")
+    ap.add_argument("--import-from", default="frame", choices=["frame", "parquet", "jsonl"],
+                    help="what the import reads: a pandas frame in memory, or files written first")
+    ap.add_argument("--file-rows", type=int, default=1_000_000, help="rows per file with --import-from parquet/jsonl")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--bias-type", default="religion", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.workdir, args.bias_type, args.seed, args.imported_rows)
+        child(args.child, args.workdir, args.bias_type, args.seed, args.imported_rows, args.import_from)
         return
     print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()}", flush=True)
     bytes_per_row(args.workdir.parent if args.workdir.exists() else Path("/tmp"))
@@ -290,8 +314,15 @@ def main() -> None:
             print(f"  load {os.getloadavg()}", flush=True)
         if args.imported_rows:
             work = args.workdir / f"imported-{args.imported_rows}"
-            print(f"imported set, {args.imported_rows:,} rows (9 columns, ~200-character texts):", flush=True)
-            r = run_child("import", work, rows=args.imported_rows, timeout=3600)
+            source = args.import_from
+            print(f"imported set, {args.imported_rows:,} rows (9 columns, ~200-character texts) from "
+                  f"{'a pandas frame' if source == 'frame' else source + ' files'}:", flush=True)
+            if source != "frame":
+                clock = time.perf_counter()
+                files = write_import_files(work, args.imported_rows, args.file_rows, source)
+                print(f"  wrote {len(files)} {source} files, {sum(f.stat().st_size for f in files) / 2**20:,.0f} MiB, "
+                      f"in {time.perf_counter() - clock:.1f} s", flush=True)
+            r = run_child("import", work, rows=args.imported_rows, timeout=3600, source=source)
             report(f"import_augmented ({r['shards']} shards)", r)
             for k in range(args.seeds):
                 bias = BIAS_TYPES[k % len(BIAS_TYPES)]

@@ -1,4 +1,5 @@
-"""The ``bias-ray`` command line: validate, models, generate, sweep, analyze, report, run, submit, status, logs."""
+"""The ``bias-ray`` command line: validate, models, generate, import, sweep, analyze, report, run, submit,
+status, logs."""
 
 from __future__ import annotations
 
@@ -43,7 +44,10 @@ def _prepare_models(spec: SweepSpec) -> None:
     root, m = spec.data.resolved_root, spec.models
     config = PretrainConfig(max_steps=m.pretrain_max_steps, max_seconds=m.pretrain_max_seconds)
     kwargs = {"pretrain": m.pretrain_tiny, "test_fraction": spec.data.test_fraction, "config": config}
-    if spec.generation.engine != "http":  # a hub id is resolved here once (models/hub.py), before any work
+    from bias_ray.generate import is_imported
+
+    # a hub id is resolved here once (models/hub.py), before any work; an imported set needs no generator
+    if spec.generation.engine != "http" and not is_imported(spec.augmented_dir):
         ensure_model(m.generator, root, m.build_tiny_if_missing, **kwargs)
     ensure_model(m.student, root, m.build_tiny_if_missing, **kwargs)
 
@@ -189,6 +193,51 @@ def _print_generator_measures(out: Path) -> None:
     if manifest.get("generator_measures"):
         cols = ["bias_type", "group", "stance", "kept", "names_group_share", "hate_share"]
         _print_table(measures_frame(manifest["generator_measures"]), cols, "what the generator wrote")
+
+
+@app.command("import")
+def import_rows(
+    spec_path: Path = typer.Argument(..., help="YAML sweep spec (its output_dir receives the rows)"),
+    paths: list[Path] = typer.Argument(..., help="Parquet, JSON Lines (.jsonl) or CSV files, or folders of them"),
+    source: str = typer.Option("imported", help="Name of where the rows come from (the manifest's engine; "
+                                                "part of the ids made for rows without an id)"),
+) -> None:
+    """Use augmented data made elsewhere: stream its rows into the spec's augmented folder as a finished job.
+
+    Each row needs text, label, group and bias_type (id and stance are kept when given). Then
+    `bias-ray sweep SPEC`, or `bias-ray run SPEC`, which skips generation for an imported set.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from bias_ray.generate.imported import import_augmented, imported_counts
+
+    spec = _load(spec_path)
+    started = time.perf_counter()
+    bar = Progress(SpinnerColumn(), TextColumn("import"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console, transient=True)
+    task = bar.add_task("import", total=None, rate="")
+
+    def advance(read: int, total: int | None) -> None:
+        rate = f"{read / max(1e-9, time.perf_counter() - started):,.0f} rows/s"
+        bar.update(task, completed=read, total=total, rate=rate)
+
+    try:
+        with bar:
+            out = import_augmented(spec, paths, source=source, progress=advance)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        console.print(f"[red]{escape(str(err))}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    counts = imported_counts(out)
+    console.print(f"[green]imported[/green] {sum(counts.values()):,} rows in "
+                  f"{time.perf_counter() - started:.1f}s into {out}", highlight=False, soft_wrap=True)
+    console.print("rows per bias type: " + ", ".join(f"{b} {n:,}" for b, n in sorted(counts.items())),
+                  highlight=False, soft_wrap=True)
+    absent = [b.name for b in spec.bias_type_specs if b.name not in counts]
+    if absent:
+        console.print(f"[yellow]no imported rows for the spec's bias types {absent}[/yellow]: their trials at a "
+                      "bias ratio above 0 will have no augmented rows to mix; import rows for them or drop them "
+                      "from bias_types", highlight=False, soft_wrap=True)
+    console.print(f"next: bias-ray sweep {spec_path} (or bias-ray run {spec_path})", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -383,7 +432,7 @@ def run(
     """Every stage of the method: generate -> analyze (misalignment) -> sweep (mix, train, evaluate) -> report."""
     from bias_ray.analysis import analyze as run_analysis
     from bias_ray.generate import generate as run_generation
-    from bias_ray.generate import measure_generation
+    from bias_ray.generate import is_imported, measure_generation
     from bias_ray.report import build_report, final_lines, record_spec
     from bias_ray.tracking import wandb_mode
 
@@ -396,6 +445,9 @@ def run(
             _start_ray_for_generation()
             _prepare_models(spec)
         console.rule("generate")
+        if is_imported(spec.augmented_dir):
+            console.print(f"skipped: {spec.augmented_dir} holds an import (bias-ray import); its rows are used",
+                          highlight=False, soft_wrap=True)
         out = run_generation(spec)
         with console.status("measuring what the generator wrote"):
             measure_generation(spec)

@@ -8,7 +8,7 @@ import pytest
 
 from bias_ray.analysis.distribution import frechet_distance, mmd_rbf, text_stats, vocabulary_divergence
 from bias_ray.analysis.group_data import js_divergence, kl_divergence, representation
-from bias_ray.generate.pipeline import import_augmented
+from bias_ray.generate.imported import import_augmented
 from bias_ray.spec import parse_spec
 
 

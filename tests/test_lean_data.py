@@ -231,7 +231,7 @@ def pipeline_null_text() -> str:
 def test_trial_mix_on_an_imported_set_is_the_full_read_mix(tmp_path, data_root):
     """Imported sets have only the required columns (no stance, no seed ids): the trial still reads them."""
     from bias_ray.data.loaders import load_toxigen
-    from bias_ray.generate.pipeline import import_augmented
+    from bias_ray.generate.imported import import_augmented
 
     spec = _spec(tmp_path, data_root, training={"train_size": 60})
     rows = _shard_frame(400, seed=4)[["text", "label", "group", "bias_type"]].drop_duplicates("text")
@@ -261,7 +261,7 @@ def test_blocks_are_regrouped_into_whole_shards_in_order():
 
 def test_an_import_is_laid_out_like_a_generated_job(tmp_path, data_root):
     """Shards of small row groups and the row directory: trials read only the rows they draw."""
-    from bias_ray.generate.pipeline import IMPORT_PART_PREFIX, import_augmented
+    from bias_ray.generate.imported import IMPORT_PART_PREFIX, import_augmented
 
     spec = _spec(tmp_path, data_root)
     rows = _shard_frame(1000, seed=5)[["text", "label", "group", "bias_type", "stance"]]
@@ -285,7 +285,7 @@ def test_an_import_is_laid_out_like_a_generated_job(tmp_path, data_root):
 
 
 def test_an_import_cut_short_is_redone_and_a_generation_job_is_left_alone(tmp_path, data_root):
-    from bias_ray.generate.pipeline import import_augmented
+    from bias_ray.generate.imported import import_augmented
 
     spec = _spec(tmp_path, data_root)
     rows = _shard_frame(500, seed=6)[["text", "label", "group", "bias_type"]].drop_duplicates("text").iloc[:300]
@@ -294,7 +294,7 @@ def test_an_import_cut_short_is_redone_and_a_generation_job_is_left_alone(tmp_pa
     (out / "manifest.json").unlink()  # killed before its last step: six shards and a directory, no manifest
     import_augmented(spec, rows.iloc[:120], shard_rows=100)  # the rerun starts over: nothing of the first is left
     assert len(list((out / "shards").glob("part-*.parquet"))) == 2 and len(load_augmented(spec)) == 120
-    with pytest.raises(FileExistsError, match="already holds a generation job"):
+    with pytest.raises(FileExistsError, match=r"already holds augmented data \(an import\)"):
         import_augmented(spec, rows)
     other = _spec(tmp_path / "gen", data_root)
     (other.augmented_dir / "shards").mkdir(parents=True)
@@ -305,11 +305,11 @@ def test_an_import_cut_short_is_redone_and_a_generation_job_is_left_alone(tmp_pa
 
 
 def test_an_import_names_rows_without_a_text_or_label(tmp_path, data_root):
-    from bias_ray.generate.pipeline import import_augmented
+    from bias_ray.generate.imported import import_augmented
 
     rows = _shard_frame(20, seed=7)[["text", "label", "group", "bias_type"]].astype({"label": object})
     rows.loc[[3, 11], "label"] = None
-    with pytest.raises(ValueError, match=r"rows \[3, 11\] \(counting from 0\) lack a text, label"):
+    with pytest.raises(ValueError, match=r"rows \[3, 11\] \(counting from 0; in the frame\) lack a text, label"):
         import_augmented(_spec(tmp_path, data_root), rows)
     with pytest.raises(ValueError, match="no augmented rows"):
         import_augmented(_spec(tmp_path, data_root), rows.iloc[:0])

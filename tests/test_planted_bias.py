@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from bias_ray.data.loaders import load_toxigen
-from bias_ray.generate.pipeline import import_augmented
+from bias_ray.generate.imported import import_augmented
 from bias_ray.spec import parse_spec
 from tests.conftest import micro_spec_dict
 

@@ -2,19 +2,23 @@
 
 The stage's public surface for other stages: :func:`generate` runs the job,
 :func:`measure_generation` adds what the generator wrote to its manifest, :func:`load_augmented`
-reads a finished job's rows, :func:`import_augmented` lays out rows made elsewhere. They are
-imported on first use, so ``import bias_ray.generate`` stays light.
+reads a finished job's rows, :func:`import_augmented` lays out rows made elsewhere (a frame or
+files, streamed). They are imported on first use, so ``import bias_ray.generate`` stays light.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["augmented_rows", "augmented_strata", "generate", "import_augmented", "load_augmented",
+__all__ = ["augmented_rows", "augmented_strata", "generate", "import_augmented", "is_imported", "load_augmented",
            "measure_generation"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "import_augmented":
+        from bias_ray.generate import imported
+
+        return imported.import_augmented
     if name in __all__:
         from bias_ray.generate import pipeline
 

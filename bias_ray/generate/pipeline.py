@@ -44,7 +44,6 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from bias_ray.data.loaders import stable_id
 from bias_ray.generate.engines import ENGINES
 from bias_ray.generate.prompts import PromptPlan, make_plan, sampling_params
 from bias_ray.generate.quality import clean_generations, drop_reasons, find_duplicates
@@ -59,9 +58,6 @@ UNSTATS_COLUMNS = {"text", "generated_text", "sample_id", "seed_ids", "reason"}
 # the kept rows' directory, written by the finalize (before the manifest); jobs finalized earlier lack it
 ROW_DIRECTORY = "kept_rows.parquet"
 ROW_DIRECTORY_ROW_GROUP_ROWS = 65_536
-# import_augmented's shards: named apart from a generation job's, sized like a large job's
-IMPORT_PART_PREFIX = "part-imported-"
-IMPORT_SHARD_ROWS = 50_000
 # per-job constants: stored once (job.json, manifest), put back as columns by a full load_augmented
 JOB_CONSTANTS = ["engine", "model", "sampling", "template_id", "template_version"]
 
@@ -577,6 +573,8 @@ def generate(spec: SweepSpec, progress: bool | None = None) -> Path:
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("status") == "complete" and {k: manifest.get(k) for k in job} == job:
             return out  # finished with these very settings: nothing to do (other settings: _check_job says so)
+        if is_imported(out):
+            return out  # rows made elsewhere (bias_ray.generate.imported) stand in for this job
     _check_job(out, job)
     for stale in out.glob("*/.part-*.tmp-*"):  # half-written files of a killed run
         stale.unlink(missing_ok=True)
@@ -590,6 +588,16 @@ def generate(spec: SweepSpec, progress: bool | None = None) -> Path:
     manifest = _finalize(spec, plan, job, run)
     _log_wandb(spec, manifest)
     return out
+
+
+def is_imported(out: Path) -> bool:
+    """Whether ``out`` holds a finished import of rows made elsewhere (no generation job behind it)."""
+    manifest = out / "manifest.json"
+    if not manifest.is_file():
+        return False
+    info = json.loads(manifest.read_text())
+    # imports before the flag wrote no job.json
+    return info.get("status") == "complete" and (bool(info.get("imported")) or not (out / "job.json").exists())
 
 
 def _finished_job(out: Path) -> dict[str, Any]:
@@ -822,62 +830,3 @@ def iter_kept_batches(out: Path, columns: list[str], batch_rows: int = 65_536):
         table = dups.drop(pa.Table.from_batches([batch]))
         if table.num_rows:
             yield table.select(columns).to_pandas()
-
-
-def import_augmented(spec: SweepSpec, rows: pd.DataFrame, source: str = "imported",
-                     shard_rows: int = IMPORT_SHARD_ROWS) -> Path:
-    """Lay out externally made augmented rows as a finished generation job of ``spec``.
-
-    For augmented data that exists already (another generator's output, a planted set in a study
-    or a test): ``rows`` needs text, label, group and bias_type; ``id`` is kept as the sample id
-    when given. The layout is a generated job's: shards of ``shard_rows`` rows in small row
-    groups and the row directory, so trials read only the rows they draw (millions of imported
-    rows cost a trial what generated ones do). The manifest comes last: an import cut short is
-    redone from the start by the next call.
-    """
-    missing = {"text", "label", "group", "bias_type"} - set(rows.columns)
-    if missing:
-        raise ValueError(f"augmented rows lack columns {sorted(missing)}; need text, label, group, bias_type")
-    if rows.empty:
-        raise ValueError("no augmented rows to import")
-    empty = rows[["text", "label", "group", "bias_type"]].isna().any(axis=1).to_numpy().nonzero()[0]
-    if len(empty):
-        raise ValueError(f"augmented rows {empty[:5].tolist()}{' ...' if len(empty) > 5 else ''} (counting from 0) "
-                         "lack a text, label, group or bias_type; fill or drop them")
-    out = spec.augmented_dir
-    if (out / "manifest.json").exists():
-        raise FileExistsError(f"{out} already holds a generation job; delete it or change output_dir")
-    _clear_unfinished_import(out)
-    rows = rows.reset_index(drop=True).copy()
-    ids = rows["id"].astype(str) if "id" in rows else pd.Series(
-        [stable_id(source, t, g, b) for t, g, b in zip(rows["text"], rows["group"], rows["bias_type"])])
-    rows = rows.drop(columns=[c for c in ("id", "split", "source") if c in rows])
-    rows["sample_id"] = ids.to_numpy()
-    if rows["sample_id"].duplicated().any():
-        raise ValueError("augmented rows repeat ids; give each row a unique id")
-    rows["index"] = np.arange(len(rows), dtype=np.int64)
-    rows["drop_reason"] = ""
-    rows = rows.astype({"text": str, "group": str, "bias_type": str})
-    table = pa.Table.from_pandas(rows, preserve_index=False)
-    (out / "shards").mkdir(parents=True, exist_ok=True)
-    directory = _RowDirectory()
-    for k, start in enumerate(range(0, table.num_rows, shard_rows)):
-        shard, part = table.slice(start, shard_rows), out / "shards" / f"{IMPORT_PART_PREFIX}{k:06d}.parquet"
-        _atomic_write_parquet(shard, part, SHARD_ROW_GROUP_ROWS)
-        directory.add_shard(shard, part, pq.read_metadata(part))
-    directory.write(out / ROW_DIRECTORY, np.zeros(0, dtype=np.int64))
-    _atomic_write_json(out / "manifest.json", {"status": "complete", "rows": len(rows), "kept": len(rows),
-                                               "engine": source, "shards": -(-len(rows) // shard_rows)})
-    return out
-
-
-def _clear_unfinished_import(out: Path) -> None:
-    """Remove what an import cut short left (no manifest yet); refuse to touch a generation job's shards."""
-    parts = _parts(out / "shards")
-    generated = [p.name for p in parts if not p.name.startswith(IMPORT_PART_PREFIX)]
-    if generated:
-        raise FileExistsError(f"{out} holds an unfinished generation job ({len(generated)} shards); finish it with "
-                              "`bias-ray generate`, or delete the folder to import there")
-    for part in parts:
-        part.unlink()
-    (out / ROW_DIRECTORY).unlink(missing_ok=True)

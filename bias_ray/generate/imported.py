@@ -1,0 +1,289 @@
+"""Augmented data made elsewhere, laid out as a finished generation job: streamed, whatever its size.
+
+A user who generated millions of samples with their own vLLM job (or holds a planted set for a
+study) brings them as a pandas frame, a pyarrow table, or files: Parquet, JSON Lines (``.jsonl``,
+``.json``) or CSV, or folders of them. Each row needs ``text``, ``label`` (an integer class),
+``group`` and ``bias_type``; ``id`` is kept as the sample id when given (else a hash of source,
+text, group and bias type), ``stance`` is kept when given (else ``unknown``), other columns ride
+along.
+
+The rows are read in batches and written as a generated job's shards (``part-imported-*``, small
+row groups), the row directory and the manifest, last. Memory holds one shard and about 36 bytes
+a row (an id hash and the row directory), so 10M rows import in well under a GiB
+(``bench/trial_data.py --imported-rows N --import-from parquet``). An import cut short, or one
+that found bad rows, leaves no manifest; the next import into the folder starts over.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from bias_ray.data.loaders import stable_id
+from bias_ray.generate.pipeline import (
+    ROW_DIRECTORY,
+    SHARD_ROW_GROUP_ROWS,
+    _atomic_write_json,
+    _atomic_write_parquet,
+    _parts,
+    _RowDirectory,
+    _text_hashes,
+    is_imported,
+)
+from bias_ray.spec import SweepSpec
+
+# shards named apart from a generation job's, sized like a large job's
+IMPORT_PART_PREFIX = "part-imported-"
+IMPORT_SHARD_ROWS = 50_000
+REQUIRED = ("text", "label", "group", "bias_type")
+FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "json", ".json": "json", ".ndjson": "json",
+           ".csv": "csv"}
+READ_BATCH_ROWS = 65_536
+UNKNOWN_STANCE = "unknown"
+
+Rows = pd.DataFrame | pa.Table | str | Path | Sequence[str | Path]
+
+
+class ImportRowsError(ValueError):
+    """The rows cannot be imported as given; the message names the rows or files and the fix."""
+
+
+# ---------------------------------------------------------------- sources
+def source_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The files behind ``paths``: files as given, folders searched (recursively, sorted) for data files."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS
+                           and not p.name.startswith((".", "_")))
+            if not found:
+                raise FileNotFoundError(f"{path} holds no {', '.join(sorted(FORMATS))} files to import")
+            files += found
+        elif path.is_file():
+            if path.suffix.lower() not in FORMATS:
+                raise ImportRowsError(f"{path}: unknown format {path.suffix!r}; import .parquet, .jsonl/.json "
+                                   "(one JSON object a line) or .csv files")
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path} does not exist; give files or folders of augmented rows")
+    return files
+
+
+def _file_batches(files: list[Path]) -> Iterator[tuple[str, pa.Table]]:
+    """(file name, rows) batches, file by file, in order; nothing is read before it is needed."""
+    for path in files:
+        try:
+            dataset = pads.dataset(str(path), format=FORMATS[path.suffix.lower()])
+            missing = [c for c in REQUIRED if c not in dataset.schema.names]
+            if missing:
+                raise ImportRowsError(f"{path} lacks columns {missing} (it has {dataset.schema.names}); "
+                                   f"augmented rows need {list(REQUIRED)}")
+            for batch in dataset.to_batches(batch_size=READ_BATCH_ROWS):
+                if batch.num_rows:
+                    yield str(path), pa.Table.from_batches([batch])
+        except pa.ArrowException as err:
+            raise ImportRowsError(f"{path} cannot be read as {FORMATS[path.suffix.lower()]}: {err}") from None
+
+
+def _frame_batches(frame: pd.DataFrame, rows: int) -> Iterator[tuple[str, pa.Table]]:
+    """A pandas frame a slice at a time, all slices typed alike: no copy of the whole frame is made."""
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        raise ImportRowsError(f"augmented rows lack columns {missing}; need {list(REQUIRED)}")
+    schema = pa.Schema.from_pandas(frame, preserve_index=False)
+    for start in range(0, len(frame), rows):
+        yield "the frame", pa.Table.from_pandas(frame.iloc[start:start + rows], schema=schema, preserve_index=False)
+
+
+def _table_batches(table: pa.Table, rows: int) -> Iterator[tuple[str, pa.Table]]:
+    missing = [c for c in REQUIRED if c not in table.column_names]
+    if missing:
+        raise ImportRowsError(f"augmented rows lack columns {missing}; need {list(REQUIRED)}")
+    for start in range(0, table.num_rows, rows):
+        yield "the table", table.slice(start, rows)
+
+
+def _batches(rows: Rows) -> tuple[Iterator[tuple[str, pa.Table]], list[str], int | None]:
+    """The rows as (origin, table) batches, the sources' names, and the row count when cheap to know."""
+    if isinstance(rows, pd.DataFrame):
+        return _frame_batches(rows, READ_BATCH_ROWS), ["a pandas frame"], len(rows)
+    if isinstance(rows, pa.Table):
+        return _table_batches(rows, READ_BATCH_ROWS), ["a pyarrow table"], rows.num_rows
+    files = source_files([rows] if isinstance(rows, str | Path) else list(rows))
+    total: int | None = None
+    if all(FORMATS[f.suffix.lower()] == "parquet" for f in files):  # footers only
+        total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return _file_batches(files), [str(f) for f in files], total
+
+
+# ---------------------------------------------------------------- rows
+def _normalise(table: pa.Table, origin: str, first: int, source: str) -> pa.Table:
+    """One batch in the shard layout; ``first`` is the batch's first row number (counting from 0)."""
+    text, label, group, bias_type = (table.column(c) for c in REQUIRED)
+    blank = pc.or_(pc.is_null(text), pc.equal(pc.utf8_trim_whitespace(pc.cast(text, pa.string())), ""))
+    bad = pc.or_(blank, pc.or_(pc.is_null(label), pc.or_(pc.is_null(group), pc.is_null(bias_type))))
+    if pa.types.is_floating(label.type):
+        bad = pc.or_(bad, pc.is_nan(label))
+    empty = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
+    if len(empty):
+        named = (empty[:5] + first).tolist()
+        raise ImportRowsError(f"augmented rows {named}{' ...' if len(empty) > 5 else ''} (counting from 0; in "
+                           f"{origin}) lack a text, label, group or bias_type; fill or drop them")
+    try:
+        labels = pc.cast(label, pa.int64())
+    except pa.ArrowInvalid:
+        raise ImportRowsError(f"{origin}: label must be an integer class (0/1 for the classification tasks); "
+                           f"found {label.type} values such as {label.slice(0, 3).to_pylist()}") from None
+    text, group, bias_type = (pc.cast(c, pa.string()) for c in (text, group, bias_type))
+    if "id" in table.column_names and table.column("id").null_count == 0:
+        ids = pc.cast(table.column("id"), pa.string())
+    elif "id" in table.column_names:
+        missing = np.flatnonzero(pc.is_null(table.column("id")).to_numpy(zero_copy_only=False))[:5] + first
+        raise ImportRowsError(f"augmented rows {missing.tolist()} (in {origin}) have no id while others do; "
+                           "give every row an id, or drop the id column to have them made from the texts")
+    else:
+        ids = pa.array([stable_id(source, t, g, b) for t, g, b in
+                        zip(text.to_pylist(), group.to_pylist(), bias_type.to_pylist())], pa.string())
+    stance = (pc.fill_null(pc.cast(table.column("stance"), pa.string()), UNKNOWN_STANCE)
+              if "stance" in table.column_names else pa.array([UNKNOWN_STANCE] * table.num_rows, pa.string()))
+    columns = {"sample_id": ids, "index": pa.array(np.arange(first, first + table.num_rows, dtype=np.int64)),
+               "text": text, "drop_reason": pa.array([""] * table.num_rows, pa.string()), "label": labels,
+               "group": group, "bias_type": bias_type, "stance": stance}
+    rest = {c: table.column(c) for c in table.column_names
+            if c not in columns and c not in ("id", "split", "source")}  # a trial sets split and source
+    return pa.table(columns | rest)
+
+
+class _Shards:
+    """Rows in, shards of ``shard_rows`` out (atomically, in order), each added to the row directory."""
+
+    def __init__(self, out: Path, shard_rows: int) -> None:
+        self.out, self.shard_rows = out, shard_rows
+        self.pending: list[pa.Table] = []
+        self.buffered = self.written = 0
+        self.directory = _RowDirectory()
+        self.id_hashes: list[np.ndarray] = []
+        self.schema: pa.Schema | None = None
+
+    def add(self, table: pa.Table, origin: str) -> None:
+        if self.schema is None:
+            self.schema = table.schema
+        elif table.schema != self.schema:
+            try:
+                table = table.select(self.schema.names).cast(self.schema)
+            except (KeyError, pa.ArrowException) as err:
+                raise ImportRowsError(f"{origin}: its columns differ from the first rows' ({self.schema.names} as "
+                                   f"{[str(t) for t in self.schema.types]}): {err}; give every file the same "
+                                   "columns and types") from None
+        self.pending.append(table)
+        self.buffered += table.num_rows
+        while self.buffered >= self.shard_rows:
+            self._write(self.shard_rows)
+
+    def close(self) -> None:
+        if self.buffered:
+            self._write(self.buffered)
+
+    def _write(self, rows: int) -> None:
+        table = pa.concat_tables(self.pending).combine_chunks()
+        shard, rest = table.slice(0, rows), table.slice(rows)
+        self.pending, self.buffered = ([rest] if rest.num_rows else []), rest.num_rows
+        part = self.out / "shards" / f"{IMPORT_PART_PREFIX}{self.written:06d}.parquet"
+        _atomic_write_parquet(shard, part, SHARD_ROW_GROUP_ROWS)
+        self.directory.add_shard(shard, part, pq.read_metadata(part))
+        self.id_hashes.append(_text_hashes(shard.column("sample_id")))
+        self.written += 1
+
+
+def _repeated_ids(out: Path, hashes: list[np.ndarray]) -> list[str]:
+    """Sample ids that occur more than once (hash candidates checked exactly, shard by shard)."""
+    values, counts = np.unique(np.concatenate(hashes), return_counts=True)
+    candidates = values[counts > 1]
+    if not len(candidates):
+        return []
+    seen: dict[str, int] = {}
+    for part, part_hashes in zip(_parts(out / "shards"), hashes):
+        hit = np.isin(part_hashes, candidates)
+        if hit.any():
+            for sample_id in pq.read_table(part, columns=["sample_id"]).column("sample_id").filter(
+                    pa.array(hit)).to_pylist():
+                seen[sample_id] = seen.get(sample_id, 0) + 1
+    return sorted(i for i, n in seen.items() if n > 1)
+
+
+# ---------------------------------------------------------------- the import
+def import_augmented(spec: SweepSpec, rows: Rows, source: str = "imported", shard_rows: int = IMPORT_SHARD_ROWS,
+                     progress: Callable[[int, int | None], None] | None = None) -> Path:
+    """Lay out augmented rows made elsewhere as a finished generation job of ``spec``; returns its folder.
+
+    ``rows``: a pandas frame, a pyarrow table, or paths of Parquet / JSON Lines / CSV files or
+    folders of them (see the module's docstring for the columns). ``progress(read, total)`` is
+    called after each batch (``total``: None where only reading all would tell, JSON and CSV).
+    Bad input (a missing column, a row without text or label, repeated ids, files whose columns
+    differ) raises :class:`ValueError` naming it, and what was written is removed: the folder
+    holds no finished job, and the next import starts over.
+    """
+    out = spec.augmented_dir
+    if (out / "manifest.json").exists():
+        held = "an import" if is_imported(out) else "a generation job"
+        raise FileExistsError(f"{out} already holds augmented data ({held}); delete that folder to import anew, "
+                              "or set another output_dir")
+    batches, sources, total = _batches(rows)
+    _clear_unfinished_import(out)
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    started, read = time.perf_counter(), 0
+    shards = _Shards(out, shard_rows)
+    try:
+        for origin, table in batches:
+            shards.add(_normalise(table, origin, read, source), origin)
+            read += table.num_rows
+            if progress:
+                progress(read, total)
+        shards.close()
+        if not read:
+            raise ImportRowsError(f"no augmented rows to import in {', '.join(sources)}")
+        repeated = _repeated_ids(out, shards.id_hashes)
+        if repeated:
+            raise ImportRowsError(f"augmented rows repeat ids {repeated[:5]}{' ...' if len(repeated) > 5 else ''} "
+                               f"({len(repeated)} ids); give each row a unique id (rows without ids get one "
+                               "from source, text, group and bias type, so drop exact repeats)")
+    except BaseException:
+        _clear_unfinished_import(out)  # nothing half-made stays behind to be mistaken for data
+        raise
+    shards.directory.write(out / ROW_DIRECTORY, np.zeros(0, dtype=np.int64))
+    _atomic_write_json(out / "manifest.json", {
+        "status": "complete", "imported": True, "rows": read, "kept": read, "engine": source,
+        "shards": shards.written, "sources": sources[:20] + ([f"... {len(sources) - 20} more"] if len(sources) > 20
+                                                             else []),
+        "columns": shards.schema.names if shards.schema else [], "import_s": round(time.perf_counter() - started, 3),
+    })
+    return out
+
+
+def imported_counts(out: Path) -> dict[str, int]:
+    """Kept rows per bias type of a finished job (from its row directory: one column read)."""
+    types = pq.read_table(out / ROW_DIRECTORY, columns=["bias_type"]).column("bias_type")
+    return {item["values"]: int(item["counts"]) for item in pc.value_counts(types).to_pylist()}
+
+
+def _clear_unfinished_import(out: Path) -> None:
+    """Remove what an import cut short left (no manifest yet); refuse to touch a generation job's shards."""
+    parts = _parts(out / "shards")
+    generated = [p.name for p in parts if not p.name.startswith(IMPORT_PART_PREFIX)]
+    if generated:
+        raise FileExistsError(f"{out} holds an unfinished generation job ({len(generated)} shards); finish it with "
+                              "`bias-ray generate`, or delete the folder to import there")
+    for part in parts:
+        part.unlink()
+    for stale in (out / "shards").glob(f".{IMPORT_PART_PREFIX}*.tmp-*") if (out / "shards").is_dir() else ():
+        stale.unlink(missing_ok=True)
+    (out / ROW_DIRECTORY).unlink(missing_ok=True)
