@@ -175,6 +175,9 @@ def imported_frame(rows: int) -> pd.DataFrame:
                          "engine_s"]).to_pandas()
 
 
+FILE_ROWS = 1_000_000
+
+
 def write_import_files(workdir: Path, rows: int, file_rows: int, fmt: str) -> list[Path]:
     """The import's rows as files of ``file_rows`` rows, as a user's own generation job would leave them."""
     folder = workdir / f"to-import-{fmt}"
@@ -190,7 +193,18 @@ def write_import_files(workdir: Path, rows: int, file_rows: int, fmt: str) -> li
     return sorted(folder.iterdir())
 
 
-def child(step: str, workdir: Path, bias_type: str, seed: int, rows: int = 0, source: str = "frame") -> None:
+def peak_rss() -> int:
+    """This process's peak RSS in bytes: VmHWM, which starts anew at exec. (``ru_maxrss`` keeps the
+    pre-exec high-water mark, i.e. the forking parent's RSS: a parent holding a big frame inflates it.)"""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def child(step: str, workdir: Path, bias_type: str, seed: int, rows: int = 0, source: str = "frame",
+          file_rows: int = FILE_ROWS) -> None:
     from bias_ray.generate import imported, pipeline  # noqa: F401  (imports count in the baseline, not the step)
     from bias_ray.train import trainable  # noqa: F401
 
@@ -217,6 +231,9 @@ def child(step: str, workdir: Path, bias_type: str, seed: int, rows: int = 0, so
         info = {k: manifest[k] for k in ("rows", "generated", "dropped")}
     elif step == "old-finalize":
         info = old_finalize(spec.augmented_dir)
+    elif step.startswith("write-"):
+        files = write_import_files(workdir, rows, file_rows, step.removeprefix("write-"))
+        info = {"files": len(files), "bytes": sum(f.stat().st_size for f in files)}
     elif step == "import":
         shutil.rmtree(spec.augmented_dir, ignore_errors=True)
         out = imported.import_augmented(spec, frame)
@@ -226,17 +243,17 @@ def child(step: str, workdir: Path, bias_type: str, seed: int, rows: int = 0, so
         raise ValueError(step)
     wall = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    peak = usage.ru_maxrss * 1024
+    peak = peak_rss()
     print(json.dumps({"step": step, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime - cpu_before,
                       "baseline_rss": baseline, "peak_rss": peak,
                       "peak_above_baseline": peak - baseline, **info}))
 
 
 def run_child(step: str, workdir: Path, bias_type: str = "religion", seed: int = 0, timeout: int = 900,
-              rows: int = 0, source: str = "frame") -> dict:
+              rows: int = 0, source: str = "frame", file_rows: int = FILE_ROWS) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--child", step, "--workdir", str(workdir),
                            "--bias-type", bias_type, "--seed", str(seed), "--imported-rows", str(rows),
-                           "--import-from", source],
+                           "--import-from", source, "--file-rows", str(file_rows)],
                           capture_output=True, text=True, timeout=timeout, env={**os.environ})
     if proc.returncode:
         raise RuntimeError(f"{step} failed:\n{proc.stderr[-3000:]}")
@@ -281,13 +298,15 @@ def main() -> None:
                     help="also import a set of this size (9 columns) and time a trial on it")
     ap.add_argument("--import-from", default="frame", choices=["frame", "parquet", "jsonl"],
                     help="what the import reads: a pandas frame in memory, or files written first")
-    ap.add_argument("--file-rows", type=int, default=1_000_000, help="rows per file with --import-from parquet/jsonl")
+    ap.add_argument("--file-rows", type=int, default=FILE_ROWS,
+                    help="rows per file with --import-from parquet/jsonl (pandas' default: one row group a file)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--bias-type", default="religion", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.workdir, args.bias_type, args.seed, args.imported_rows, args.import_from)
+        child(args.child, args.workdir, args.bias_type, args.seed, args.imported_rows, args.import_from,
+              args.file_rows)
         return
     print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()}", flush=True)
     bytes_per_row(args.workdir.parent if args.workdir.exists() else Path("/tmp"))
@@ -317,11 +336,10 @@ def main() -> None:
             source = args.import_from
             print(f"imported set, {args.imported_rows:,} rows (9 columns, ~200-character texts) from "
                   f"{'a pandas frame' if source == 'frame' else source + ' files'}:", flush=True)
-            if source != "frame":
-                clock = time.perf_counter()
-                files = write_import_files(work, args.imported_rows, args.file_rows, source)
-                print(f"  wrote {len(files)} {source} files, {sum(f.stat().st_size for f in files) / 2**20:,.0f} MiB, "
-                      f"in {time.perf_counter() - clock:.1f} s", flush=True)
+            if source != "frame":  # in a child: the files' frame never sits in this (forking) process
+                w = run_child(f"write-{source}", work, rows=args.imported_rows, timeout=3600, file_rows=args.file_rows)
+                print(f"  wrote {w['files']} {source} files of {args.file_rows:,} rows, {w['bytes'] / 2**20:,.0f} MiB, "
+                      f"in {w['wall_s']:.1f} s", flush=True)
             r = run_child("import", work, rows=args.imported_rows, timeout=3600, source=source)
             report(f"import_augmented ({r['shards']} shards)", r)
             for k in range(args.seeds):

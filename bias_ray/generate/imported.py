@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
+import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from bias_ray.data.loaders import stable_id
@@ -46,7 +47,9 @@ IMPORT_SHARD_ROWS = 50_000
 REQUIRED = ("text", "label", "group", "bias_type")
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "json", ".json": "json", ".ndjson": "json",
            ".csv": "csv"}
-READ_BATCH_ROWS = 65_536
+READ_BATCH_ROWS = 16_384
+PARQUET_BUFFER_BYTES = 1 << 20
+TEXT_BLOCK_BYTES = 4 << 20  # CSV / JSON Lines: about 16k rows of 200-character texts a block
 UNKNOWN_STANCE = "unknown"
 
 Rows = pd.DataFrame | pa.Table | str | Path | Sequence[str | Path]
@@ -78,20 +81,40 @@ def source_files(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def _open_file(path: Path):
+    """A streaming reader of one file's record batches, and its column names (before any row is read).
+
+    Parquet is read through a buffered stream (``pre_buffer=False``), so memory follows the batch,
+    not the file's row groups (pandas writes row groups of a million rows); CSV and JSON Lines
+    through Arrow's block readers (types inferred from the first block).
+    """
+    fmt = FORMATS[path.suffix.lower()]
+    if fmt == "parquet":
+        reader = pq.ParquetFile(path, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
+        return reader.iter_batches(batch_size=READ_BATCH_ROWS), reader.schema_arrow.names
+    block = {"block_size": TEXT_BLOCK_BYTES}
+    if fmt == "csv":
+        reader = pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(**block))
+    else:
+        reader = pa_json.open_json(path, read_options=pa_json.ReadOptions(**block))
+    return reader, reader.schema.names
+
+
 def _file_batches(files: list[Path]) -> Iterator[tuple[str, pa.Table]]:
     """(file name, rows) batches, file by file, in order; nothing is read before it is needed."""
     for path in files:
+        fmt = FORMATS[path.suffix.lower()]
         try:
-            dataset = pads.dataset(str(path), format=FORMATS[path.suffix.lower()])
-            missing = [c for c in REQUIRED if c not in dataset.schema.names]
+            batches, names = _open_file(path)
+            missing = [c for c in REQUIRED if c not in names]
             if missing:
-                raise ImportRowsError(f"{path} lacks columns {missing} (it has {dataset.schema.names}); "
-                                   f"augmented rows need {list(REQUIRED)}")
-            for batch in dataset.to_batches(batch_size=READ_BATCH_ROWS):
+                raise ImportRowsError(f"{path} lacks columns {missing} (it has {names}); "
+                                      f"augmented rows need {list(REQUIRED)}")
+            for batch in batches:
                 if batch.num_rows:
                     yield str(path), pa.Table.from_batches([batch])
         except pa.ArrowException as err:
-            raise ImportRowsError(f"{path} cannot be read as {FORMATS[path.suffix.lower()]}: {err}") from None
+            raise ImportRowsError(f"{path} cannot be read as {fmt}: {err}") from None
 
 
 def _frame_batches(frame: pd.DataFrame, rows: int) -> Iterator[tuple[str, pa.Table]]:
@@ -205,17 +228,21 @@ class _Shards:
 
 
 def _repeated_ids(out: Path, hashes: list[np.ndarray]) -> list[str]:
-    """Sample ids that occur more than once (hash candidates checked exactly, shard by shard)."""
-    values, counts = np.unique(np.concatenate(hashes), return_counts=True)
-    candidates = values[counts > 1]
+    """Sample ids that occur more than once: ids whose 64-bit hash repeats are read back and compared
+    exactly, shard by shard. ``hashes`` (one array per shard) is emptied."""
+    values = np.concatenate(hashes)
+    hashes.clear()
+    values.sort()  # in place: one array of 8 bytes a row, no copies
+    candidates = np.unique(values[1:][values[1:] == values[:-1]])
+    del values
     if not len(candidates):
         return []
     seen: dict[str, int] = {}
-    for part, part_hashes in zip(_parts(out / "shards"), hashes):
-        hit = np.isin(part_hashes, candidates)
+    for part in _parts(out / "shards"):
+        ids = pq.read_table(part, columns=["sample_id"]).column("sample_id")
+        hit = np.isin(_text_hashes(ids), candidates)
         if hit.any():
-            for sample_id in pq.read_table(part, columns=["sample_id"]).column("sample_id").filter(
-                    pa.array(hit)).to_pylist():
+            for sample_id in ids.filter(pa.array(hit)).to_pylist():
                 seen[sample_id] = seen.get(sample_id, 0) + 1
     return sorted(i for i, n in seen.items() if n > 1)
 
