@@ -193,6 +193,16 @@ def write_import_files(workdir: Path, rows: int, file_rows: int, fmt: str) -> li
     return sorted(folder.iterdir())
 
 
+def reset_peak_rss() -> None:
+    """Start this process's peak RSS (VmHWM) anew from its RSS now: building the user's frame may peak
+    higher than the frame itself, and that is not the import's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def peak_rss() -> int:
     """This process's peak RSS in bytes: VmHWM, which starts anew at exec. (``ru_maxrss`` keeps the
     pre-exec high-water mark, i.e. the forking parent's RSS: a parent holding a big frame inflates it.)"""
@@ -212,6 +222,7 @@ def child(step: str, workdir: Path, bias_type: str, seed: int, rows: int = 0, so
     frame = None
     if step == "import":  # the user's frame is in the baseline; files are read by the import
         frame = imported_frame(rows) if source == "frame" else sorted((workdir / f"to-import-{source}").iterdir())
+    reset_peak_rss()
     baseline = psutil.Process().memory_info().rss
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = usage.ru_utime + usage.ru_stime
