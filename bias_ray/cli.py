@@ -237,6 +237,10 @@ def import_rows(
         console.print(f"[yellow]no imported rows for the spec's bias types {absent}[/yellow]: their trials at a "
                       "bias ratio above 0 will have no augmented rows to mix; import rows for them or drop them "
                       "from bias_types", highlight=False, soft_wrap=True)
+    unused = sorted(set(counts) - {b.name for b in spec.bias_type_specs})
+    if unused:
+        console.print(f"not in the spec's bias_types, so no trial reads their rows: {unused}", highlight=False,
+                      soft_wrap=True)
     console.print(f"next: bias-ray sweep {spec_path} (or bias-ray run {spec_path})", highlight=False, soft_wrap=True)
 
 

@@ -142,5 +142,6 @@ def test_the_import_command(tmp_path, data_root):
     assert result.exit_code == 0, result.output
     assert "imported 90 rows" in result.output and "religion 60" in result.output and "gender 30" in result.output
     assert "no imported rows for the spec's bias types ['race']" in result.output
+    assert "no trial reads their rows: ['gender']" in result.output
     again = runner.invoke(app, ["import", str(tmp_path / "spec.yaml"), str(tmp_path / "in")])
     assert again.exit_code == 2 and "already holds augmented data (an import)" in again.output
