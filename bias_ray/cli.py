@@ -198,7 +198,8 @@ def _print_generator_measures(out: Path) -> None:
 @app.command("import")
 def import_rows(
     spec_path: Path = typer.Argument(..., help="YAML sweep spec (its output_dir receives the rows)"),
-    paths: list[Path] = typer.Argument(..., help="Parquet, JSON Lines (.jsonl) or CSV files, or folders of them"),
+    paths: list[str] = typer.Argument(..., help="Parquet, JSON Lines (.jsonl) or CSV files (.gz/.bz2/.zst too), "
+                                                 "or folders of them; local paths or URIs (s3://, gs://, hdfs://)"),
     source: str = typer.Option("imported", help="Name of where the rows come from (the manifest's engine; "
                                                 "part of the ids made for rows without an id)"),
 ) -> None:

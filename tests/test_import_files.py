@@ -145,3 +145,24 @@ def test_the_import_command(tmp_path, data_root):
     assert "no trial reads their rows: ['gender']" in result.output
     again = runner.invoke(app, ["import", str(tmp_path / "spec.yaml"), str(tmp_path / "in")])
     assert again.exit_code == 2 and "already holds augmented data (an import)" in again.output
+
+
+def test_uris_and_compressed_text_files(tmp_path, data_root):
+    """A folder behind a URI (file:// here; s3:// and gs:// go through the same pyarrow.fs calls)."""
+    rows = _rows(120)
+    (tmp_path / "bucket" / "run-1").mkdir(parents=True)
+    rows.iloc[:50].to_json(tmp_path / "bucket" / "run-1" / "a.jsonl.gz", orient="records", lines=True,
+                           compression="gzip")
+    rows.iloc[50:].to_csv(tmp_path / "bucket" / "run-1" / "b.csv.bz2", index=False, compression="bz2")
+    (tmp_path / "bucket" / "run-1" / "_SUCCESS").write_text("")  # a job's marker files are not data
+    spec = _spec(tmp_path, data_root)
+    out = import_augmented(spec, f"file://{tmp_path}/bucket/")
+    assert load_augmented(spec)["text"].tolist() == rows["text"].tolist()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["sources"] == [f"file://{tmp_path}/bucket/run-1/a.jsonl.gz",
+                                   f"file://{tmp_path}/bucket/run-1/b.csv.bz2"]
+    with pytest.raises(ImportRowsError, match="nosuch://bucket/x: cannot open this URI"):
+        import_augmented(_spec(tmp_path, data_root, "other"), "nosuch://bucket/x")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty holds no .parquet"):
+        import_augmented(_spec(tmp_path, data_root, "other"), f"file://{tmp_path}/empty")

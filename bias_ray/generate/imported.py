@@ -2,29 +2,33 @@
 
 A user who generated millions of samples with their own vLLM job (or holds a planted set for a
 study) brings them as a pandas frame, a pyarrow table, or files: Parquet, JSON Lines (``.jsonl``,
-``.json``) or CSV, or folders of them. Each row needs ``text``, ``label`` (an integer class),
-``group`` and ``bias_type``; ``id`` is kept as the sample id when given (else a hash of source,
-text, group and bias type), ``stance`` is kept when given (else ``unknown``), other columns ride
-along.
+``.json``) or CSV (the text formats may be compressed), or folders of them, local or behind a URI
+that ``pyarrow.fs`` opens (``s3://``, ``gs://``, ``hdfs://``; credentials from the environment).
+Each row needs ``text``, ``label`` (an integer class), ``group`` and ``bias_type``; ``id`` is kept
+as the sample id when given (else a hash of source, text, group and bias type), ``stance`` is
+kept when given (else ``unknown``), other columns ride along.
 
 The rows are read in batches and written as a generated job's shards (``part-imported-*``, small
-row groups), the row directory and the manifest, last. Memory holds one shard and about 36 bytes
-a row (an id hash and the row directory), so 10M rows import in well under a GiB
-(``bench/trial_data.py --imported-rows N --import-from parquet``). An import cut short, or one
-that found bad rows, leaves no manifest; the next import into the folder starts over.
+row groups), the row directory and the manifest, last. Memory holds one shard, the reader's
+buffers and about 36 bytes a row (an id hash and the row directory): 10M rows from Parquet
+files import in 35 s and +738 MiB (``bench/trial_data.py --imported-rows N --import-from
+parquet``). An import cut short, or one that found bad rows, leaves no manifest; the next import
+into the folder starts over.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+import pyarrow.fs as pafs
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
@@ -47,6 +51,7 @@ IMPORT_SHARD_ROWS = 50_000
 REQUIRED = ("text", "label", "group", "bias_type")
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "json", ".json": "json", ".ndjson": "json",
            ".csv": "csv"}
+COMPRESSED = {".gz", ".bz2", ".zst", ".lz4"}
 READ_BATCH_ROWS = 16_384
 PARQUET_BUFFER_BYTES = 1 << 20
 TEXT_BLOCK_BYTES = 4 << 20  # CSV / JSON Lines: about 16k rows of 200-character texts a block
@@ -60,61 +65,98 @@ class ImportRowsError(ValueError):
 
 
 # ---------------------------------------------------------------- sources
-def source_files(paths: Sequence[str | Path]) -> list[Path]:
-    """The files behind ``paths``: files as given, folders searched (recursively, sorted) for data files."""
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS
-                           and not p.name.startswith((".", "_")))
-            if not found:
-                raise FileNotFoundError(f"{path} holds no {', '.join(sorted(FORMATS))} files to import")
-            files += found
-        elif path.is_file():
-            if path.suffix.lower() not in FORMATS:
-                raise ImportRowsError(f"{path}: unknown format {path.suffix!r}; import .parquet, .jsonl/.json "
-                                   "(one JSON object a line) or .csv files")
-            files.append(path)
+@dataclass(frozen=True)
+class SourceFile:
+    """One file to import: its filesystem (local, or S3/GCS/HDFS through pyarrow.fs), path and format."""
+
+    fs: pafs.FileSystem
+    path: str
+    name: str  # as the user wrote it: a local path or a URI
+    format: str
+
+    def open(self):
+        """A streaming reader of the file's record batches, and its column names (before any row is read).
+
+        Parquet is read through a buffered stream (``pre_buffer=False``), so memory follows the
+        batch, not the file's row groups (pandas writes row groups of a million rows); CSV and
+        JSON Lines (compressed too: ``.gz``, ``.bz2``, ``.zst``) through Arrow's block readers,
+        types inferred from the first block.
+        """
+        if self.format == "parquet":
+            reader = pq.ParquetFile(self.fs.open_input_file(self.path), buffer_size=PARQUET_BUFFER_BYTES,
+                                    pre_buffer=False)
+            return reader.iter_batches(batch_size=READ_BATCH_ROWS), reader.schema_arrow.names
+        stream = self.fs.open_input_stream(self.path)  # compression detected from the name
+        block = {"block_size": TEXT_BLOCK_BYTES}
+        if self.format == "csv":
+            reader = pa_csv.open_csv(stream, read_options=pa_csv.ReadOptions(**block))
         else:
-            raise FileNotFoundError(f"{path} does not exist; give files or folders of augmented rows")
+            reader = pa_json.open_json(stream, read_options=pa_json.ReadOptions(**block))
+        return reader, reader.schema.names
+
+    def parquet_rows(self) -> int:
+        return pq.ParquetFile(self.fs.open_input_file(self.path)).metadata.num_rows
+
+
+def file_format(name: str) -> str | None:
+    """``parquet``, ``json`` or ``csv`` from a file name (a compressed text file by its inner suffix)."""
+    suffixes = [x.lower() for x in PurePosixPath(name).suffixes]
+    if len(suffixes) > 1 and suffixes[-1] in COMPRESSED:
+        fmt = FORMATS.get(suffixes[-2])
+        return fmt if fmt in ("csv", "json") else None
+    return FORMATS.get(suffixes[-1]) if suffixes else None
+
+
+def source_files(paths: Sequence[str | Path]) -> list[SourceFile]:
+    """The files behind ``paths`` (local paths or URIs such as ``s3://bucket/prefix/``): files as given,
+    folders searched recursively, in name order, for data files."""
+    files: list[SourceFile] = []
+    for raw in paths:
+        name = str(raw)
+        if "://" in name:
+            try:
+                fs, root = pafs.FileSystem.from_uri(name)
+            except (pa.ArrowException, ValueError) as err:
+                raise ImportRowsError(f"{name}: cannot open this URI ({err}); check the scheme (s3://, gs://, "
+                                      "hdfs://, file://) and the credentials in the environment") from None
+        else:
+            fs, root = pafs.LocalFileSystem(), str(Path(name).expanduser().resolve())
+        info = fs.get_file_info(root)
+        if info.type == pafs.FileType.Directory:
+            found = sorted((f for f in fs.get_file_info(pafs.FileSelector(root, recursive=True))
+                            if f.type == pafs.FileType.File and file_format(f.base_name)
+                            and not f.base_name.startswith((".", "_"))), key=lambda f: f.path)
+            if not found:
+                raise FileNotFoundError(f"{name} holds no .parquet, .jsonl/.json or .csv files to import")
+            base = name.rstrip("/")
+            files += [SourceFile(fs, f.path, f"{base}/{f.path[len(root):].lstrip('/')}", str(file_format(f.base_name)))
+                      for f in found]
+        elif info.type == pafs.FileType.File:
+            fmt = file_format(info.base_name)
+            if fmt is None:
+                raise ImportRowsError(f"{name}: unknown format {PurePosixPath(info.base_name).suffix!r}; import "
+                                      ".parquet, .jsonl/.json (one JSON object a line) or .csv files (the text ones "
+                                      "may be compressed: .gz, .bz2, .zst)")
+            files.append(SourceFile(fs, info.path, name, fmt))
+        else:
+            raise FileNotFoundError(f"{name} does not exist; give files or folders of augmented rows")
     return files
 
 
-def _open_file(path: Path):
-    """A streaming reader of one file's record batches, and its column names (before any row is read).
-
-    Parquet is read through a buffered stream (``pre_buffer=False``), so memory follows the batch,
-    not the file's row groups (pandas writes row groups of a million rows); CSV and JSON Lines
-    through Arrow's block readers (types inferred from the first block).
-    """
-    fmt = FORMATS[path.suffix.lower()]
-    if fmt == "parquet":
-        reader = pq.ParquetFile(path, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
-        return reader.iter_batches(batch_size=READ_BATCH_ROWS), reader.schema_arrow.names
-    block = {"block_size": TEXT_BLOCK_BYTES}
-    if fmt == "csv":
-        reader = pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(**block))
-    else:
-        reader = pa_json.open_json(path, read_options=pa_json.ReadOptions(**block))
-    return reader, reader.schema.names
-
-
-def _file_batches(files: list[Path]) -> Iterator[tuple[str, pa.Table]]:
+def _file_batches(files: list[SourceFile]) -> Iterator[tuple[str, pa.Table]]:
     """(file name, rows) batches, file by file, in order; nothing is read before it is needed."""
-    for path in files:
-        fmt = FORMATS[path.suffix.lower()]
+    for source in files:
         try:
-            batches, names = _open_file(path)
+            batches, names = source.open()
             missing = [c for c in REQUIRED if c not in names]
             if missing:
-                raise ImportRowsError(f"{path} lacks columns {missing} (it has {names}); "
+                raise ImportRowsError(f"{source.name} lacks columns {missing} (it has {names}); "
                                       f"augmented rows need {list(REQUIRED)}")
             for batch in batches:
                 if batch.num_rows:
-                    yield str(path), pa.Table.from_batches([batch])
+                    yield source.name, pa.Table.from_batches([batch])
         except pa.ArrowException as err:
-            raise ImportRowsError(f"{path} cannot be read as {fmt}: {err}") from None
+            raise ImportRowsError(f"{source.name} cannot be read as {source.format}: {err}") from None
 
 
 def _frame_batches(frame: pd.DataFrame, rows: int) -> Iterator[tuple[str, pa.Table]]:
@@ -143,9 +185,9 @@ def _batches(rows: Rows) -> tuple[Iterator[tuple[str, pa.Table]], list[str], int
         return _table_batches(rows, READ_BATCH_ROWS), ["a pyarrow table"], rows.num_rows
     files = source_files([rows] if isinstance(rows, str | Path) else list(rows))
     total: int | None = None
-    if all(FORMATS[f.suffix.lower()] == "parquet" for f in files):  # footers only
-        total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    return _file_batches(files), [str(f) for f in files], total
+    if all(f.format == "parquet" for f in files):  # footers only
+        total = sum(f.parquet_rows() for f in files)
+    return _file_batches(files), [f.name for f in files], total
 
 
 # ---------------------------------------------------------------- rows
