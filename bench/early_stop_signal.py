@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import statistics
 from pathlib import Path
@@ -60,10 +61,63 @@ def replay_asha(histories: list[dict], grace_period: int, reduction_factor: floa
             "same_best": asha_best == full_best}
 
 
+def replay_sha(histories: list[dict], grace_period: int, reduction_factor: float, stop_margin: float = 0.0,
+                group_by: tuple[str, ...] = ()) -> dict:
+    """Synchronous successive halving on these histories: every trial of a group reaches a rung before any
+    goes on; the top ``ceil(n / eta)`` (and any within ``stop_margin`` of the last of them) continue.
+
+    Run one trial at a time this needs each survivor paused at every rung and resumed from its
+    checkpoint later (``resumes``), which ASHA never does.
+    """
+    max_t = max(len(h["history"]) for h in histories)
+    used, resumes = [0] * len(histories), 0
+    groups: dict[tuple, list[int]] = {}
+    for n, h in enumerate(histories):
+        groups.setdefault(tuple(str(h["cell"][k]) for k in group_by), []).append(n)
+    for alive in groups.values():
+        rung = grace_period
+        while True:
+            rung = min(rung, max_t)
+            resumes += sum(1 for n in alive if 0 < used[n] < rung)
+            for n in alive:
+                used[n] = rung
+            if rung >= max_t:
+                break
+            values = sorted((histories[n]["history"][rung - 1] for n in alive), reverse=True)
+            cutoff = values[max(1, math.ceil(len(alive) / reduction_factor)) - 1] - stop_margin
+            alive = [n for n in alive if histories[n]["history"][rung - 1] >= cutoff]
+            rung = int(rung * reduction_factor)
+    last = [histories[n]["history"][used[n] - 1] for n in range(len(histories))]
+    full_best = max(range(len(histories)), key=lambda i: histories[i]["history"][-1])
+    best = max(range(len(histories)), key=lambda i: last[i])
+    return {"iteration_share": round(sum(used) / sum(len(h["history"]) for h in histories), 3),
+            "reports_used": used, "resumes": resumes, "same_best": best == full_best}
+
+
 def parse_setting(text: str) -> tuple[int, float, float, tuple[str, ...]]:
     parts = text.split(":")
     return (int(parts[0]), float(parts[1]), float(parts[2]) if len(parts) > 2 else 0.0,
             tuple(k for k in parts[3].split(",") if k) if len(parts) > 3 else ())
+
+
+def run_grid(args, seed: int) -> list[dict]:
+    """The bench's full grid (``scheduler: none``) for one seed; every trial's per-report history."""
+    out = args.out.resolve()
+    init_ray()
+
+    def spec_for(seed: int | None):
+        d = bench_spec(out, {"name": "none"}, seed or 0, None if seed is None else out / f"seed{seed}")
+        d["training"] |= args.training
+        return parse_spec(d, check_files=False)
+
+    gen_spec = spec_for(None)
+    ensure_model(gen_spec.models.student, default_data_root(), True)
+    generate(gen_spec)  # once: a finished job is left as it is
+    spec = spec_for(seed)
+    if spec.run_dir.exists():
+        shutil.rmtree(spec.run_dir)
+    shutil.copytree(gen_spec.augmented_dir, spec.augmented_dir)
+    return trial_histories(run_sweep(spec, verbose=0), args.metric)
 
 
 def main() -> None:
@@ -75,29 +129,26 @@ def main() -> None:
                     default=["1:3", "2:3", "1:3:0:mitigation", "1:3:0.05", "1:3:0.05:mitigation"])
     ap.add_argument("--training", type=json.loads, default={},
                     help='JSON overrides of the bench\'s training section, e.g. \'{"eval_every": 2}\'')
+    ap.add_argument("--replay-sha", nargs="*", default=[],
+                    help="the same settings replayed as synchronous successive halving (replay_sha)")
     ap.add_argument("--json", type=Path, help="also write the histories and figures here")
+    ap.add_argument("--from-json", type=Path,
+                    help="replay the histories recorded in this --json file (its seeds) instead of running grids")
     args = ap.parse_args()
-    out = args.out.resolve()
-    init_ray()
-
-    def spec_for(seed: int | None):
-        d = bench_spec(out, {"name": "none"}, seed or 0, None if seed is None else out / f"seed{seed}")
-        d["training"] |= args.training
-        return parse_spec(d, check_files=False)
-
-    gen_spec = spec_for(None)
-    ensure_model(gen_spec.models.student, default_data_root(), True)
-    generate(gen_spec)
-    figures: dict = {"metric": args.metric, "training_overrides": args.training, "seeds": {}}
-    for seed in args.seeds:
-        spec = spec_for(seed)
-        if spec.run_dir.exists():
-            shutil.rmtree(spec.run_dir)
-        shutil.copytree(gen_spec.augmented_dir, spec.augmented_dir)
-        histories = trial_histories(run_sweep(spec, verbose=0), args.metric)
+    if args.from_json:
+        recorded = json.loads(args.from_json.read_text())
+        figures = {**recorded, "seeds": {}}
+        args.seeds = list(recorded["seeds"])
+        runs = ((seed, recorded["seeds"][seed]["histories"]) for seed in args.seeds)
+    else:
+        figures = {"metric": args.metric, "training_overrides": args.training, "seeds": {}}
+        runs = ((seed, run_grid(args, seed)) for seed in args.seeds)
+    for seed, histories in runs:
         replays = {s: replay_asha(histories, *parse_setting(s)) for s in args.replay}
+        sha = {s: replay_sha(histories, *parse_setting(s)) for s in args.replay_sha}
         figures["seeds"][seed] = {"histories": histories, "rank_correlation": rank_correlations(histories),
-                                  "best_stable_over_last_two_reports": best_is_stable(histories), "replays": replays}
+                                  "best_stable_over_last_two_reports": best_is_stable(histories), "replays": replays,
+                                  "replays_sha": sha}
         print(f"seed {seed}: rho(report i, final) = {figures['seeds'][seed]['rank_correlation']}; best by the last "
               f"report is best by the one before: {figures['seeds'][seed]['best_stable_over_last_two_reports']}",
               flush=True)
@@ -106,15 +157,22 @@ def main() -> None:
                   + " ".join(f"{v:.3f}" for v in h["history"]))
         for s, r in replays.items():
             print(f"    replay {s}: {r}")
+        for s, r in sha.items():
+            print(f"    replay (synchronous) {s}: {r}")
     rhos = [figures["seeds"][seed]["rank_correlation"] for seed in args.seeds]
     print("mean rho(report i, final) over seeds:",
           [round(statistics.mean(r[i] for r in rhos if r[i] is not None), 3) for i in range(min(map(len, rhos)))])
     stable = sum(figures["seeds"][seed]["best_stable_over_last_two_reports"] for seed in args.seeds)
     print(f"best by the last report is best by the one before in {stable}/{len(args.seeds)} seeds")
-    for s in args.replay:
-        rs = [figures["seeds"][seed]["replays"][s] for seed in args.seeds]
-        print(f"replay {s}: same best {sum(r['same_best'] for r in rs)}/{len(rs)}, iteration share mean "
-              f"{statistics.mean(r['iteration_share'] for r in rs):.3f}, per seed {[r['iteration_share'] for r in rs]}")
+    for kind, settings in (("replays", args.replay), ("replays_sha", args.replay_sha)):
+        for s in settings:
+            rs = [figures["seeds"][seed][kind][s] for seed in args.seeds]
+            label = "replay" if kind == "replays" else "replay (synchronous)"
+            print(f"{label} {s}: same best {sum(r['same_best'] for r in rs)}/{len(rs)}, iteration share mean "
+                  f"{statistics.mean(r['iteration_share'] for r in rs):.3f}, max "
+                  f"{max(r['iteration_share'] for r in rs):.3f}"
+                  + (f", resumes per grid {statistics.mean(r['resumes'] for r in rs):.1f}" if "resumes" in rs[0]
+                     else ""))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2, default=str))
