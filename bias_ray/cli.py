@@ -202,12 +202,16 @@ def import_rows(
                                                  "or folders of them; local paths or URIs (s3://, gs://, hdfs://)"),
     source: str = typer.Option("imported", help="Name of where the rows come from (the manifest's engine; "
                                                 "part of the ids made for rows without an id)"),
+    filter_rows: bool = typer.Option(False, "--filter", help="Drop rows as generated ones are dropped: the spec's "
+                                     "generation.quality filters (empty, length, refusals, exact duplicates)"),
 ) -> None:
     """Use augmented data made elsewhere: stream its rows into the spec's augmented folder as a finished job.
 
     Each row needs text, label, group and bias_type (id and stance are kept when given). Then
     `bias-ray sweep SPEC`, or `bias-ray run SPEC`, which skips generation for an imported set.
     """
+    import json
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from bias_ray.generate.imported import import_augmented, imported_counts
@@ -224,13 +228,18 @@ def import_rows(
 
     try:
         with bar:
-            out = import_augmented(spec, paths, source=source, progress=advance)
+            out = import_augmented(spec, paths, source=source, progress=advance, filter_rows=filter_rows)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         console.print(f"[red]{escape(str(err))}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     counts = imported_counts(out)
-    console.print(f"[green]imported[/green] {sum(counts.values()):,} rows in "
-                  f"{time.perf_counter() - started:.1f}s into {out}", highlight=False, soft_wrap=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    console.print(f"[green]imported[/green] {manifest['rows']:,} rows in {time.perf_counter() - started:.1f}s "
+                  f"into {out}", highlight=False, soft_wrap=True)
+    if filter_rows:
+        drops = ", ".join(f"{reason} {n:,}" for reason, n in sorted(manifest["dropped"].items())) or "none"
+        console.print(f"filters: {manifest['kept']:,} kept; dropped: {drops}; exact duplicates: "
+                      f"{manifest['duplicates']:,}", highlight=False, soft_wrap=True)
     console.print("rows per bias type: " + ", ".join(f"{b} {n:,}" for b, n in sorted(counts.items())),
                   highlight=False, soft_wrap=True)
     absent = [b.name for b in spec.bias_type_specs if b.name not in counts]

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from bias_ray.cli import app
 from bias_ray.generate import imported
 from bias_ray.generate.imported import ImportRowsError, import_augmented
-from bias_ray.generate.pipeline import ROW_DIRECTORY, generate, is_imported, load_augmented
+from bias_ray.generate.pipeline import ROW_DIRECTORY, augmented_strata, generate, is_imported, load_augmented
 from bias_ray.spec import parse_spec
 from bias_ray.train.trainable import trial_data
 from tests.conftest import micro_spec_dict
@@ -166,3 +166,30 @@ def test_uris_and_compressed_text_files(tmp_path, data_root):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty holds no .parquet"):
         import_augmented(_spec(tmp_path, data_root, "other"), f"file://{tmp_path}/empty")
+
+
+def test_filter_drops_rows_as_a_generated_job_does(tmp_path, data_root):
+    """--filter: the spec's quality filters and exact-duplicate removal; dropped rows are never drawn."""
+    rows = _rows(200).assign(id=[f"r{i}" for i in range(200)])
+    rows.loc[3, "text"] = "   "
+    rows.loc[10, "text"] = "I'm sorry, but I can't write that."
+    rows.loc[20, "text"] = "x" * 3000  # over quality.max_chars (2000)
+    rows.loc[150, "text"] = rows.loc[40, "text"]  # an exact repeat, in another shard and file
+    rows.loc[[3, 10, 20, 40, 150], "bias_type"] = "religion"
+    files = _as_files(rows, tmp_path / "in")
+    spec = _spec(tmp_path, data_root)
+    out = import_augmented(spec, files, shard_rows=64, filter_rows=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["dropped"] == {"empty": 1, "refusal": 1, "too_long": 1} and manifest["duplicates"] == 1
+    assert manifest["kept"] == 196 and manifest["filters"]["max_chars"] == 2000
+    kept = load_augmented(spec)
+    # of a repeat the smallest sample id stays, as in a generated job ("r150" < "r40")
+    assert set(rows["id"]) - set(kept["id"]) == {"r3", "r10", "r20", "r40"}
+    assert imported.imported_counts(out)["religion"] == (rows["bias_type"] == "religion").sum() - 4
+    strata = augmented_strata(spec, "religion")
+    assert not {3, 10, 20, 40} & set(strata["index"]) and 150 in set(strata["index"])
+    plain = _spec(tmp_path, data_root, "plain")
+    with pytest.raises(ImportRowsError, match=r"rows \[3\] .* lack a text"):  # unfiltered, an empty text is refused
+        import_augmented(plain, files)
+    import_augmented(plain, rows.drop(index=3))
+    assert len(load_augmented(plain)) == 199  # as given: the refusal, the long text and the repeat stay

@@ -40,10 +40,12 @@ from bias_ray.generate.pipeline import (
     _atomic_write_parquet,
     _parts,
     _RowDirectory,
+    _stream_duplicates,
     _text_hashes,
     is_imported,
 )
-from bias_ray.spec import SweepSpec
+from bias_ray.generate.quality import drop_reasons
+from bias_ray.spec import QualitySpec, SweepSpec
 
 # shards named apart from a generation job's, sized like a large job's
 IMPORT_PART_PREFIX = "part-imported-"
@@ -191,10 +193,16 @@ def _batches(rows: Rows) -> tuple[Iterator[tuple[str, pa.Table]], list[str], int
 
 
 # ---------------------------------------------------------------- rows
-def _normalise(table: pa.Table, origin: str, first: int, source: str) -> pa.Table:
-    """One batch in the shard layout; ``first`` is the batch's first row number (counting from 0)."""
+def _normalise(table: pa.Table, origin: str, first: int, source: str, quality: QualitySpec | None) -> pa.Table:
+    """One batch in the shard layout; ``first`` is the batch's first row number (counting from 0).
+
+    With ``quality`` each row gets the drop reason the generation filters give its text (an empty
+    text is then dropped as ``empty``, not refused); the text is kept as given, not cut to its
+    first line as a generated one is.
+    """
     text, label, group, bias_type = (table.column(c) for c in REQUIRED)
-    blank = pc.or_(pc.is_null(text), pc.equal(pc.utf8_trim_whitespace(pc.cast(text, pa.string())), ""))
+    blank = pc.is_null(text) if quality else pc.or_(
+        pc.is_null(text), pc.equal(pc.utf8_trim_whitespace(pc.cast(text, pa.string())), ""))
     bad = pc.or_(blank, pc.or_(pc.is_null(label), pc.or_(pc.is_null(group), pc.is_null(bias_type))))
     if pa.types.is_floating(label.type):
         bad = pc.or_(bad, pc.is_nan(label))
@@ -221,7 +229,8 @@ def _normalise(table: pa.Table, origin: str, first: int, source: str) -> pa.Tabl
     stance = (pc.fill_null(pc.cast(table.column("stance"), pa.string()), UNKNOWN_STANCE)
               if "stance" in table.column_names else pa.array([UNKNOWN_STANCE] * table.num_rows, pa.string()))
     columns = {"sample_id": ids, "index": pa.array(np.arange(first, first + table.num_rows, dtype=np.int64)),
-               "text": text, "drop_reason": pa.array([""] * table.num_rows, pa.string()), "label": labels,
+               "text": text, "label": labels,
+               "drop_reason": drop_reasons(text, quality) if quality else pa.array([""] * table.num_rows, pa.string()),
                "group": group, "bias_type": bias_type, "stance": stance}
     rest = {c: table.column(c) for c in table.column_names
             if c not in columns and c not in ("id", "split", "source")}  # a trial sets split and source
@@ -231,12 +240,14 @@ def _normalise(table: pa.Table, origin: str, first: int, source: str) -> pa.Tabl
 class _Shards:
     """Rows in, shards of ``shard_rows`` out (atomically, in order), each added to the row directory."""
 
-    def __init__(self, out: Path, shard_rows: int) -> None:
-        self.out, self.shard_rows = out, shard_rows
+    def __init__(self, out: Path, shard_rows: int, dedup: bool) -> None:
+        self.out, self.shard_rows, self.dedup = out, shard_rows, dedup
         self.pending: list[pa.Table] = []
         self.buffered = self.written = 0
         self.directory = _RowDirectory()
         self.id_hashes: list[np.ndarray] = []
+        self.kept_text_hashes: list[np.ndarray] = []  # with dedup: per shard, its kept rows' text hashes
+        self.dropped: dict[str, int] = {}
         self.schema: pa.Schema | None = None
 
     def add(self, table: pa.Table, origin: str) -> None:
@@ -266,6 +277,12 @@ class _Shards:
         _atomic_write_parquet(shard, part, SHARD_ROW_GROUP_ROWS)
         self.directory.add_shard(shard, part, pq.read_metadata(part))
         self.id_hashes.append(_text_hashes(shard.column("sample_id")))
+        kept = pc.equal(shard.column("drop_reason"), "")
+        if self.dedup:
+            self.kept_text_hashes.append(_text_hashes(pc.filter(shard.column("text"), kept)))
+        for item in pc.value_counts(shard.column("drop_reason")).to_pylist():
+            if item["values"]:
+                self.dropped[item["values"]] = self.dropped.get(item["values"], 0) + int(item["counts"])
         self.written += 1
 
 
@@ -291,12 +308,16 @@ def _repeated_ids(out: Path, hashes: list[np.ndarray]) -> list[str]:
 
 # ---------------------------------------------------------------- the import
 def import_augmented(spec: SweepSpec, rows: Rows, source: str = "imported", shard_rows: int = IMPORT_SHARD_ROWS,
-                     progress: Callable[[int, int | None], None] | None = None) -> Path:
+                     progress: Callable[[int, int | None], None] | None = None, filter_rows: bool = False) -> Path:
     """Lay out augmented rows made elsewhere as a finished generation job of ``spec``; returns its folder.
 
     ``rows``: a pandas frame, a pyarrow table, or paths of Parquet / JSON Lines / CSV files or
     folders of them (see the module's docstring for the columns). ``progress(read, total)`` is
     called after each batch (``total``: None where only reading all would tell, JSON and CSV).
+    ``filter_rows``: put the rows through the spec's ``generation.quality`` filters, as a
+    generated job's are (empty, length, refusal; exact duplicates with ``dedup``): dropped rows
+    stay in the shards with their reason, duplicates are listed in ``duplicates.parquet``, and
+    neither is drawn by a trial. Off by default: the rows are used as given.
     Bad input (a missing column, a row without text or label, repeated ids, files whose columns
     differ) raises :class:`ValueError` naming it, and what was written is removed: the folder
     holds no finished job, and the next import starts over.
@@ -310,10 +331,11 @@ def import_augmented(spec: SweepSpec, rows: Rows, source: str = "imported", shar
     _clear_unfinished_import(out)
     (out / "shards").mkdir(parents=True, exist_ok=True)
     started, read = time.perf_counter(), 0
-    shards = _Shards(out, shard_rows)
+    quality = spec.generation.quality if filter_rows else None
+    shards = _Shards(out, shard_rows, dedup=bool(quality and quality.dedup))
     try:
         for origin, table in batches:
-            shards.add(_normalise(table, origin, read, source), origin)
+            shards.add(_normalise(table, origin, read, source, quality), origin)
             read += table.num_rows
             if progress:
                 progress(read, total)
@@ -328,9 +350,16 @@ def import_augmented(spec: SweepSpec, rows: Rows, source: str = "imported", shar
     except BaseException:
         _clear_unfinished_import(out)  # nothing half-made stays behind to be mistaken for data
         raise
-    shards.directory.write(out / ROW_DIRECTORY, np.zeros(0, dtype=np.int64))
+    duplicate_index = np.zeros(0, dtype=np.int64)
+    if shards.dedup:
+        duplicate_index = _stream_duplicates(_parts(out / "shards"), shards.kept_text_hashes,
+                                             out / "duplicates.parquet")
+    shards.directory.write(out / ROW_DIRECTORY, duplicate_index)
+    dropped = sum(shards.dropped.values())
     _atomic_write_json(out / "manifest.json", {
-        "status": "complete", "imported": True, "rows": read, "kept": read, "engine": source,
+        "status": "complete", "imported": True, "rows": read, "kept": read - dropped - len(duplicate_index),
+        "dropped": shards.dropped, "duplicates": len(duplicate_index),
+        "filters": quality.model_dump(mode="json") if quality else None, "engine": source,
         "shards": shards.written, "sources": sources[:20] + ([f"... {len(sources) - 20} more"] if len(sources) > 20
                                                              else []),
         "columns": shards.schema.names if shards.schema else [], "import_s": round(time.perf_counter() - started, 3),
@@ -356,3 +385,4 @@ def _clear_unfinished_import(out: Path) -> None:
     for stale in (out / "shards").glob(f".{IMPORT_PART_PREFIX}*.tmp-*") if (out / "shards").is_dir() else ():
         stale.unlink(missing_ok=True)
     (out / ROW_DIRECTORY).unlink(missing_ok=True)
+    (out / "duplicates.parquet").unlink(missing_ok=True)
