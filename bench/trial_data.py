@@ -214,7 +214,7 @@ def peak_rss() -> int:
 
 
 def child(step: str, workdir: Path, bias_type: str, seed: int, rows: int = 0, source: str = "frame",
-          file_rows: int = FILE_ROWS) -> None:
+          file_rows: int = FILE_ROWS, filter_rows: bool = False) -> None:
     from bias_ray.generate import imported, pipeline  # noqa: F401  (imports count in the baseline, not the step)
     from bias_ray.train import trainable  # noqa: F401
 
@@ -247,9 +247,10 @@ def child(step: str, workdir: Path, bias_type: str, seed: int, rows: int = 0, so
         info = {"files": len(files), "bytes": sum(f.stat().st_size for f in files)}
     elif step == "import":
         shutil.rmtree(spec.augmented_dir, ignore_errors=True)
-        out = imported.import_augmented(spec, frame)
-        info = {"rows": json.loads((out / "manifest.json").read_text())["rows"],
-                "shards": len(list((out / "shards").glob("part-*.parquet")))}
+        out = imported.import_augmented(spec, frame, filter_rows=filter_rows)
+        manifest = json.loads((out / "manifest.json").read_text())
+        info = {k: manifest[k] for k in ("rows", "kept", "dropped", "duplicates")}
+        info["shards"] = len(list((out / "shards").glob("part-*.parquet")))
     else:
         raise ValueError(step)
     wall = time.perf_counter() - started
@@ -261,10 +262,11 @@ def child(step: str, workdir: Path, bias_type: str, seed: int, rows: int = 0, so
 
 
 def run_child(step: str, workdir: Path, bias_type: str = "religion", seed: int = 0, timeout: int = 900,
-              rows: int = 0, source: str = "frame", file_rows: int = FILE_ROWS) -> dict:
+              rows: int = 0, source: str = "frame", file_rows: int = FILE_ROWS, filter_rows: bool = False) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--child", step, "--workdir", str(workdir),
                            "--bias-type", bias_type, "--seed", str(seed), "--imported-rows", str(rows),
-                           "--import-from", source, "--file-rows", str(file_rows)],
+                           "--import-from", source, "--file-rows", str(file_rows)]
+                          + (["--import-filter"] if filter_rows else []),
                           capture_output=True, text=True, timeout=timeout, env={**os.environ})
     if proc.returncode:
         raise RuntimeError(f"{step} failed:\n{proc.stderr[-3000:]}")
@@ -311,13 +313,15 @@ def main() -> None:
                     help="what the import reads: a pandas frame in memory, or files written first")
     ap.add_argument("--file-rows", type=int, default=FILE_ROWS,
                     help="rows per file with --import-from parquet/jsonl (pandas' default: one row group a file)")
+    ap.add_argument("--import-filter", action="store_true",
+                    help="import with the quality filters and exact-duplicate removal (bias-ray import --filter)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--bias-type", default="religion", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args.child, args.workdir, args.bias_type, args.seed, args.imported_rows, args.import_from,
-              args.file_rows)
+              args.file_rows, args.import_filter)
         return
     print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()}", flush=True)
     bytes_per_row(args.workdir.parent if args.workdir.exists() else Path("/tmp"))
@@ -351,8 +355,10 @@ def main() -> None:
                 w = run_child(f"write-{source}", work, rows=args.imported_rows, timeout=3600, file_rows=args.file_rows)
                 print(f"  wrote {w['files']} {source} files of {args.file_rows:,} rows, {w['bytes'] / 2**20:,.0f} MiB, "
                       f"in {w['wall_s']:.1f} s", flush=True)
-            r = run_child("import", work, rows=args.imported_rows, timeout=3600, source=source)
-            report(f"import_augmented ({r['shards']} shards)", r)
+            r = run_child("import", work, rows=args.imported_rows, timeout=3600, source=source,
+                          filter_rows=args.import_filter)
+            report(f"import_augmented ({r['shards']} shards{', filtered' if args.import_filter else ''})", r)
+            print(f"    {json.dumps({k: r[k] for k in ('rows', 'kept', 'dropped', 'duplicates')})}", flush=True)
             for k in range(args.seeds):
                 bias = BIAS_TYPES[k % len(BIAS_TYPES)]
                 report(f"trial ({bias}, seed {k})", run_child("trial", work, bias, k))

@@ -206,6 +206,25 @@ def test_column_cleaning_and_filters_equal_the_per_row_functions():
             assert got == [drop_reason(t, quality) for t in column], quality
 
 
+def test_filters_on_an_array_whose_offsets_do_not_start_at_zero():
+    """A slice of a pandas string column arrives with offsets into a larger buffer (pyarrow 26's
+    ascii_lower returned an invalid array for such input: refusals missed, or a crash)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from bias_ray.generate.quality import drop_reason, drop_reasons
+    from bias_ray.spec import QualitySpec
+
+    texts = ["a fine statement", "I'M SORRY, I cannot do that", "ok text here", "As An AI model"] * 50
+    data = ("PREFIX" * 100 + "".join(texts)).encode()
+    starts = np.cumsum([600] + [len(t) for t in texts]).astype(np.int32)  # offsets begin at 600, not 0
+    shifted = pa.StringArray.from_buffers(len(texts), pa.py_buffer(starts.tobytes()), pa.py_buffer(data))
+    shifted.validate(full=True)
+    assert shifted.to_pylist() == texts
+    quality = QualitySpec()
+    assert drop_reasons(shifted, quality).to_pylist() == [drop_reason(t, quality) for t in texts]
+
+
 def test_postprocess_on_arrow_batches(tmp_path):
     import pyarrow as pa
 

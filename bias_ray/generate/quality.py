@@ -69,7 +69,10 @@ def drop_reasons(texts: pa.Array | pa.ChunkedArray, quality: QualitySpec) -> pa.
         # in a lowered ASCII text
         literals = [_re2_literal(p) for p in patterns if p.isascii()]
         if literals:
-            refusal |= np.asarray(pc.match_substring_regex(pc.ascii_lower(texts), "|".join(literals))) & ascii_rows
+            # utf8_lower, not ascii_lower: pyarrow 26's ascii_lower keeps the input's offsets, so an
+            # array whose offsets do not start at 0 (a slice of a pandas string column) comes out
+            # invalid: wrong matches, or a crash. On ASCII rows the two agree.
+            refusal |= np.asarray(pc.match_substring_regex(pc.utf8_lower(texts), "|".join(literals))) & ascii_rows
         others = np.flatnonzero(~ascii_rows)
         for row, text in zip(others.tolist(), texts.take(pa.array(others)).to_pylist()):
             refusal[row] = any(p in text.lower() for p in patterns)
