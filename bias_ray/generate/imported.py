@@ -11,7 +11,7 @@ kept when given (else ``unknown``), other columns ride along.
 The rows are read in batches and written as a generated job's shards (``part-imported-*``, small
 row groups), the row directory and the manifest, last. Memory holds one shard, the reader's
 buffers and about 36 bytes a row (an id hash and the row directory): 10M rows from Parquet
-files import in 35 s and +738 MiB (``bench/trial_data.py --imported-rows N --import-from
+files import in 35-44 s and +738-762 MiB (``bench/trial_data.py --imported-rows N --import-from
 parquet``). An import cut short, or one that found bad rows, leaves no manifest; the next import
 into the folder starts over.
 """
