@@ -132,6 +132,29 @@ def test_report_headline_and_generator_measures(tmp_path, hatecheck_listed):
     assert "| gender | women | neutral | 50 | 0.62 | 0.4 |" in md
     assert re.search(r'<table[^>]*class="[^"]*\bgenerator\b', page)
     assert "12 s generation (last run)" in page and "Augmented data: 200 rows kept of 210" in page
+    assert "(prompts by stance: biased 100%)" in page
+
+
+def test_report_says_the_augmented_data_was_imported(tmp_path, hatecheck_listed):
+    import json
+
+    run = tmp_path / "run"
+    (run / "data" / "augmented").mkdir(parents=True)
+    _results(run, hatecheck=False).to_parquet(run / "results.parquet")
+    (run / "spec.json").write_text(json.dumps({"models": {"generator": "gen-model", "student": "stu"},
+                                               "generation": {"engine": "transformers"}, "training": {}}))
+    (run / "data" / "augmented" / "manifest.json").write_text(json.dumps(
+        {"status": "complete", "imported": True, "rows": 5000, "kept": 4990, "dropped": {"refusal": 4},
+         "duplicates": 6, "filters": {"dedup": True}, "engine": "my-vllm-run",
+         "sources": ["s3://b/p/a.parquet", "s3://b/p/b.parquet", "s3://b/p/c.parquet", "s3://b/p/d.parquet"],
+         "generator_measures": [{"bias_type": "gender", "group": "women", "stance": "unknown", "kept": 40,
+                                 "names_group_share": 0.5, "hate_share": 0.2}]}))
+    page = (build_report(run) / "report.html").read_text()
+    assert "Models: no generator (the augmented data was imported); student" in page and "gen-model" not in page
+    assert ("Augmented data: 4990 rows kept of 5000 imported from <code>s3://b/p/a.parquet</code>, "
+            "<code>s3://b/p/b.parquet</code>, <code>s3://b/p/c.parquet</code> and 1 more (source "
+            "<code>my-vllm-run</code>); the generation filters dropped 4 and 6 exact duplicates.") in page
+    assert "The augmented data was imported (<code>bias-ray import</code>), not generated" in page
 
 
 def test_report_rejects_missing_results(tmp_path):

@@ -135,6 +135,9 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
                   "group, and the stance classifier's hate share, per group and stance); this run's generation "
                   "predates them or did not measure them.")
     else:
+        if manifest and manifest.get("imported"):
+            page.text("The augmented data was imported (`bias-ray import`), not generated: these are the same "
+                      "measures on the imported rows; `stance` is `unknown` where the rows did not say.")
         page.table(measures, "generator")
 
     page.section("early-stopped", "Early-stopped and failed trials")
