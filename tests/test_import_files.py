@@ -105,7 +105,8 @@ def test_bad_files_are_named_and_leave_nothing_behind(tmp_path, data_root, monke
     second = rows.iloc[30:].astype({"label": object})
     second.iloc[7, second.columns.get_loc("label")] = None
     second.to_json(tmp_path / "two.jsonl", orient="records", lines=True)
-    with pytest.raises(ImportRowsError, match=r"rows \[37\] \(counting from 0; in .*two.jsonl\) lack a text, label"):
+    named = r"rows \[37\] \(rows \[7\] of .*two.jsonl; counting from 0\) lack a text"
+    with pytest.raises(ImportRowsError, match=named):
         import_augmented(spec, [tmp_path / "one.jsonl", tmp_path / "two.jsonl"], shard_rows=10)
     _leaves_nothing(spec)  # the shards of the first file's rows went with the error
 
@@ -191,5 +192,9 @@ def test_filter_drops_rows_as_a_generated_job_does(tmp_path, data_root):
     plain = _spec(tmp_path, data_root, "plain")
     with pytest.raises(ImportRowsError, match=r"rows \[3\] .* lack a text"):  # unfiltered, an empty text is refused
         import_augmented(plain, files)
+    nulls = rows.astype({"text": object})
+    nulls.loc[5, "text"] = None
+    filtered = import_augmented(_spec(tmp_path, data_root, "nulls"), nulls, filter_rows=True)
+    assert json.loads((filtered / "manifest.json").read_text())["dropped"]["empty"] == 2  # filtered: dropped
     import_augmented(plain, rows.drop(index=3))
     assert len(load_augmented(plain)) == 199  # as given: the refusal, the long text and the repeat stay

@@ -309,7 +309,8 @@ def test_an_import_names_rows_without_a_text_or_label(tmp_path, data_root):
 
     rows = _shard_frame(20, seed=7)[["text", "label", "group", "bias_type"]].astype({"label": object})
     rows.loc[[3, 11], "label"] = None
-    with pytest.raises(ValueError, match=r"rows \[3, 11\] \(counting from 0; in the frame\) lack a text, label"):
+    named = r"rows \[3, 11\] \(rows \[3, 11\] of the frame; counting from 0\) lack a text, label"
+    with pytest.raises(ValueError, match=named):
         import_augmented(_spec(tmp_path, data_root), rows)
     with pytest.raises(ValueError, match="no augmented rows"):
         import_augmented(_spec(tmp_path, data_root), rows.iloc[:0])

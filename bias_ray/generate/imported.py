@@ -193,36 +193,47 @@ def _batches(rows: Rows) -> tuple[Iterator[tuple[str, pa.Table]], list[str], int
 
 
 # ---------------------------------------------------------------- rows
-def _normalise(table: pa.Table, origin: str, first: int, source: str, quality: QualitySpec | None) -> pa.Table:
-    """One batch in the shard layout; ``first`` is the batch's first row number (counting from 0).
+def _rows_named(rows: np.ndarray, first: int, origin: str, origin_first: int) -> str:
+    """Rows of a batch as the user finds them: numbers over all the rows read, and within their file."""
+    shown = rows[:5]
+    more = " ..." if len(rows) > 5 else ""
+    return (f"augmented rows {(shown + first).tolist()}{more} (rows {(shown + first - origin_first).tolist()}{more} "
+            f"of {origin}; counting from 0)")
 
-    With ``quality`` each row gets the drop reason the generation filters give its text (an empty
-    text is then dropped as ``empty``, not refused); the text is kept as given, not cut to its
-    first line as a generated one is.
+
+def _normalise(table: pa.Table, origin: str, first: int, source: str, quality: QualitySpec | None,
+               origin_first: int = 0) -> pa.Table:
+    """One batch in the shard layout; ``first`` is the batch's first row number over all the rows read
+    (counting from 0), ``origin_first`` that of the first row of its file.
+
+    With ``quality`` each row gets the drop reason the generation filters give its text (a missing
+    or empty text is then dropped as ``empty``, not refused); the text is kept as given, not cut to
+    its first line as a generated one is.
     """
     text, label, group, bias_type = (table.column(c) for c in REQUIRED)
-    blank = pc.is_null(text) if quality else pc.or_(
-        pc.is_null(text), pc.equal(pc.utf8_trim_whitespace(pc.cast(text, pa.string())), ""))
+    if quality:
+        text, blank = pc.fill_null(pc.cast(text, pa.string()), ""), pc.is_null(label)
+    else:
+        blank = pc.or_(pc.is_null(text), pc.equal(pc.utf8_trim_whitespace(pc.cast(text, pa.string())), ""))
     bad = pc.or_(blank, pc.or_(pc.is_null(label), pc.or_(pc.is_null(group), pc.is_null(bias_type))))
     if pa.types.is_floating(label.type):
         bad = pc.or_(bad, pc.is_nan(label))
     empty = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
     if len(empty):
-        named = (empty[:5] + first).tolist()
-        raise ImportRowsError(f"augmented rows {named}{' ...' if len(empty) > 5 else ''} (counting from 0; in "
-                           f"{origin}) lack a text, label, group or bias_type; fill or drop them")
+        raise ImportRowsError(f"{_rows_named(empty, first, origin, origin_first)} lack a text, label, group or "
+                              "bias_type; fill or drop them")
     try:
         labels = pc.cast(label, pa.int64())
     except pa.ArrowInvalid:
         raise ImportRowsError(f"{origin}: label must be an integer class (0/1 for the classification tasks); "
-                           f"found {label.type} values such as {label.slice(0, 3).to_pylist()}") from None
+                              f"found {label.type} values such as {label.slice(0, 3).to_pylist()}") from None
     text, group, bias_type = (pc.cast(c, pa.string()) for c in (text, group, bias_type))
     if "id" in table.column_names and table.column("id").null_count == 0:
         ids = pc.cast(table.column("id"), pa.string())
     elif "id" in table.column_names:
-        missing = np.flatnonzero(pc.is_null(table.column("id")).to_numpy(zero_copy_only=False))[:5] + first
-        raise ImportRowsError(f"augmented rows {missing.tolist()} (in {origin}) have no id while others do; "
-                           "give every row an id, or drop the id column to have them made from the texts")
+        missing = np.flatnonzero(pc.is_null(table.column("id")).to_numpy(zero_copy_only=False))
+        raise ImportRowsError(f"{_rows_named(missing, first, origin, origin_first)} have no id while others do; "
+                              "give every row an id, or drop the id column to have them made from the texts")
     else:
         ids = pa.array([stable_id(source, t, g, b) for t, g, b in
                         zip(text.to_pylist(), group.to_pylist(), bias_type.to_pylist())], pa.string())
@@ -258,8 +269,8 @@ class _Shards:
                 table = table.select(self.schema.names).cast(self.schema)
             except (KeyError, pa.ArrowException) as err:
                 raise ImportRowsError(f"{origin}: its columns differ from the first rows' ({self.schema.names} as "
-                                   f"{[str(t) for t in self.schema.types]}): {err}; give every file the same "
-                                   "columns and types") from None
+                                      f"{[str(t) for t in self.schema.types]}): {err}; give every file the same "
+                                      "columns and types") from None
         self.pending.append(table)
         self.buffered += table.num_rows
         while self.buffered >= self.shard_rows:
@@ -333,9 +344,11 @@ def import_augmented(spec: SweepSpec, rows: Rows, source: str = "imported", shar
     started, read = time.perf_counter(), 0
     quality = spec.generation.quality if filter_rows else None
     shards = _Shards(out, shard_rows, dedup=bool(quality and quality.dedup))
+    origin_first: dict[str, int] = {}
     try:
         for origin, table in batches:
-            shards.add(_normalise(table, origin, read, source, quality), origin)
+            origin_first.setdefault(origin, read)
+            shards.add(_normalise(table, origin, read, source, quality, origin_first[origin]), origin)
             read += table.num_rows
             if progress:
                 progress(read, total)
@@ -345,8 +358,8 @@ def import_augmented(spec: SweepSpec, rows: Rows, source: str = "imported", shar
         repeated = _repeated_ids(out, shards.id_hashes)
         if repeated:
             raise ImportRowsError(f"augmented rows repeat ids {repeated[:5]}{' ...' if len(repeated) > 5 else ''} "
-                               f"({len(repeated)} ids); give each row a unique id (rows without ids get one "
-                               "from source, text, group and bias type, so drop exact repeats)")
+                                  f"({len(repeated)} ids); give each row a unique id (rows without ids get one "
+                                  "from source, text, group and bias type, so drop exact repeats)")
     except BaseException:
         _clear_unfinished_import(out)  # nothing half-made stays behind to be mistaken for data
         raise
