@@ -360,14 +360,14 @@ def import_augmented(spec: SweepSpec, rows: Rows, source: str = "imported", shar
             raise ImportRowsError(f"augmented rows repeat ids {repeated[:5]}{' ...' if len(repeated) > 5 else ''} "
                                   f"({len(repeated)} ids); give each row a unique id (rows without ids get one "
                                   "from source, text, group and bias type, so drop exact repeats)")
+        duplicate_index = np.zeros(0, dtype=np.int64)
+        if shards.dedup:
+            duplicate_index = _stream_duplicates(_parts(out / "shards"), shards.kept_text_hashes,
+                                                 out / "duplicates.parquet")
+        shards.directory.write(out / ROW_DIRECTORY, duplicate_index)
     except BaseException:
         _clear_unfinished_import(out)  # nothing half-made stays behind to be mistaken for data
         raise
-    duplicate_index = np.zeros(0, dtype=np.int64)
-    if shards.dedup:
-        duplicate_index = _stream_duplicates(_parts(out / "shards"), shards.kept_text_hashes,
-                                             out / "duplicates.parquet")
-    shards.directory.write(out / ROW_DIRECTORY, duplicate_index)
     dropped = sum(shards.dropped.values())
     _atomic_write_json(out / "manifest.json", {
         "status": "complete", "imported": True, "rows": read, "kept": read - dropped - len(duplicate_index),
