@@ -204,6 +204,10 @@ def import_rows(
                                                 "part of the ids made for rows without an id)"),
     filter_rows: bool = typer.Option(False, "--filter", help="Drop rows as generated ones are dropped: the spec's "
                                      "generation.quality filters (empty, length, refusals, exact duplicates)"),
+    column: list[str] = typer.Option([], "--column", help="OURS=THEIRS: read a required column under another name, "
+                                     "e.g. --column text=generated_text (repeatable)"),
+    constant: list[str] = typer.Option([], "--set", help="NAME=VALUE: the same value for every row, e.g. --set "
+                                       "bias_type=gender for a file per bias type (repeatable)"),
 ) -> None:
     """Use augmented data made elsewhere: stream its rows into the spec's augmented folder as a finished job.
 
@@ -214,9 +218,18 @@ def import_rows(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from bias_ray.generate.imported import import_augmented, imported_counts
+    from bias_ray.generate.imported import ColumnMap, import_augmented, imported_counts
 
     spec = _load(spec_path)
+
+    def pairs(values: list[str], option: str) -> dict[str, str]:
+        bad = [v for v in values if "=" not in v or not v.split("=", 1)[0].strip()]
+        if bad:
+            console.print(f"[red]{option} takes NAME=VALUE; got {bad}[/red]", highlight=False)
+            raise typer.Exit(2)
+        return dict(tuple(part.strip() for part in v.split("=", 1)) for v in values)
+
+    columns = ColumnMap(renames=pairs(column, "--column"), constants=pairs(constant, "--set"))
     started = time.perf_counter()
     bar = Progress(SpinnerColumn(), TextColumn("import"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console, transient=True)
@@ -228,7 +241,8 @@ def import_rows(
 
     try:
         with bar:
-            out = import_augmented(spec, paths, source=source, progress=advance, filter_rows=filter_rows)
+            out = import_augmented(spec, paths, source=source, progress=advance, filter_rows=filter_rows,
+                                   columns=columns)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         console.print(f"[red]{escape(str(err))}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

@@ -198,3 +198,47 @@ def test_filter_drops_rows_as_a_generated_job_does(tmp_path, data_root):
     assert json.loads((filtered / "manifest.json").read_text())["dropped"]["empty"] == 2  # filtered: dropped
     import_augmented(plain, rows.drop(index=3))
     assert len(load_augmented(plain)) == 199  # as given: the refusal, the long text and the repeat stay
+
+
+def test_columns_under_other_names_and_constants(tmp_path, data_root):
+    """Ray Data LLM's output (generated_text, the prompt's own text column) and a file per bias type."""
+    from bias_ray.generate.imported import ColumnMap
+
+    rows = _rows(60)
+    religion = rows[rows["bias_type"] == "religion"].drop(columns=["bias_type"])
+    theirs = religion.rename(columns={"text": "generated_text", "group": "target_group"}).assign(text="the prompt")
+    theirs.to_parquet(tmp_path / "religion.parquet", index=False)
+    spec = _spec(tmp_path, data_root)
+    columns = ColumnMap(renames={"text": "generated_text", "group": "target_group"},
+                        constants={"bias_type": "religion", "stance": "biased"})
+    out = import_augmented(spec, tmp_path / "religion.parquet", columns=columns)
+    got = load_augmented(spec)
+    assert got["text"].tolist() == religion["text"].tolist()  # the renamed column replaced the prompt's
+    assert got["group"].tolist() == religion["group"].tolist() and set(got["bias_type"]) == {"religion"}
+    assert set(got["stance"]) == {"biased"} and "target_group" not in got and "generated_text" not in got
+    assert json.loads((out / "manifest.json").read_text())["column_map"]["constants"]["bias_type"] == "religion"
+
+    other = _spec(tmp_path, data_root, "other")
+    with pytest.raises(ImportRowsError, match=r"lacks columns \['bias_type'\].*--column OURS=THEIRS or --set"):
+        import_augmented(other, tmp_path / "religion.parquet", columns=ColumnMap(renames=columns.renames))
+    with pytest.raises(ImportRowsError, match=r"has no columns \['output'\] to rename"):
+        import_augmented(other, tmp_path / "religion.parquet", columns=ColumnMap(renames={"text": "output"}))
+    with pytest.raises(ImportRowsError, match=r"has columns \['label'\] already"):
+        import_augmented(other, tmp_path / "religion.parquet", columns=ColumnMap(
+            renames=columns.renames, constants={"bias_type": "religion", "label": "1"}))
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump({
+        "name": "cols", "output_dir": str(tmp_path / "cli"), "data": {"root": str(data_root)},
+        "models": {"generator": str(tmp_path / "model"), "student": str(tmp_path / "model")},
+        "bias_types": ["religion"], "bias_ratios": [0.5], "mitigations": ["none"]}))
+    runner = CliRunner()
+    bad = runner.invoke(app, ["import", str(spec_file), str(tmp_path / "religion.parquet"), "--set", "bias_type"])
+    assert bad.exit_code == 2 and "--set takes NAME=VALUE" in bad.output
+    result = runner.invoke(app, ["import", str(spec_file), str(tmp_path / "religion.parquet"),
+                                 "--column", "text=generated_text", "--column", "group=target_group",
+                                 "--set", "bias_type=religion"])
+    assert result.exit_code == 0, result.output
+    assert f"imported {len(religion)} rows" in result.output and f"religion {len(religion)}" in result.output

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -64,6 +64,48 @@ Rows = pd.DataFrame | pa.Table | str | Path | Sequence[str | Path]
 
 class ImportRowsError(ValueError):
     """The rows cannot be imported as given; the message names the rows or files and the fix."""
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Where the required columns are in the user's rows: ``renames`` (ours -> theirs, e.g. ``text``
+    -> ``generated_text``, Ray Data LLM's output column) and ``constants`` (a value for every row, e.g.
+    ``bias_type`` of a file per bias type). A renamed column replaces one of its new name."""
+
+    renames: dict[str, str] = field(default_factory=dict)
+    constants: dict[str, str] = field(default_factory=dict)
+
+    def check(self, names: Sequence[str], where: str) -> None:
+        """Refuse, before any row is read, columns that are missing or given twice."""
+        both = sorted(set(self.renames) & set(self.constants))
+        if both:
+            raise ImportRowsError(f"{both} are both renamed and set to a constant; give each one way")
+        unknown = sorted(theirs for theirs in self.renames.values() if theirs not in names)
+        if unknown:
+            raise ImportRowsError(f"{where} has no columns {unknown} to rename (it has {list(names)})")
+        clash = sorted(c for c in self.constants if c in names and c not in self.renames.values())
+        if clash:
+            raise ImportRowsError(f"{where} has columns {clash} already; drop them from the constants (--set) or "
+                                  "rename them")
+        have = set(names) | set(self.renames) | set(self.constants)
+        missing = [c for c in REQUIRED if c not in have]
+        if missing:
+            hint = "; map them with --column OURS=THEIRS or --set NAME=VALUE" if len(missing) < len(REQUIRED) else ""
+            raise ImportRowsError(f"{where} lacks columns {missing} (it has {list(names)}); augmented rows need "
+                                  f"{list(REQUIRED)}{hint}")
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        if not self.renames and not self.constants:
+            return table
+        theirs = {v: k for k, v in self.renames.items()}
+        kept = [c for c in table.column_names if c in theirs or c not in self.renames]
+        table = table.select(kept).rename_columns([theirs.get(c, c) for c in kept])
+        for name, value in self.constants.items():
+            table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
+        return table
+
+
+NO_MAP = ColumnMap()
 
 
 # ---------------------------------------------------------------- sources
@@ -145,51 +187,47 @@ def source_files(paths: Sequence[str | Path]) -> list[SourceFile]:
     return files
 
 
-def _file_batches(files: list[SourceFile]) -> Iterator[tuple[str, pa.Table]]:
+def _file_batches(files: list[SourceFile], columns: ColumnMap) -> Iterator[tuple[str, pa.Table]]:
     """(file name, rows) batches, file by file, in order; nothing is read before it is needed."""
     for source in files:
         try:
             batches, names = source.open()
-            missing = [c for c in REQUIRED if c not in names]
-            if missing:
-                raise ImportRowsError(f"{source.name} lacks columns {missing} (it has {names}); "
-                                      f"augmented rows need {list(REQUIRED)}")
+            columns.check(names, source.name)
             for batch in batches:
                 if batch.num_rows:
-                    yield source.name, pa.Table.from_batches([batch])
+                    yield source.name, columns.apply(pa.Table.from_batches([batch]))
         except pa.ArrowException as err:
             raise ImportRowsError(f"{source.name} cannot be read as {source.format}: {err}") from None
 
 
-def _frame_batches(frame: pd.DataFrame, rows: int) -> Iterator[tuple[str, pa.Table]]:
+def _frame_batches(frame: pd.DataFrame, rows: int, columns: ColumnMap) -> Iterator[tuple[str, pa.Table]]:
     """A pandas frame a slice at a time, all slices typed alike: no copy of the whole frame is made."""
-    missing = [c for c in REQUIRED if c not in frame.columns]
-    if missing:
-        raise ImportRowsError(f"augmented rows lack columns {missing}; need {list(REQUIRED)}")
+    columns.check([str(c) for c in frame.columns], "the frame")
     schema = pa.Schema.from_pandas(frame, preserve_index=False)
     for start in range(0, len(frame), rows):
-        yield "the frame", pa.Table.from_pandas(frame.iloc[start:start + rows], schema=schema, preserve_index=False)
+        table = pa.Table.from_pandas(frame.iloc[start:start + rows], schema=schema, preserve_index=False)
+        yield "the frame", columns.apply(table)
 
 
-def _table_batches(table: pa.Table, rows: int) -> Iterator[tuple[str, pa.Table]]:
-    missing = [c for c in REQUIRED if c not in table.column_names]
-    if missing:
-        raise ImportRowsError(f"augmented rows lack columns {missing}; need {list(REQUIRED)}")
+def _table_batches(table: pa.Table, rows: int, columns: ColumnMap) -> Iterator[tuple[str, pa.Table]]:
+    columns.check(table.column_names, "the table")
     for start in range(0, table.num_rows, rows):
-        yield "the table", table.slice(start, rows)
+        yield "the table", columns.apply(table.slice(start, rows))
 
 
-def _batches(rows: Rows) -> tuple[Iterator[tuple[str, pa.Table]], list[str], int | None]:
+def _batches(rows: Rows, columns: ColumnMap) -> tuple[Iterator[tuple[str, pa.Table]], list[str], int | None]:
     """The rows as (origin, table) batches, the sources' names, and the row count when cheap to know."""
     if isinstance(rows, pd.DataFrame):
-        return _frame_batches(rows, READ_BATCH_ROWS), ["a pandas frame"], len(rows)
+        columns.check([str(c) for c in rows.columns], "the frame")  # before anything is touched
+        return _frame_batches(rows, READ_BATCH_ROWS, columns), ["a pandas frame"], len(rows)
     if isinstance(rows, pa.Table):
-        return _table_batches(rows, READ_BATCH_ROWS), ["a pyarrow table"], rows.num_rows
+        columns.check(rows.column_names, "the table")
+        return _table_batches(rows, READ_BATCH_ROWS, columns), ["a pyarrow table"], rows.num_rows
     files = source_files([rows] if isinstance(rows, str | Path) else list(rows))
     total: int | None = None
     if all(f.format == "parquet" for f in files):  # footers only
         total = sum(f.parquet_rows() for f in files)
-    return _file_batches(files), [f.name for f in files], total
+    return _file_batches(files, columns), [f.name for f in files], total
 
 
 # ---------------------------------------------------------------- rows
@@ -319,7 +357,8 @@ def _repeated_ids(out: Path, hashes: list[np.ndarray]) -> list[str]:
 
 # ---------------------------------------------------------------- the import
 def import_augmented(spec: SweepSpec, rows: Rows, source: str = "imported", shard_rows: int = IMPORT_SHARD_ROWS,
-                     progress: Callable[[int, int | None], None] | None = None, filter_rows: bool = False) -> Path:
+                     progress: Callable[[int, int | None], None] | None = None, filter_rows: bool = False,
+                     columns: ColumnMap = NO_MAP) -> Path:
     """Lay out augmented rows made elsewhere as a finished generation job of ``spec``; returns its folder.
 
     ``rows``: a pandas frame, a pyarrow table, or paths of Parquet / JSON Lines / CSV files or
@@ -328,7 +367,8 @@ def import_augmented(spec: SweepSpec, rows: Rows, source: str = "imported", shar
     ``filter_rows``: put the rows through the spec's ``generation.quality`` filters, as a
     generated job's are (empty, length, refusal; exact duplicates with ``dedup``): dropped rows
     stay in the shards with their reason, duplicates are listed in ``duplicates.parquet``, and
-    neither is drawn by a trial. Off by default: the rows are used as given.
+    neither is drawn by a trial. Off by default: the rows are used as given. ``columns``: where the
+    required columns are when the rows name them otherwise (:class:`ColumnMap`).
     Bad input (a missing column, a row without text or label, repeated ids, files whose columns
     differ) raises :class:`ValueError` naming it, and what was written is removed: the folder
     holds no finished job, and the next import starts over.
@@ -338,7 +378,7 @@ def import_augmented(spec: SweepSpec, rows: Rows, source: str = "imported", shar
         held = "an import" if is_imported(out) else "a generation job"
         raise FileExistsError(f"{out} already holds augmented data ({held}); delete that folder to import anew, "
                               "or set another output_dir")
-    batches, sources, total = _batches(rows)
+    batches, sources, total = _batches(rows, columns)
     _clear_unfinished_import(out)
     (out / "shards").mkdir(parents=True, exist_ok=True)
     started, read = time.perf_counter(), 0
@@ -375,7 +415,9 @@ def import_augmented(spec: SweepSpec, rows: Rows, source: str = "imported", shar
         "filters": quality.model_dump(mode="json") if quality else None, "engine": source,
         "shards": shards.written, "sources": sources[:20] + ([f"... {len(sources) - 20} more"] if len(sources) > 20
                                                              else []),
-        "columns": shards.schema.names if shards.schema else [], "import_s": round(time.perf_counter() - started, 3),
+        "columns": shards.schema.names if shards.schema else [],
+        "column_map": {"renames": columns.renames, "constants": columns.constants},
+        "import_s": round(time.perf_counter() - started, 3),
     })
     return out
 
