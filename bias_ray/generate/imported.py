@@ -202,7 +202,6 @@ def _file_batches(files: list[SourceFile], columns: ColumnMap) -> Iterator[tuple
 
 def _frame_batches(frame: pd.DataFrame, rows: int, columns: ColumnMap) -> Iterator[tuple[str, pa.Table]]:
     """A pandas frame a slice at a time, all slices typed alike: no copy of the whole frame is made."""
-    columns.check([str(c) for c in frame.columns], "the frame")
     schema = pa.Schema.from_pandas(frame, preserve_index=False)
     for start in range(0, len(frame), rows):
         table = pa.Table.from_pandas(frame.iloc[start:start + rows], schema=schema, preserve_index=False)
@@ -210,7 +209,6 @@ def _frame_batches(frame: pd.DataFrame, rows: int, columns: ColumnMap) -> Iterat
 
 
 def _table_batches(table: pa.Table, rows: int, columns: ColumnMap) -> Iterator[tuple[str, pa.Table]]:
-    columns.check(table.column_names, "the table")
     for start in range(0, table.num_rows, rows):
         yield "the table", columns.apply(table.slice(start, rows))
 
