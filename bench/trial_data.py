@@ -16,7 +16,9 @@ generation job writes them), then measures, each step in a fresh child process:
   texts): the import's wall and peak RSS above the process's baseline, then one trial's data
   step on it. ``--import-from frame`` hands ``import_augmented`` a pandas frame (the frame is in
   the baseline); ``parquet`` / ``jsonl`` first write the rows to files of ``--file-rows`` rows
-  (in another process) and import the files, as ``bias-ray import SPEC FILES`` does.
+  (in another process) and import the files, as ``bias-ray import SPEC FILES`` does;
+  ``--import-filter`` imports with the quality filters and duplicate removal (``--filter``).
+  Peaks are VmHWM, reset when the step starts.
 
     PYTHONPATH=. python bench/trial_data.py --rows 10000000 --old-rows 2000000 --workdir /tmp/trial-data
     PYTHONPATH=. python bench/trial_data.py --rows 0 --imported-rows 2000000 --import-from parquet
