@@ -247,10 +247,11 @@ def _normalise(table: pa.Table, origin: str, first: int, source: str, quality: Q
     its first line as a generated one is.
     """
     text, label, group, bias_type = (table.column(c) for c in REQUIRED)
+    text = pc.cast(text, pa.string())
     if quality:
-        text, blank = pc.fill_null(pc.cast(text, pa.string()), ""), pc.is_null(label)
+        text, blank = pc.fill_null(text, ""), pc.is_null(label)
     else:
-        blank = pc.or_(pc.is_null(text), pc.equal(pc.utf8_trim_whitespace(pc.cast(text, pa.string())), ""))
+        blank = pc.or_(pc.is_null(text), pc.equal(pc.utf8_trim_whitespace(text), ""))
     bad = pc.or_(blank, pc.or_(pc.is_null(label), pc.or_(pc.is_null(group), pc.is_null(bias_type))))
     if pa.types.is_floating(label.type):
         bad = pc.or_(bad, pc.is_nan(label))
@@ -263,7 +264,7 @@ def _normalise(table: pa.Table, origin: str, first: int, source: str, quality: Q
     except pa.ArrowInvalid:
         raise ImportRowsError(f"{origin}: label must be an integer class (0/1 for the classification tasks); "
                               f"found {label.type} values such as {label.slice(0, 3).to_pylist()}") from None
-    text, group, bias_type = (pc.cast(c, pa.string()) for c in (text, group, bias_type))
+    group, bias_type = (pc.cast(c, pa.string()) for c in (group, bias_type))
     if "id" in table.column_names and table.column("id").null_count == 0:
         ids = pc.cast(table.column("id"), pa.string())
     elif "id" in table.column_names:
@@ -324,8 +325,8 @@ class _Shards:
         _atomic_write_parquet(shard, part, SHARD_ROW_GROUP_ROWS)
         self.directory.add_shard(shard, part, pq.read_metadata(part))
         self.id_hashes.append(_text_hashes(shard.column("sample_id")))
-        kept = pc.equal(shard.column("drop_reason"), "")
         if self.dedup:
+            kept = pc.equal(shard.column("drop_reason"), "")
             self.kept_text_hashes.append(_text_hashes(pc.filter(shard.column("text"), kept)))
         for item in pc.value_counts(shard.column("drop_reason")).to_pylist():
             if item["values"]:

@@ -573,7 +573,7 @@ def generate(spec: SweepSpec, progress: bool | None = None) -> Path:
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("status") == "complete" and {k: manifest.get(k) for k in job} == job:
             return out  # finished with these very settings: nothing to do (other settings: _check_job says so)
-        if is_imported(out):
+        if _is_import(manifest, out):
             return out  # rows made elsewhere (bias_ray.generate.imported) stand in for this job
     _check_job(out, job)
     for stale in out.glob("*/.part-*.tmp-*"):  # half-written files of a killed run
@@ -593,11 +593,12 @@ def generate(spec: SweepSpec, progress: bool | None = None) -> Path:
 def is_imported(out: Path) -> bool:
     """Whether ``out`` holds a finished import of rows made elsewhere (no generation job behind it)."""
     manifest = out / "manifest.json"
-    if not manifest.is_file():
-        return False
-    info = json.loads(manifest.read_text())
+    return manifest.is_file() and _is_import(json.loads(manifest.read_text()), out)
+
+
+def _is_import(manifest: dict[str, Any], out: Path) -> bool:
     # imports before the flag wrote no job.json
-    return info.get("status") == "complete" and (bool(info.get("imported")) or not (out / "job.json").exists())
+    return manifest.get("status") == "complete" and (bool(manifest.get("imported")) or not (out / "job.json").exists())
 
 
 def _finished_job(out: Path) -> dict[str, Any]:

@@ -63,7 +63,7 @@ def what_ran(table: pd.DataFrame, spec: dict[str, Any] | None, manifest: dict[st
     else:
         out.append("Models and data: not recorded for this run (`bias-ray run` and `bias-ray sweep` write "
                    "spec.json into the run folder).")
-    if manifest and imported:
+    if imported:
         sources = manifest.get("sources") or []
         where = _list(sources[:3], "`{}`".format) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
         dropped = sum((manifest.get("dropped") or {}).values())
