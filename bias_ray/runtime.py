@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 import warnings
+from pathlib import Path
 
 
 def quiet_libraries() -> None:
@@ -24,6 +25,12 @@ def quiet_libraries() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
+
+
+def cache_dir() -> Path:
+    """Where bias-ray keeps what it computes once per machine (trained classifiers, model digests):
+    $BIAS_RAY_CACHE, else ~/.cache/bias-ray."""
+    return Path(os.environ.get("BIAS_RAY_CACHE", Path.home() / ".cache" / "bias-ray"))
 
 
 HUB_ENV_PREFIXES = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_")

@@ -10,6 +10,7 @@ a bad file before any work starts. This module never imports the spec (the spec 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -196,11 +197,19 @@ def load_task_data(data: Any) -> pd.DataFrame:
                           columns=data.columns, test_fraction=data.test_fraction)
 
 
-def data_identity(data: Any) -> str:
-    """What names the task data's content, for generation fingerprints: ToxiGen, or the file's path, size, mtime."""
+def data_identity(data: Any, by_path: bool = False) -> str:
+    """What names the task data's content, for generation fingerprints: ToxiGen, a hub dataset's name,
+    or a file's SHA-256 (its bytes, wherever it lies: the same file in another folder or checkout
+    gives the same sample ids). ``by_path``: the identity of jobs written before, which named a
+    file by its path, size and mtime; kept so that those jobs resume with their own ids."""
     if data.task == "file":
-        stat = Path(data.path).stat()
-        return stable_id("file", data.path, stat.st_size, stat.st_mtime_ns, sorted(data.columns.items()))
+        path = Path(data.path)
+        if by_path:
+            stat = path.stat()
+            return stable_id("file", data.path, stat.st_size, stat.st_mtime_ns, sorted(data.columns.items()))
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        return stable_id("file-sha256", digest, sorted(data.columns.items()))
     if data.task == "huggingface":
         return stable_id("huggingface", data.path, data.hf_config, sorted(data.columns.items()))
     return "toxigen"

@@ -18,6 +18,7 @@ import numpy as np
 
 from bias_ray.evaluate.encoder import encode, resolve_encoder
 from bias_ray.evaluate.metrics import accuracy, macro_f1
+from bias_ray.runtime import cache_dir
 
 
 @dataclass
@@ -63,11 +64,6 @@ class StanceClassifier:
 
 
 FIT_VERSION = 1  # bump when the fit changes, so cached weights from older code are not reused
-
-
-def cache_dir() -> Path:
-    """Where trained classifiers are kept between processes: $BIAS_RAY_CACHE, else ~/.cache/bias-ray."""
-    return Path(os.environ.get("BIAS_RAY_CACHE", Path.home() / ".cache" / "bias-ray"))
 
 
 def _cache_key(data_root: str, encoder: str, epochs: int, l2: float, test_fraction: float) -> str:

@@ -34,6 +34,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from bias_ray.generate.engines import ENGINES
-from bias_ray.generate.prompts import PromptPlan, make_plan, sampling_params
+from bias_ray.generate.prompts import PromptPlan, generator_identity, make_plan, sampling_params, settings_fingerprint
 from bias_ray.generate.quality import clean_generations, drop_reasons, find_duplicates
 from bias_ray.spec import GenerationSpec, QualitySpec, SweepSpec
 
@@ -205,20 +206,35 @@ class _Progress:
 
 
 # ---------------------------------------------------------------- the job
-def _job_info(spec: SweepSpec, plan: PromptPlan) -> dict[str, Any]:
-    return {"fingerprint": plan.fingerprint, "requested": plan.total, "engine": spec.generation.engine,
-            "model": str(spec.models.generator), "template_id": plan.template["id"],
-            "template_version": int(plan.template["version"]), "sampling": sampling_params(spec),
-            "bias_types": [b.name for b in spec.bias_type_specs], "stances": spec.generation.stances,
-            "samples_per_bias_type": spec.generation.samples_per_bias_type}
+def _job_info(spec: SweepSpec, plan: PromptPlan, by_path: bool = False) -> dict[str, Any]:
+    """What ``job.json`` and the manifest say of a job. ``model`` is the reference as the spec gave it
+    (for people to read); ``model_identity`` is what the ids hash (a local folder's content digest),
+    absent from jobs written before it, whose fingerprint named the folder by its path (``by_path``)."""
+    job = {"fingerprint": plan.fingerprint, "requested": plan.total, "engine": spec.generation.engine,
+           "model": str(spec.models.generator), "template_id": plan.template["id"],
+           "template_version": int(plan.template["version"]), "sampling": sampling_params(spec),
+           "bias_types": [b.name for b in spec.bias_type_specs], "stances": spec.generation.stances,
+           "samples_per_bias_type": spec.generation.samples_per_bias_type}
+    if not by_path:
+        job["model_identity"] = generator_identity(spec)
+    return job
+
+
+# where the model lies is not a setting: the same model in another folder (a moved checkout,
+# another node's mount) continues the same job
+WHERE_NOT_WHAT = ("model",)
+
+
+def _same_job(old: dict[str, Any], job: dict[str, Any]) -> bool:
+    return all(old.get(k) == v for k, v in job.items() if k not in WHERE_NOT_WHAT)
 
 
 def _check_job(out: Path, job: dict[str, Any]) -> None:
     path = out / "job.json"
     if path.exists():
         old = json.loads(path.read_text())
-        if {k: old.get(k) for k in job} != job:
-            changed = sorted(k for k in job if old.get(k) != job[k])
+        if not _same_job(old, job):
+            changed = sorted(k for k in job if k not in WHERE_NOT_WHAT and old.get(k) != job[k])
             raise GenerationJobError(
                 f"{out} holds a generation job with other settings (changed: {', '.join(changed)}); "
                 "delete that folder to start over, or set another output_dir"
@@ -226,6 +242,21 @@ def _check_job(out: Path, job: dict[str, Any]) -> None:
     else:
         out.mkdir(parents=True, exist_ok=True)
         _atomic_write_json(path, job)
+
+
+def _plan_and_job(spec: SweepSpec, out: Path) -> tuple[PromptPlan, dict[str, Any]]:
+    """The plan and job info for ``out``: content-named ids, or the path-named ids of a job there
+    that was written before ids named the generator (and a task data file) by content."""
+    plan = _plan(spec)
+    job = _job_info(spec, plan)
+    path = out / "job.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if "model_identity" not in old and old.get("fingerprint") != plan.fingerprint:
+            legacy = replace(plan, fingerprint=settings_fingerprint(spec, plan.template, by_path=True))
+            if legacy.fingerprint == old.get("fingerprint"):
+                return legacy, _job_info(spec, legacy, by_path=True)
+    return plan, job
 
 
 def _plan(spec: SweepSpec) -> PromptPlan:
@@ -566,12 +597,11 @@ def _log_wandb(spec: SweepSpec, manifest: dict[str, Any]) -> None:
 def generate(spec: SweepSpec, progress: bool | None = None) -> Path:
     """Write the augmented data for every bias type of the spec under ``spec.augmented_dir``; resumable."""
     out = spec.augmented_dir
-    plan = _plan(spec)
-    job = _job_info(spec, plan)
+    plan, job = _plan_and_job(spec, out)
     manifest_path = out / "manifest.json"
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("status") == "complete" and {k: manifest.get(k) for k in job} == job:
+        if manifest.get("status") == "complete" and _same_job(manifest, job):
             return out  # finished with these very settings: nothing to do (other settings: _check_job says so)
         if _is_import(manifest, out):
             return out  # rows made elsewhere (bias_ray.generate.imported) stand in for this job

@@ -24,6 +24,7 @@ import yaml
 from bias_ray.data.custom import data_identity, load_task_data
 from bias_ray.data.loaders import load_bbq_template_statements, load_crows_pairs, load_toxigen, stable_id
 from bias_ray.generate.seeded_draws import choose
+from bias_ray.models.identity import model_identity
 from bias_ray.spec import RESOURCES, SweepSpec
 
 DEFAULT_TEMPLATE = RESOURCES / "prompts" / "toxigen_statements.yaml"
@@ -59,17 +60,30 @@ def _stance_counts(stances: dict[str, float], n: int) -> dict[str, int]:
     return counts
 
 
-def settings_fingerprint(spec: SweepSpec, template: dict[str, Any]) -> str:
-    """Hash of every setting that changes what a prompt yields; part of each sample id."""
+def settings_fingerprint(spec: SweepSpec, template: dict[str, Any], by_path: bool = False) -> str:
+    """Hash of every setting that changes what a prompt yields; part of each sample id.
+
+    The generator and a task data file are named by their content (:func:`model_identity`,
+    :func:`data_identity`), so the same settings give the same ids, and the same texts, in any
+    folder. ``by_path``: the fingerprint of jobs written before, which named both by their paths
+    (``job.json`` without ``model_identity``); such a job resumes under it with its own ids.
+    """
     g = spec.generation
-    extra: list = [] if spec.data.task == "toxigen" else [data_identity(spec.data)]  # ToxiGen ids stay as they were
+    extra: list = [] if spec.data.task == "toxigen" else [data_identity(spec.data, by_path)]  # ToxiGen's as before
     # only settings away from their defaults, so ids of earlier jobs stay the same
     if g.chat:
         extra += ["chat", g.system_prompt or ""]
     if spec.models.dtype != "auto":
         extra.append(spec.models.dtype)
-    return stable_id(g.engine, spec.models.generator, g.temperature, g.top_p, g.max_new_tokens, g.max_prompt_tokens,
-                     g.few_shot, g.seed, template["id"], template["version"], *extra)
+    return stable_id(g.engine, generator_identity(spec, by_path), g.temperature, g.top_p, g.max_new_tokens,
+                     g.max_prompt_tokens, g.few_shot, g.seed, template["id"], template["version"], *extra)
+
+
+def generator_identity(spec: SweepSpec, by_path: bool = False) -> str:
+    """The generator as sample ids name it: a local folder by its content, a hub id or served name by itself."""
+    if by_path or spec.generation.engine == "http":  # an http generator is a served model's name
+        return spec.models.generator
+    return model_identity(spec.models.generator)
 
 
 def sampling_params(spec: SweepSpec) -> dict[str, Any]:
