@@ -137,3 +137,37 @@ def test_a_job_written_before_resumes_with_its_own_ids(tmp_path, tiny_model, dat
     assert not shard_ids & set(content_ids)
     generate(spec, progress=False)  # finished under its old ids: left as it is
     assert json.loads((out / "manifest.json").read_text())["fingerprint"] == legacy_fingerprint
+
+
+def test_a_job_written_before_whose_ids_did_not_change_goes_on(tmp_path, tiny_model, data_root):
+    """A hub id or a served model named itself before too: such a job.json lacks only model_identity."""
+    from bias_ray.generate.pipeline import GenerationJobError, _check_job
+
+    spec = parse_spec(micro_spec_dict(tmp_path, tiny_model, data_root))
+    out = spec.augmented_dir
+    plan, job = _plan_and_job(spec, out)
+    out.mkdir(parents=True)
+    (out / "job.json").write_text(json.dumps({k: v for k, v in job.items() if k != "model_identity"}))
+    again, old_job = _plan_and_job(spec, out)
+    assert again.fingerprint == plan.fingerprint and "model_identity" not in old_job
+    _check_job(out, old_job)  # accepted
+    # other settings are refused, naming what changed and not the key the old job lacks
+    other = parse_spec(micro_spec_dict(tmp_path, tiny_model, data_root, generation={"temperature": 0.3}))
+    with pytest.raises(GenerationJobError, match=r"changed: fingerprint, sampling\)"):
+        _check_job(out, _plan_and_job(other, out)[1])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_an_import_needs_no_generator(tmp_path, tiny_model, data_root, ray_session):
+    from bias_ray.generate.imported import import_augmented
+
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    spec = parse_spec(micro_spec_dict(tmp_path, tiny_model, data_root))
+    rows = pd.DataFrame({"text": [f"imported statement {i}" for i in range(12)], "label": 1,
+                         "group": "muslim", "bias_type": "religion"})
+    import_augmented(spec, rows)
+    spec.models.generator = str(empty)  # a generator folder that holds no model: never read for an import
+    assert generate(spec, progress=False) == spec.augmented_dir
+    assert len(load_augmented(spec)) == 12

@@ -234,7 +234,7 @@ def _check_job(out: Path, job: dict[str, Any]) -> None:
     if path.exists():
         old = json.loads(path.read_text())
         if not _same_job(old, job):
-            changed = sorted(k for k in job if k not in WHERE_NOT_WHAT and old.get(k) != job[k])
+            changed = sorted(k for k in job if k not in WHERE_NOT_WHAT and k in old and old[k] != job[k])
             raise GenerationJobError(
                 f"{out} holds a generation job with other settings (changed: {', '.join(changed)}); "
                 "delete that folder to start over, or set another output_dir"
@@ -245,18 +245,17 @@ def _check_job(out: Path, job: dict[str, Any]) -> None:
 
 
 def _plan_and_job(spec: SweepSpec, out: Path) -> tuple[PromptPlan, dict[str, Any]]:
-    """The plan and job info for ``out``: content-named ids, or the path-named ids of a job there
-    that was written before ids named the generator (and a task data file) by content."""
+    """The plan and job info for ``out``: content-named ids, or, for a job there written before ids
+    named the generator (and a task data file) by content, that job's own ids: the same as now for a
+    hub id or a served model, else the path-named ones (:func:`settings_fingerprint` ``by_path``)."""
     plan = _plan(spec)
-    job = _job_info(spec, plan)
     path = out / "job.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        if "model_identity" not in old and old.get("fingerprint") != plan.fingerprint:
-            legacy = replace(plan, fingerprint=settings_fingerprint(spec, plan.template, by_path=True))
-            if legacy.fingerprint == old.get("fingerprint"):
-                return legacy, _job_info(spec, legacy, by_path=True)
-    return plan, job
+    old = json.loads(path.read_text()) if path.exists() else {}
+    if old and "model_identity" not in old:
+        for earlier in (plan, replace(plan, fingerprint=settings_fingerprint(spec, plan.template, by_path=True))):
+            if old.get("fingerprint") == earlier.fingerprint:
+                return earlier, _job_info(spec, earlier, by_path=True)
+    return plan, _job_info(spec, plan)  # a job written before with other settings: _check_job says which
 
 
 def _plan(spec: SweepSpec) -> PromptPlan:
@@ -597,14 +596,13 @@ def _log_wandb(spec: SweepSpec, manifest: dict[str, Any]) -> None:
 def generate(spec: SweepSpec, progress: bool | None = None) -> Path:
     """Write the augmented data for every bias type of the spec under ``spec.augmented_dir``; resumable."""
     out = spec.augmented_dir
-    plan, job = _plan_and_job(spec, out)
     manifest_path = out / "manifest.json"
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("status") == "complete" and _same_job(manifest, job):
-            return out  # finished with these very settings: nothing to do (other settings: _check_job says so)
-        if _is_import(manifest, out):
-            return out  # rows made elsewhere (bias_ray.generate.imported) stand in for this job
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    if _is_import(manifest, out):
+        return out  # rows made elsewhere (bias_ray.generate.imported) stand in for this job: no generator needed
+    plan, job = _plan_and_job(spec, out)
+    if manifest.get("status") == "complete" and _same_job(manifest, job):
+        return out  # finished with these very settings: nothing to do (other settings: _check_job says so)
     _check_job(out, job)
     for stale in out.glob("*/.part-*.tmp-*"):  # half-written files of a killed run
         stale.unlink(missing_ok=True)
