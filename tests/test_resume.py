@@ -80,3 +80,34 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path, tiny_m
         assert next(exp_dir.glob(f"*{t}*/result.json")).read_bytes() == logs_before[t], f"trial {t} was rerun"
     # Trials Tune had created before the kill continue under their ids (the grid's rest is created lazily).
     assert set(before) <= set(table["trial_id"]), "resume must continue the known trials, not start them anew"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_resume_restores_a_trial_whose_named_checkpoint_tune_had_deleted(tmp_path, tiny_model, data_root,
+                                                                         ray_session):
+    """A driver killed after Tune deleted checkpoint n (num_to_keep=1) but before it saved the state that
+    names n+1: the saved state names a checkpoint that is gone. Simulated on a finished sweep: its trial
+    marked running again, and the checkpoint its state names moved to a newer name."""
+    from bias_ray.train.checkpoint_repair import repair_missing_checkpoints
+
+    spec, _ = ready_spec(tmp_path, tiny_model, data_root, bias_ratios=[0.5], tracking={"wandb": "disabled"})
+    first = run_sweep(spec)
+    assert first["error"].isna().all()
+    exp_dir = Path(experiment_path(spec))
+    state_file = sorted(exp_dir.glob("experiment_state-*.json"))[-1]
+    state = json.loads(state_file.read_text())
+    trial = json.loads(state["trial_data"][0][0])
+    trial["status"] = "RUNNING"
+    state["trial_data"][0][0] = json.dumps(trial)
+    state_file.write_text(json.dumps(state))
+    trial_dir = exp_dir / trial["relative_logdir"]
+    (named,) = [p.name for p in trial_dir.glob("checkpoint_*")]
+    newer = f"checkpoint_{int(named.split('_')[1]) + 1:06d}"
+    (trial_dir / named).rename(trial_dir / newer)
+
+    table = run_sweep(spec, resume=True)
+    assert table["error"].isna().all(), table["error"].tolist()
+    assert (table["steps_run"] == table["total_steps"]).all()
+    assert (trial_dir / named).is_dir()  # the copy Tune restored from
+    assert repair_missing_checkpoints(str(exp_dir)) == []  # finished again: nothing to repair

@@ -20,6 +20,7 @@ import pandas as pd
 from bias_ray.mix import mix_counts
 from bias_ray.spec import GRID_AXES, MitigationSpec, SchedulerSpec, SpecError, SweepSpec, dump_spec
 from bias_ray.tracking import start_run, trial_callbacks, wandb_mode
+from bias_ray.train.checkpoint_repair import repair_missing_checkpoints
 from bias_ray.train.trainable import train_trial
 
 GRID_KEYS = list(GRID_AXES)
@@ -274,6 +275,7 @@ def build_tuner(spec: SweepSpec, resume: bool = False, trainable=None, extra_cal
     )
     path = experiment_path(spec)
     if resume and can_resume(path):
+        repair_missing_checkpoints(path)  # a driver killed between Tune's checkpoint deletion and state save
         callbacks(spec)  # sets W&B's mode for the restored callback
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     return tune.Tuner(
