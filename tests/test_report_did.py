@@ -207,3 +207,37 @@ def test_inheritance_intervals_are_cut_at_the_range():
     # the change 0.1, 0.88, 0.91: mean 0.63, t-interval about [-0.51, 1.77] -> cut at [-1, 1]
     assert i.change.clipped and i.change.bounds == (-1.0, 1.0) and i.change.high == 1.0
     assert i.change.mean == pytest.approx(0.63) and i.change.low == pytest.approx(t_interval([0.1, 0.88, 0.91]).low)
+
+
+def _hatecheck_sweep(excess_rise: float) -> pd.DataFrame:
+    """`none` at ratios 0 and 0.5, 3 seeds: every group's FPR rises by ~0.3; the targeted groups' by
+    ``excess_rise`` more."""
+    rows = []
+    for seed, (other0, jitter, noise) in enumerate([(0.2, 0.01, 0.01), (0.25, -0.02, -0.012), (0.3, 0.015, 0.005)]):
+        for ratio in (0.0, 0.5):
+            other = other0 + (0.3 + jitter if ratio else 0.0)
+            excess = 0.05 + (excess_rise + noise if ratio else 0.0)
+            rows.append({"bias_type": "gender", "bias_ratio": ratio, "mitigation": "none", "seed": seed,
+                         FPR: other + excess, "task/hatecheck/other_fpr": other,
+                         "task/hatecheck/target_excess_fpr": excess})
+    return pd.DataFrame(rows)
+
+
+def test_summary_splits_the_headline_change_into_every_group_and_the_targeted_groups():
+    shift = _hatecheck_sweep(excess_rise=0.0)
+    text = next(s for s in findings(shift, paired_differences(shift, [FPR]), FPR) if s.startswith("`gender`"))
+    assert "is an effect, worse (95% CI excludes 0)" in text.split("Control:")[0]
+    control = text.split("Control:")[1]
+    assert "(`task/hatecheck/other_fpr`) the change from ratio 0 to 0.5 is +0.302" in control
+    assert "an effect (95% CI excludes 0)" in control.split(";")[0]
+    assert "(`task/hatecheck/target_excess_fpr` = target - other) changes by +0.001" in control
+    assert "not shown to be specific to these groups" in control
+    # the targeted groups' false alarms rise more than the others': the part specific to them is an effect
+    biased = _hatecheck_sweep(excess_rise=0.2)
+    text = next(s for s in findings(biased, paired_differences(biased, [FPR]), FPR) if s.startswith("`gender`"))
+    specific = text.split("Control:")[1].split(";")[1]
+    assert "changes by +0.201" in specific and "an effect (95% CI excludes 0)" in specific
+    assert "not shown to be specific" not in text
+    # without the control's columns (an older results table) the sentence is left out
+    older = shift.drop(columns=["task/hatecheck/other_fpr"])
+    assert "Control:" not in " ".join(findings(older, paired_differences(older, [FPR]), FPR))

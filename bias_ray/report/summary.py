@@ -146,6 +146,41 @@ def mitigation_sentence(paired: pd.DataFrame, bias_type: str, metric: str, ratio
     return lead + "; ".join(parts) + "." + tail
 
 
+# a headline metric -> (its control, the part specific to the bias type's groups: headline - control)
+CONTROLS = {HEADLINE_FIGURE_METRIC: ("task/hatecheck/other_fpr", "task/hatecheck/target_excess_fpr")}
+
+
+def control_sentence(table: pd.DataFrame, i: Inheritance) -> str | None:
+    """What the headline's change under ``none`` is made of: the control's change and the group-specific part.
+
+    For HateCheck: ``target_fpr = other_fpr + target_excess_fpr``. Augmented rows that shift the label
+    balance raise every group's false alarms (``other_fpr``, the other HateCheck groups' non-hateful
+    cases); only ``target_excess_fpr`` is specific to the bias type's groups. A headline change that is
+    an effect while its group-specific part is not is said to be a shift of every group.
+    """
+    other_metric, excess_metric = CONTROLS.get(i.metric, (None, None))
+    if other_metric not in table or excess_metric not in table:
+        return None
+    other = next((c for c in inheritance(table, other_metric) if c.bias_type == i.bias_type), None)
+    excess = next((c for c in inheritance(table, excess_metric) if c.bias_type == i.bias_type), None)
+    if other is None or excess is None:
+        return None
+
+    def change(c: Inheritance) -> str:
+        if not c.change.has_interval:
+            return f"{c.change.mean:+.3f} ({c.change.bracket()}): {_effect('no interval')}"
+        word = "an effect (95% CI excludes 0)" if c.change.excludes_zero else _effect("indistinguishable")
+        return f"{c.change.mean:+.3f} ({c.change.bracket()}): {word}"
+
+    text = (f"Control: on the other HateCheck groups' non-hateful cases (`{other_metric}`) the change from ratio "
+            f"{i.low_ratio:g} to {i.high_ratio:g} is {change(other)}; the part specific to the bias type's groups "
+            f"(`{excess_metric}` = target - other) changes by {change(excess)}.")
+    if i.change.excludes_zero and excess.change.has_interval and not excess.change.excludes_zero:
+        text += (" So the headline's change is not shown to be specific to these groups: the augmented rows move "
+                 "every group's false alarms (a label-balance shift), which is not by itself group bias.")
+    return text
+
+
 NO_REFERENCE = ("The grid has no ratio 0, so mitigations are compared by the plain difference against `none` at "
                 "the same ratio, which also holds any shift a mitigation causes without augmented data "
                 "(add ratio 0 for the difference-in-differences).")
@@ -183,6 +218,8 @@ def findings(table: pd.DataFrame, paired: pd.DataFrame, headline: str | None,
                        f"({BETTER_WORDS[metric_direction(metric)]}).")
         for i in inherited:
             sentence = inheritance_sentence(i)
+            control = control_sentence(table, i) if metric == headline else None
+            sentence += f" {control}" if control else ""
             more = None
             if did is not None and not did.empty:
                 more = mitigation_sentence(did, i.bias_type, metric, i.high_ratio, only_effects=metric != headline,
