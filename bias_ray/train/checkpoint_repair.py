@@ -2,14 +2,15 @@
 
 Tune keeps one checkpoint per trial (``CheckpointConfig(num_to_keep=1)``): when a trial reports
 checkpoint n+1, the driver deletes checkpoint n at once, but it saves the experiment state, which
-names each trial's latest checkpoint, only every ``TUNE_GLOBAL_CHECKPOINT_S`` seconds. A driver
-killed in between (SIGKILL, a lost head node) leaves a state that names checkpoint n, which is gone,
-while n+1 lies beside it. Ray 2.x then fails the trial at every restore ("Could not recover from
+names each trial's latest checkpoint, later (every ``TUNE_GLOBAL_CHECKPOINT_S`` seconds, or sooner
+once a trial has checkpointed ``num_to_keep`` times since the last save). A driver killed in between
+(SIGKILL, a lost head node) leaves a state that names checkpoint n, which is gone, while n+1 lies
+beside it. Ray 2.x then fails the trial at every restore ("Could not recover from
 checkpoint as it does not exist on storage anymore") and a resumed sweep loses the trial.
 
 The repair: for every trial that will restore (not finished), each checkpoint its saved state names
 that is missing becomes a copy of the trial's newest checkpoint, which holds more training than the
-one named. The trial resumes from that state (its optimizer step, weights, data position: the
+one named. The trial resumes from that state (its step, adapter weights, optimizer and RNG: the
 trainable reads them from the checkpoint), so no training is lost or repeated; Tune's iteration
 counter of that trial restarts from the named checkpoint's, so the trial reports that many
 iterations fewer in all.
@@ -90,9 +91,14 @@ def repair_missing_checkpoints(experiment: str) -> list[str]:
             if missing > newest:  # a checkpoint newer than any on storage: nothing holds its training
                 continue
             partial = f"{trial_dir}/.{missing}.tmp-{uuid.uuid4().hex}"  # a copy cut short is never named
-            fs.create_dir(partial, recursive=True)
-            pafs.copy_files(f"{trial_dir}/{newest}", partial, source_filesystem=fs, destination_filesystem=fs)
-            fs.move(partial, f"{trial_dir}/{missing}")
+            try:
+                fs.create_dir(partial, recursive=True)
+                pafs.copy_files(f"{trial_dir}/{newest}", partial, source_filesystem=fs, destination_filesystem=fs)
+                fs.move(partial, f"{trial_dir}/{missing}")
+            except OSError as err:
+                log.warning("resume: could not restore %s/%s from %s (%s); Tune will fail that trial's restore",
+                            logdir, missing, newest, err)
+                continue
             repaired.append(f"{logdir}: {missing} <- {newest}")
     for line in repaired:
         log.warning("resume: the saved experiment state named a checkpoint Tune had deleted; restored %s", line)
