@@ -46,7 +46,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from bias_ray.generate.engines import ENGINES
-from bias_ray.generate.prompts import PromptPlan, generator_identity, make_plan, sampling_params, settings_fingerprint
+from bias_ray.generate.prompts import PromptPlan, make_plan, sampling_params, settings_fingerprint
 from bias_ray.generate.quality import clean_generations, drop_reasons, find_duplicates
 from bias_ray.spec import GenerationSpec, QualitySpec, SweepSpec
 
@@ -216,7 +216,7 @@ def _job_info(spec: SweepSpec, plan: PromptPlan, by_path: bool = False) -> dict[
            "bias_types": [b.name for b in spec.bias_type_specs], "stances": spec.generation.stances,
            "samples_per_bias_type": spec.generation.samples_per_bias_type}
     if not by_path:
-        job["model_identity"] = generator_identity(spec)
+        job["model_identity"] = plan.generator_identity
     return job
 
 

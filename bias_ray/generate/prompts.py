@@ -60,13 +60,15 @@ def _stance_counts(stances: dict[str, float], n: int) -> dict[str, int]:
     return counts
 
 
-def settings_fingerprint(spec: SweepSpec, template: dict[str, Any], by_path: bool = False) -> str:
+def settings_fingerprint(spec: SweepSpec, template: dict[str, Any], by_path: bool = False,
+                         generator: str | None = None) -> str:
     """Hash of every setting that changes what a prompt yields; part of each sample id.
 
     The generator and a task data file are named by their content (:func:`model_identity`,
     :func:`data_identity`), so the same settings give the same ids, and the same texts, in any
     folder. ``by_path``: the fingerprint of jobs written before, which named both by their paths
     (``job.json`` without ``model_identity``); such a job resumes under it with its own ids.
+    ``generator``: :func:`generator_identity`, when the caller has it already (hashing a folder reads it).
     """
     g = spec.generation
     extra: list = [] if spec.data.task == "toxigen" else [data_identity(spec.data, by_path)]  # ToxiGen's as before
@@ -75,7 +77,9 @@ def settings_fingerprint(spec: SweepSpec, template: dict[str, Any], by_path: boo
         extra += ["chat", g.system_prompt or ""]
     if spec.models.dtype != "auto":
         extra.append(spec.models.dtype)
-    return stable_id(g.engine, generator_identity(spec, by_path), g.temperature, g.top_p, g.max_new_tokens,
+    if generator is None:
+        generator = generator_identity(spec, by_path)
+    return stable_id(g.engine, generator, g.temperature, g.top_p, g.max_new_tokens,
                      g.max_prompt_tokens, g.few_shot, g.seed, template["id"], template["version"], *extra)
 
 
@@ -125,6 +129,7 @@ class PromptPlan:
     seed: int
     fingerprint: str
     chat: bool = False  # the prompt is a chat's user turn (generate/chat.py), not an open line to continue
+    generator_identity: str = ""  # the generator as the fingerprint names it (job.json's model_identity)
 
     @property
     def total(self) -> int:
@@ -322,8 +327,10 @@ def make_plan(spec: SweepSpec, seed_rows: pd.DataFrame | None = None,
     if gen.chat and "chat" not in template:
         raise ValueError(f"generation.chat is on but prompt template {template['id']!r} has no chat entry; add "
                          "`chat: {instruction: ...}` to it (see bias_ray/resources/prompts/toxigen_statements.yaml)")
+    generator = generator_identity(spec)
     return PromptPlan(template=template, segments=segments, groups=groups, pools=pools, few_shot=gen.few_shot,
-                      seed=gen.seed, fingerprint=settings_fingerprint(spec, template), chat=gen.chat)
+                      seed=gen.seed, fingerprint=settings_fingerprint(spec, template, generator=generator),
+                      chat=gen.chat, generator_identity=generator)
 
 
 def build_prompts(spec: SweepSpec, seed_rows: pd.DataFrame | None = None,

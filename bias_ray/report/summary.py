@@ -161,8 +161,8 @@ def control_sentence(table: pd.DataFrame, i: Inheritance) -> str | None:
     other_metric, excess_metric = CONTROLS.get(i.metric, (None, None))
     if other_metric not in table or excess_metric not in table:
         return None
-    other = next((c for c in inheritance(table, other_metric) if c.bias_type == i.bias_type), None)
-    excess = next((c for c in inheritance(table, excess_metric) if c.bias_type == i.bias_type), None)
+    rows = table[table["bias_type"] == i.bias_type]
+    other, excess = (next(iter(inheritance(rows, m)), None) for m in (other_metric, excess_metric))
     if other is None or excess is None:
         return None
 
