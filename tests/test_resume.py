@@ -42,6 +42,9 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path, tiny_m
         bias_ratios=[0.0, 0.25, 0.5],
         resources={"max_concurrent_trials": 1},
         tracking={"wandb": "disabled"},
+        # ~5 s a trial: with the micro spec's 3 steps a trial after the first took ~0.5 s, less than Tune's
+        # state-save period, so the saved state could go from no trial finished to all three (a flaky CI run).
+        training={"epochs": 20},
     )
     exp_dir = Path(experiment_path(spec))
     ray_tmp = tempfile.mkdtemp(prefix="brres", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
