@@ -76,19 +76,73 @@ class MixPlan:
     order: np.ndarray  # a permutation of the concatenation [real rows, augmented rows]
 
 
+def largest_remainder(shares: pd.Series, n: int) -> pd.Series:
+    """Integer counts summing to ``n`` in proportion to ``shares`` (largest remainder, ties by order)."""
+    quota = n * shares / shares.sum()
+    counts = np.floor(quota).astype(int)
+    for key in (quota - counts).sort_values(ascending=False, kind="stable").index[: n - int(counts.sum())]:
+        counts[key] += 1
+    return counts
+
+
+def label_preserving_real_counts(real: pd.DataFrame, augmented_labels: pd.Series, n_real: int,
+                                 ratio: float) -> pd.Series:
+    """Real rows per label so the mix has the real data's label shares (``training.mix_labels: real``).
+
+    With ``p_l`` the share of label ``l`` in the real rows, ``N`` the mix size and ``A_l`` the drawn
+    augmented rows of label ``l``, the mix takes ``R_l = T_l - A_l`` real rows of label ``l``, where
+    ``T_l`` is ``N * p_l`` rounded by largest remainder. So ``P_mix(label) = P_real(label)``, and what
+    the augmented rows change is which texts carry each label (for a group: ``P(hate | group)``), not the
+    overall label balance. Needs ``A_l <= T_l`` for every label: a ratio above the smallest
+    ``p_l / q_l`` (``q_l`` the augmented label share) cannot be reached; the error says the largest that can.
+    """
+    shares = real["label"].value_counts()
+    total = n_real + len(augmented_labels)
+    target = largest_remainder(shares, total)
+    drawn = augmented_labels.value_counts().reindex(target.index.union(augmented_labels.unique()), fill_value=0)
+    target = target.reindex(drawn.index, fill_value=0)
+    short = drawn[drawn > target]
+    if len(short):
+        aug_share = augmented_labels.value_counts(normalize=True)
+        real_share = shares / shares.sum()
+        limit = min(float(real_share.get(lab, 0.0) / aug_share[lab]) for lab in aug_share.index)
+        label = short.index[0]
+        raise ValueError(
+            f"bias ratio {ratio} with training.mix_labels: real needs {int(drawn[label])} augmented rows of label "
+            f"{label} in a {total}-row mix, but the real data's label shares allow {int(target[label])}; "
+            f"the augmented rows reach at most ratio {limit:.3f} this way. Lower the ratio, generate stances "
+            "of both labels (generation.stances), or use training.mix_labels: pooled")
+    return (target - drawn).loc[lambda c: c > 0]
+
+
 def mix_plan(real: pd.DataFrame, augmented: pd.DataFrame, ratio: float, size: int, mode: str = "fixed_total",
-             seed: int = 0) -> MixPlan:
+             seed: int = 0, labels: str = "pooled") -> MixPlan:
     """The rows :func:`mix` takes, from the strata columns alone (the same draws, in the same order).
 
     A caller that holds only ``label`` and ``group`` of a large augmented set plans the mix and
     then reads the texts of ``augmented`` positions alone; :func:`assemble_mix` builds the frame.
+    ``labels``: ``pooled`` draws the real rows by the real data's (label, group) shares, so the mix's
+    label balance is whatever real and augmented rows bring; ``real`` keeps the real data's label
+    shares in the whole mix (:func:`label_preserving_real_counts`), real rows drawn by group within a label.
     """
+    if labels not in ("pooled", "real"):
+        raise ValueError(f"unknown mix_labels {labels!r}; allowed: pooled, real")
     counts = mix_counts(ratio, size, mode)
     rng = np.random.default_rng(seed)
     if counts.augmented and augmented.empty:
         raise ValueError(f"bias ratio {ratio} needs {counts.augmented} augmented rows but none were generated")
-    real_pos = stratified_positions(real, counts.real, rng)
-    aug_pos = stratified_positions(augmented, counts.augmented, rng)
+    if labels == "pooled":
+        real_pos = stratified_positions(real, counts.real, rng)
+        aug_pos = stratified_positions(augmented, counts.augmented, rng)
+    else:
+        aug_pos = stratified_positions(augmented, counts.augmented, rng)
+        per_label = label_preserving_real_counts(real, augmented["label"].iloc[aug_pos], counts.real, ratio)
+        positions = np.arange(len(real))
+        parts = [positions[(real["label"] == label).to_numpy()][
+                     stratified_positions(real[real["label"] == label], int(n), rng)]
+                 for label, n in per_label.items()]
+        real_pos = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        rng.shuffle(real_pos)
     return MixPlan(real_pos, aug_pos, rng.permutation(len(real_pos) + len(aug_pos)))
 
 
@@ -106,7 +160,8 @@ def mix(
     size: int,
     mode: str = "fixed_total",
     seed: int = 0,
+    labels: str = "pooled",
 ) -> pd.DataFrame:
     """A shuffled training set with exactly ``mix_counts(...)`` real and augmented rows."""
-    plan = mix_plan(real, augmented, ratio, size, mode, seed)
+    plan = mix_plan(real, augmented, ratio, size, mode, seed, labels)
     return assemble_mix(real.iloc[plan.real], augmented.iloc[plan.augmented], plan.order)

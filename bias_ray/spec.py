@@ -252,6 +252,11 @@ class GenerationSpec(_Strict):
 
 class TrainingSpec(_Strict):
     mix_mode: Literal["fixed_total", "fixed_real"] = "fixed_total"
+    mix_labels: Literal["pooled", "real"] = Field(
+        default="pooled", description="pooled: real rows drawn by the real data's (label, group) shares, so "
+        "augmented rows of one label shift the mix's label balance; real: the whole mix keeps the real data's "
+        "label shares (augmented rows replace real rows of their label), so only which texts carry a label "
+        "changes. See bias_ray.mix.label_preserving_real_counts.")
     train_size: int = Field(default=400, gt=0, description="Total (fixed_total) or real (fixed_real) rows.")
     epochs: int = Field(default=2, gt=0)
     batch_size: int = Field(default=16, gt=0, description="Rows per forward pass (a micro-batch when accumulating).")

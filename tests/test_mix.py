@@ -80,3 +80,53 @@ def test_missing_augmented_rows_are_explained():
     with pytest.raises(ValueError, match="none were generated"):
         mix(REAL, AUG.head(0), 0.5, 10)
     assert len(mix(REAL, AUG.head(0), 0.0, 10)) == 10
+
+
+# ---------------------------------------------------------------- mix_labels: real
+
+
+HATEFUL_AUG = AUG.assign(label=1)  # a biased-stance job: every augmented row hateful
+
+
+@pytest.mark.parametrize("mode, ratio", [("fixed_total", 0.0), ("fixed_total", 0.2), ("fixed_total", 0.3),
+                                         ("fixed_real", 0.25)])
+def test_label_preserving_mix_keeps_the_real_label_shares_and_the_ratio(mode, ratio):
+    size = 200
+    out = mix(REAL, HATEFUL_AUG, ratio, size, mode=mode, seed=3, labels="real")
+    counts = mix_counts(ratio, size, mode)
+    total = counts.real + counts.augmented
+    assert len(out) == total and out["is_augmented"].sum() == counts.augmented
+    expected_hateful = round(total * REAL["label"].mean())
+    assert abs(int(out["label"].sum()) - expected_hateful) <= 1  # largest remainder
+    # the augmented rows took the place of real hateful rows, not of the real non-hateful ones
+    real_part = out[~out["is_augmented"]]
+    assert int((real_part["label"] == 0).sum()) == total - int(out["label"].sum())
+
+
+def test_pooled_mix_lets_one_label_augmented_rows_shift_the_balance():
+    pooled = mix(REAL, HATEFUL_AUG, 0.3, 200, seed=3)
+    kept = mix(REAL, HATEFUL_AUG, 0.3, 200, seed=3, labels="real")
+    assert pooled["label"].mean() > kept["label"].mean() + 0.15
+
+
+def test_label_preserving_mix_within_a_label_follows_the_real_groups():
+    out = mix(REAL, HATEFUL_AUG, 0.1, 300, seed=0, labels="real")
+    real_neg = out[~out["is_augmented"] & (out["label"] == 0)]
+    source = REAL[REAL["label"] == 0]["group"].value_counts(normalize=True)
+    got = real_neg["group"].value_counts(normalize=True).reindex(source.index)
+    assert np.allclose(got, source, atol=0.01)
+
+
+def test_label_preserving_mix_says_which_ratio_it_can_reach():
+    with pytest.raises(ValueError, match=r"at most ratio 0\.3\d\d.*Lower the ratio.*mix_labels: pooled"):
+        mix(REAL, HATEFUL_AUG, 0.9, 200, labels="real")
+    with pytest.raises(ValueError, match="unknown mix_labels"):
+        mix(REAL, AUG, 0.5, 10, labels="balanced")
+
+
+def test_label_preserving_mix_is_seeded_and_draws_both_labels_when_augmented_has_both():
+    a = mix(REAL, AUG, 0.6, 200, seed=5, labels="real")
+    b = mix(REAL, AUG, 0.6, 200, seed=5, labels="real")
+    pd.testing.assert_frame_equal(a, b)
+    assert set(a[a["is_augmented"]]["label"]) == {0, 1}
+    assert abs(a["label"].mean() - REAL["label"].mean()) < 0.01

@@ -33,6 +33,11 @@ EFFECT_WORDS = {
 }
 
 
+
+def _label_note(train: dict) -> str:
+    """How the mix's labels were set: said only when they keep the real data's shares."""
+    return ", labels at the real data's shares" if train.get("mix_labels") == "real" else ""
+
 def _list(values, fmt=str) -> str:
     return ", ".join(fmt(v) for v in values)
 
@@ -59,7 +64,8 @@ def what_ran(table: pd.DataFrame, spec: dict[str, Any] | None, manifest: dict[st
         task = {"toxigen": "ToxiGen"}.get(data.get("task", "toxigen"), data.get("task"))
         out.append(f"Data: real {task} from `{data.get('root')}` (test fraction "
                    f"{data.get('test_fraction')}); {train.get('train_size')} training rows per trial "
-                   f"({train.get('mix_mode')} mix); downstream tasks: {_list(tasks) if tasks else 'none'}.")
+                   f"({train.get('mix_mode')} mix{_label_note(train)}); "
+                   f"downstream tasks: {_list(tasks) if tasks else 'none'}.")
     else:
         out.append("Models and data: not recorded for this run (`bias-ray run` and `bias-ray sweep` write "
                    "spec.json into the run folder).")

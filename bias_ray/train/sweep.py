@@ -21,7 +21,7 @@ from bias_ray.mix import mix_counts
 from bias_ray.spec import GRID_AXES, MitigationSpec, SchedulerSpec, SpecError, SweepSpec, dump_spec
 from bias_ray.tracking import start_run, trial_callbacks, wandb_mode
 from bias_ray.train.checkpoint_repair import repair_missing_checkpoints
-from bias_ray.train.trainable import train_trial
+from bias_ray.train.trainable import check_mixes, train_trial
 
 GRID_KEYS = list(GRID_AXES)
 
@@ -377,6 +377,8 @@ def run_sweep(spec: SweepSpec, resume: bool = False, trainable=None, extra_callb
 
     init_ray()
     spec.run_dir.mkdir(parents=True, exist_ok=True)
+    if spec.training.mix_labels != "pooled":
+        check_mixes(spec)
     tuner = build_tuner(spec, resume=resume, trainable=trainable, extra_callbacks=extra_callbacks, verbose=verbose)
     grid = tuner.fit()
     table = results_table(grid, spec)

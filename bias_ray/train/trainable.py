@@ -25,7 +25,7 @@ from bias_ray.data.custom import load_task_data
 from bias_ray.evaluate.metrics import compute_all
 from bias_ray.mix import STRATA, assemble_mix, mix_counts, mix_plan
 from bias_ray.models.precision import grad_scaler
-from bias_ray.spec import DataSpec, SweepSpec, parse_spec
+from bias_ray.spec import DataSpec, SpecError, SweepSpec, parse_spec
 from bias_ray.train.mitigations import MITIGATIONS, Mitigation, TrialContext
 from bias_ray.train.student import StudentIO, model_inputs
 
@@ -54,13 +54,33 @@ def trial_data(spec: SweepSpec, bias_type: str, ratio: float, seed: int) -> tupl
     tr = spec.training
     counts = mix_counts(ratio, tr.train_size, tr.mix_mode)
     strata = augmented_strata(spec, bias_type) if counts.augmented else pd.DataFrame(columns=["index", *STRATA])
-    plan = mix_plan(real_train, strata, ratio, tr.train_size, tr.mix_mode, seed)
+    plan = mix_plan(real_train, strata, ratio, tr.train_size, tr.mix_mode, seed, tr.mix_labels)
     augmented = augmented_rows(spec, strata["index"].to_numpy()[plan.augmented])
     train = assemble_mix(real_train.iloc[plan.real], augmented, plan.order)
     test = real[real["split"] == "test"]
     if spec.training.max_eval_rows:
         test = test.sample(n=min(len(test), spec.training.max_eval_rows), random_state=0)
     return train, test.reset_index(drop=True)
+
+
+def check_mixes(spec: SweepSpec) -> None:
+    """Plan every (bias type, ratio) mix before a trial starts, so an impossible one (a ratio that
+    ``training.mix_labels: real`` cannot reach) stops the sweep with its reason, not 1 trial in N."""
+    from bias_ray.generate import augmented_strata
+
+    real = _real_rows(spec.data.model_dump_json())
+    real_train = real[real["split"] == "train"]
+    tr = spec.training
+    for bias_type in (b.name for b in spec.bias_type_specs):
+        strata = None
+        for ratio in spec.bias_ratios:
+            if not mix_counts(ratio, tr.train_size, tr.mix_mode).augmented:
+                continue
+            strata = augmented_strata(spec, bias_type) if strata is None else strata
+            try:
+                mix_plan(real_train, strata, ratio, tr.train_size, tr.mix_mode, 0, tr.mix_labels)
+            except ValueError as err:
+                raise SpecError(f"bias type {bias_type!r}: {err}") from None
 
 
 def build_student(spec: SweepSpec, mitigation: Mitigation) -> tuple[StudentIO, Any]:
