@@ -46,6 +46,30 @@ def hatecheck_rates(model, student, prefix: str, data_root: Path, groups: list[s
             "hatecheck_nonhateful": int((target & ~hateful).sum())}
 
 
+def paired_changes(table: pd.DataFrame) -> pd.DataFrame:
+    """Each ratio against the lowest, paired by seed, with 95% t intervals over seeds::
+
+        change(m, r) = mean_s [m(r, s) - m(r0, s)]      excess = hatecheck_fpr - hatecheck_fpr_other_groups
+
+    The change of ``excess`` is the difference-in-differences: the part of the targeted groups' change
+    that the other groups (the control) do not share, i.e. not a label-balance shift.
+    """
+    from bias_ray.report.stats import t_interval
+
+    table = table.assign(excess=table["hatecheck_fpr"] - table["hatecheck_fpr_other_groups"])
+    base = table[table["ratio"] == table["ratio"].min()].set_index("seed")
+    rows = []
+    for ratio, g in table.groupby("ratio"):
+        g = g.set_index("seed")
+        row: dict = {"ratio": ratio}
+        for metric, name in [("hatecheck_fpr", "target"), ("hatecheck_fpr_other_groups", "other"),
+                             ("excess", "excess")]:
+            c = t_interval((g[metric] - base[metric]).dropna())
+            row[f"{name} change"] = f"{c.mean:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def generate_in_process(spec) -> None:
     """The pipeline's prompts, engine class and row filters without Ray; manifest with generator_measures."""
     from bias_ray.generate.engines.transformers_engine import TransformersGenerator
@@ -128,15 +152,17 @@ def main() -> None:
             student, model = build_student(spec, mitigation)
             model.load_state_dict(states[-1]["model"], strict=False)
             row = {"ratio": ratio, "seed": seed, "macro_f1": metrics["macro_f1"],
-                   "realised_ratio": metrics["realised_ratio"], "trial_s": round(time.time() - t0, 1),
+                   "realised_ratio": metrics["realised_ratio"],
+                   "positive_share": round(metrics["train_positive_share"], 3), "trial_s": round(time.time() - t0, 1),
                    **hatecheck_rates(model, student, mitigation.eval_prefix(), spec.data.resolved_root, groups)}
             print(row, flush=True)
             results.append(row)
     table = pd.DataFrame(results)
-    cols = ["hatecheck_fpr", "hatecheck_fpr_other_groups", "hatecheck_fnr", "macro_f1"]
+    cols = ["positive_share", "hatecheck_fpr", "hatecheck_fpr_other_groups", "hatecheck_fnr", "macro_f1"]
     summary = table.groupby("ratio")[cols].agg(["mean", "std"])
     print(f"\n{args.mitigation}, {args.bias_type}, HateCheck groups {groups}, seeds {args.seeds}:")
     print(summary.round(3).to_string())
+    print(paired_changes(table).to_string(index=False))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

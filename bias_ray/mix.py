@@ -123,7 +123,8 @@ def mix_plan(real: pd.DataFrame, augmented: pd.DataFrame, ratio: float, size: in
     then reads the texts of ``augmented`` positions alone; :func:`assemble_mix` builds the frame.
     ``labels``: ``pooled`` draws the real rows by the real data's (label, group) shares, so the mix's
     label balance is whatever real and augmented rows bring; ``real`` keeps the real data's label
-    shares in the whole mix (:func:`label_preserving_real_counts`), real rows drawn by group within a label.
+    shares in the whole mix (:func:`label_preserving_real_counts`), real rows drawn by group within a label;
+    with no augmented row it is the pooled draw, so ratio 0 trains on the same rows in both.
     """
     if labels not in ("pooled", "real"):
         raise ValueError(f"unknown mix_labels {labels!r}; allowed: pooled, real")
@@ -131,7 +132,7 @@ def mix_plan(real: pd.DataFrame, augmented: pd.DataFrame, ratio: float, size: in
     rng = np.random.default_rng(seed)
     if counts.augmented and augmented.empty:
         raise ValueError(f"bias ratio {ratio} needs {counts.augmented} augmented rows but none were generated")
-    if labels == "pooled":
+    if labels == "pooled" or not counts.augmented:  # without augmented rows both keep the real shares
         real_pos = stratified_positions(real, counts.real, rng)
         aug_pos = stratified_positions(augmented, counts.augmented, rng)
     else:

@@ -7,7 +7,7 @@ import pytest
 
 from bias_ray.spec import SpecError
 from bias_ray.train.sweep import run_sweep
-from bias_ray.train.trainable import _real_rows, check_mixes, trial_data
+from bias_ray.train.trainable import _real_rows, check_mixes, fit, trial_data
 from tests.sweep_helpers import ready_spec
 
 
@@ -24,6 +24,9 @@ def test_a_trial_mix_keeps_the_real_label_shares(tmp_path, tiny_model, data_root
     pooled, _ = trial_data(spec.model_copy(update={"training": spec.training.model_copy(
         update={"mix_labels": "pooled"})}), "religion", 0.25, seed=0)
     assert pooled["label"].mean() > train["label"].mean()  # the all-hateful job shifts a pooled mix
+    metrics = fit(spec, {"bias_type": "religion", "bias_ratio": 0.25, "mitigation": "none", "seed": 0},
+                  lambda _metrics, _state: None)
+    assert metrics["train_positive_share"] == pytest.approx(train["label"].mean())  # in the results table
 
 
 @pytest.mark.timeout(300)

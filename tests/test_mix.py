@@ -97,7 +97,8 @@ def test_label_preserving_mix_keeps_the_real_label_shares_and_the_ratio(mode, ra
     total = counts.real + counts.augmented
     assert len(out) == total and out["is_augmented"].sum() == counts.augmented
     expected_hateful = round(total * REAL["label"].mean())
-    assert abs(int(out["label"].sum()) - expected_hateful) <= 1  # largest remainder
+    # largest remainder over labels; at ratio 0 the pooled draw's, over (label, group) strata
+    assert abs(int(out["label"].sum()) - expected_hateful) <= (1 if ratio else REAL["group"].nunique())
     # the augmented rows took the place of real hateful rows, not of the real non-hateful ones
     real_part = out[~out["is_augmented"]]
     assert int((real_part["label"] == 0).sum()) == total - int(out["label"].sum())
@@ -130,3 +131,8 @@ def test_label_preserving_mix_is_seeded_and_draws_both_labels_when_augmented_has
     pd.testing.assert_frame_equal(a, b)
     assert set(a[a["is_augmented"]]["label"]) == {0, 1}
     assert abs(a["label"].mean() - REAL["label"].mean()) < 0.01
+
+
+def test_without_augmented_rows_both_label_modes_draw_the_same_mix():
+    pd.testing.assert_frame_equal(mix(REAL, HATEFUL_AUG, 0.0, 150, seed=2),
+                                  mix(REAL, HATEFUL_AUG, 0.0, 150, seed=2, labels="real"))

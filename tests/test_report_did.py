@@ -241,3 +241,17 @@ def test_summary_splits_the_headline_change_into_every_group_and_the_targeted_gr
     # without the control's columns (an older results table) the sentence is left out
     older = shift.drop(columns=["task/hatecheck/other_fpr"])
     assert "Control:" not in " ".join(findings(older, paired_differences(older, [FPR]), FPR))
+
+
+def test_what_ran_says_the_mix_label_balance_per_ratio_and_how_labels_were_set():
+    from bias_ray.report.summary import what_ran
+
+    table = pd.DataFrame({"bias_type": "gender", "bias_ratio": [0.0, 0.0, 0.5, 0.5], "mitigation": "none",
+                          "seed": [0, 1, 0, 1], "train_positive_share": [0.58, 0.60, 0.78, 0.80]})
+    spec = {"training": {"mix_mode": "fixed_total", "mix_labels": "real", "train_size": 320}, "data": {}}
+    text = " ".join(what_ran(table, spec, None, {}, failed=0, stopped=0))
+    assert "0.59 at ratio 0, 0.79 at ratio 0.5" in text
+    assert "fixed_total mix, labels at the real data's shares" in text
+    spec["training"]["mix_labels"] = "pooled"
+    older = " ".join(what_ran(table.drop(columns="train_positive_share"), spec, None, {}, failed=0, stopped=0))
+    assert "Label balance" not in older and "(fixed_total mix)" in older  # a results table from before the column

@@ -38,6 +38,21 @@ def _label_note(train: dict) -> str:
     """How the mix's labels were set: said only when they keep the real data's shares."""
     return ", labels at the real data's shares" if train.get("mix_labels") == "real" else ""
 
+def label_balance_sentence(table: pd.DataFrame) -> str | None:
+    """The training mix's share of label 1 per ratio (mean over trials), so a reader sees a label shift.
+
+    Under ``training.mix_labels: pooled`` an augmented job of one label moves this share with the
+    ratio, and every group's false-positive rate with it; under ``real`` it stays the real data's.
+    """
+    if "train_positive_share" not in table:
+        return None
+    share = table.groupby("bias_ratio")["train_positive_share"].mean().dropna()
+    if share.empty:
+        return None
+    parts = _list(share.items(), lambda kv: f"{kv[1]:.2f} at ratio {kv[0]:g}")
+    return f"Label balance of the training mix (share of label 1, mean over trials): {parts}."
+
+
 def _list(values, fmt=str) -> str:
     return ", ".join(fmt(v) for v in values)
 
@@ -69,6 +84,9 @@ def what_ran(table: pd.DataFrame, spec: dict[str, Any] | None, manifest: dict[st
     else:
         out.append("Models and data: not recorded for this run (`bias-ray run` and `bias-ray sweep` write "
                    "spec.json into the run folder).")
+    balance = label_balance_sentence(table)
+    if balance:
+        out.append(balance)
     if imported:
         sources = manifest.get("sources") or []
         where = _list(sources[:3], "`{}`".format) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")

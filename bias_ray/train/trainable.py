@@ -260,6 +260,7 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
     train, test = trial_data(spec, bias.name, float(config["bias_ratio"]), seed)
     startup = {"startup/data_s": time.perf_counter() - clock}
     realised_ratio = float(train["is_augmented"].mean())
+    positive_share = float(train["label"].mean())  # the mix's label balance (training.mix_labels)
     train = mitigation.transform_train(train)
     test = mitigation.transform_eval(test)
     clock = time.perf_counter()
@@ -312,6 +313,7 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
                 epoch=step / steps_per_epoch,
                 train_loss=float(np.mean(losses)) if losses else float("nan"),
                 realised_ratio=realised_ratio,
+                train_positive_share=positive_share,
                 train_rows=len(train),
                 total_steps=total_steps,
                 trial_wall_s=time.time() - started,
