@@ -32,7 +32,9 @@ HATECHECK_GROUPS = {"gender": ["women", "trans people"], "sexual_orientation": [
                     "nationality": ["immigrants"]}
 
 
-def hatecheck_rates(model, student, prefix: str, data_root: Path, groups: list[str]) -> dict[str, float]:
+def hatecheck_rates(model, student, prefix: str, data_root: Path, groups: list[str],
+                    untouched: set[str] | None = None) -> dict[str, float]:
+    """``untouched``: the control's HateCheck groups (default: every group not targeted)."""
     from bias_ray.train.trainable import predict
 
     cases = pd.read_csv(data_root / "hatecheck" / "test_suite_cases.csv")
@@ -40,6 +42,8 @@ def hatecheck_rates(model, student, prefix: str, data_root: Path, groups: list[s
     hateful = (cases["label_gold"] == "hateful").to_numpy()
     target = cases["target_ident"].isin(groups).to_numpy()
     other = cases["target_ident"].notna().to_numpy() & ~target  # control: the other groups' cases
+    if untouched is not None:
+        other &= cases["target_ident"].isin(untouched).to_numpy()
     return {"hatecheck_fpr": float(pred[target & ~hateful].mean()),
             "hatecheck_fnr": float(1 - pred[target & hateful].mean()),
             "hatecheck_fpr_other_groups": float(pred[other & ~hateful].mean()),
@@ -139,7 +143,11 @@ def main() -> None:
     for row in manifest.get("generator_measures", []):
         print("  ", row)
 
+    from bias_ray.evaluate.tasks.hatecheck import overlapping_groups
+
     groups = HATECHECK_GROUPS[args.bias_type]
+    every = {g for gs in HATECHECK_GROUPS.values() for g in gs}
+    untouched = every - overlapping_groups([spec.bias_type(args.bias_type)])  # as the hatecheck task's control
     results = []
     for ratio in args.ratios:
         for seed in args.seeds:
@@ -154,7 +162,8 @@ def main() -> None:
             row = {"ratio": ratio, "seed": seed, "macro_f1": metrics["macro_f1"],
                    "realised_ratio": metrics["realised_ratio"],
                    "positive_share": round(metrics["train_positive_share"], 3), "trial_s": round(time.time() - t0, 1),
-                   **hatecheck_rates(model, student, mitigation.eval_prefix(), spec.data.resolved_root, groups)}
+                   **hatecheck_rates(model, student, mitigation.eval_prefix(), spec.data.resolved_root, groups,
+                                      untouched)}
             print(row, flush=True)
             results.append(row)
     table = pd.DataFrame(results)

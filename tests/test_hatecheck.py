@@ -114,6 +114,31 @@ def test_classifier_is_used_on_every_case_and_unknown_groups_fail(data_root):
                   classify=flag_women)
 
 
+def test_the_control_leaves_out_groups_the_augmented_rows_also_write_about(data_root):
+    """Gender's lgbtq rows are sexual orientation's too, so "gay people" is no control for gender; for
+    religion, whose groups no other bias type names, every other group is."""
+    from bias_ray.evaluate.tasks.hatecheck import overlapping_groups
+    from bias_ray.spec import BiasType, bias_type_catalog
+
+    def flag_gay(texts: list[str]) -> np.ndarray:
+        return np.array([int("gay" in t.lower()) for t in texts])
+
+    raw = load_hatecheck(data_root)
+    sizes = raw[raw["group"] != ""].groupby("group").size()
+    gender = run_tasks(None, None, ["hatecheck"], EvaluationSpec(), bias_types=["gender"], data_root=data_root,
+                       classify=flag_gay)
+    assert gender["task/hatecheck/n_other"] == sizes.drop(["women", "trans people", "gay people"]).sum()
+    assert gender["task/hatecheck/other_fpr"] == 0.0 and gender["task/hatecheck/gay/fpr"] > 0.5
+    religion = run_tasks(None, None, ["hatecheck"], EvaluationSpec(), bias_types=["religion"], data_root=data_root,
+                         classify=flag_gay)
+    assert religion["task/hatecheck/n_other"] == sizes.drop("Muslims").sum()
+    assert religion["task/hatecheck/other_fpr"] > 0
+    catalog = bias_type_catalog()
+    assert overlapping_groups([BiasType(name="gender", **catalog["gender"])]) == {"women", "trans people",
+                                                                                 "gay people"}
+    assert overlapping_groups([BiasType(name="mine", groups=["someone"])]) == set()  # an inline type of its own
+
+
 @pytest.mark.timeout(120)
 def test_without_a_classifier_it_falls_back_to_the_lm(tiny_model, data_root):
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -178,9 +178,10 @@ def control_sentence(table: pd.DataFrame, i: Inheritance) -> str | None:
     """What the headline's change under ``none`` is made of: the control's change and the group-specific part.
 
     For HateCheck: ``target_fpr = other_fpr + target_excess_fpr``. Augmented rows that shift the label
-    balance raise every group's false alarms (``other_fpr``, the other HateCheck groups' non-hateful
-    cases); only ``target_excess_fpr`` is specific to the bias type's groups. A headline change that is
-    an effect while its group-specific part is not is said to be a shift of every group.
+    balance raise every group's false alarms (``other_fpr``, the non-hateful cases of the HateCheck groups
+    the augmented data does not write about); only ``target_excess_fpr`` is specific to the bias type's
+    groups. A headline change that is an effect while its group-specific part is not is said to be a
+    shift of every group.
     """
     other_metric, excess_metric = CONTROLS.get(i.metric, (None, None))
     if other_metric not in table or excess_metric not in table:
@@ -196,7 +197,8 @@ def control_sentence(table: pd.DataFrame, i: Inheritance) -> str | None:
         word = "an effect (95% CI excludes 0)" if c.change.excludes_zero else _effect("indistinguishable")
         return f"{c.change.mean:+.3f} ({c.change.bracket()}): {word}"
 
-    text = (f"Control: on the other HateCheck groups' non-hateful cases (`{other_metric}`) the change from ratio "
+    text = (f"Control: on the non-hateful cases of the HateCheck groups the augmented data does not write about "
+            f"(`{other_metric}`) the change from ratio "
             f"{i.low_ratio:g} to {i.high_ratio:g} is {change(other)}; the part specific to the bias type's groups "
             f"(`{excess_metric}` = target - other) changes by {change(excess)}.")
     if i.change.excludes_zero and excess.change.has_interval and not excess.change.excludes_zero:

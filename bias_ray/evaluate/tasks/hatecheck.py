@@ -17,8 +17,11 @@ Positive class = hateful. With FP, TN, FN, TP counted over a set of cases:
 * ``FNR = FN / (FN + TP)`` over its hateful cases: hate missed.
 
 Sets: *target* = cases whose ``target_ident`` is one of the trial's bias types' ``hatecheck_groups``
-(``target_fpr``, the headline, and ``target_fnr``); *other* = cases of the other HateCheck groups, a
-control (``other_fpr``, ``other_fnr``); ``target_excess_fpr = target_fpr - other_fpr``, the part of the
+(``target_fpr``, the headline, and ``target_fnr``); *other* = cases of the HateCheck groups the augmented
+data does not write about, a control (``other_fpr``, ``other_fnr``): a group is left out of it when a bias
+type of the catalog that names it shares a real-data group with the trial's (gender's ``lgbtq`` rows are
+also sexual orientation's, so "gay people" is no control for gender; :func:`overlapping_groups`);
+``target_excess_fpr = target_fpr - other_fpr``, the part of the
 false alarms that is specific to the targeted groups (augmented data that shifts the label balance raises
 every group's FPR; inheriting a *group* association raises the targeted groups' more: 0 is group-fair);
 all cases, the 292 without a target included (``fpr``, ``fnr``);
@@ -36,9 +39,11 @@ import logging
 import numpy as np
 import pandas as pd
 
+from bias_ray.catalog import bias_type_catalog
 from bias_ray.data.loaders import hatecheck_slug, load_hatecheck
 from bias_ray.evaluate.tasks import TASKS, Task, TaskContext, cap_rows
 from bias_ray.evaluate.tasks.toxigen import zero_shot_hate_labels
+from bias_ray.spec import BiasType
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +65,24 @@ def _rates(p: pd.DataFrame) -> tuple[float, float]:
     return false_positive_rate(y, pred), false_negative_rate(y, pred)
 
 
+def overlapping_groups(bias_types: list[BiasType]) -> set[str]:
+    """HateCheck groups of the catalog's bias types that share a real-data group with ``bias_types``.
+
+    The augmented rows of a bias type are about its ``groups``; a catalog type with one of those groups
+    (e.g. ``lgbtq`` in gender and in sexual_orientation) has HateCheck groups the rows also write about,
+    so they cannot serve as the untouched control.
+    """
+    groups = {g for b in bias_types for g in b.groups}
+    return {h for entry in bias_type_catalog().values() if groups & set(entry.get("groups", []))
+            for h in entry.get("hatecheck_groups", [])}
+
+
 def hatecheck_scores(p: pd.DataFrame) -> dict[str, float]:
-    """Metrics from columns label, pred (1 = hateful), group ("" = no target), is_target, functionality."""
+    """Metrics from columns label, pred (1 = hateful), group ("" = no target), is_target, functionality,
+    and optionally is_control (default: every case with a group that is not a target)."""
     has_group = p["group"].astype(str) != ""
-    target, other = p[p["is_target"].astype(bool)], p[has_group & ~p["is_target"].astype(bool)]
+    control = p["is_control"].astype(bool) if "is_control" in p else has_group & ~p["is_target"].astype(bool)
+    target, other = p[p["is_target"].astype(bool)], p[control]
     out: dict[str, float] = {"n": float(len(p)), "n_target": float(len(target)), "n_other": float(len(other))}
     out["fpr"], out["fnr"] = _rates(p)
     out["target_fpr"], out["target_fnr"] = _rates(target)
@@ -92,6 +111,7 @@ class HateCheckTask(Task):
             log.warning("task %s: bias types %s list no hatecheck_groups; target_* metrics are NaN",
                         self.name, [b.name for b in ctx.bias_types])
         rows["is_target"] = rows["group"].isin(targets)
+        rows["is_control"] = (rows["group"] != "") & ~rows["group"].isin(targets | overlapping_groups(ctx.bias_types))
         if ctx.classify is None:  # the LM fallback costs two forward passes a case: cap it like the LM tasks
             return ctx.cap(rows, "group")
         return cap_rows(rows, "group", self.options.get("max_rows"))  # the classifier: all cases by default
