@@ -35,6 +35,15 @@ def mix_counts(ratio: float, size: int, mode: str) -> MixCounts:
     raise ValueError(f"unknown mix mode {mode!r}; allowed: fixed_total, fixed_real")
 
 
+def largest_remainder(sizes: np.ndarray, n: int) -> np.ndarray:
+    """Integer counts summing to ``n`` in proportion to ``sizes`` (largest remainder, ties by order)."""
+    quota = n * sizes / sizes.sum()
+    alloc = np.floor(quota).astype(int)
+    for i in np.argsort(-(quota - alloc), kind="stable")[: n - alloc.sum()]:
+        alloc[i] += 1
+    return alloc
+
+
 def stratified_positions(df: pd.DataFrame, n: int, rng: np.random.Generator,
                          strata: list[str] = STRATA) -> np.ndarray:
     """Positions of ``n`` rows of ``df`` whose strata shares follow ``df``'s (largest remainder).
@@ -48,11 +57,7 @@ def stratified_positions(df: pd.DataFrame, n: int, rng: np.random.Generator,
         raise ValueError(f"cannot draw {n} rows from an empty set")
     keys = [k for k in strata if k in df.columns]
     groups = list(df.groupby(keys, sort=True).indices.items()) if keys else [((), np.arange(len(df)))]
-    sizes = np.array([len(idx) for _, idx in groups], dtype=float)
-    quota = n * sizes / sizes.sum()
-    alloc = np.floor(quota).astype(int)
-    for i in np.argsort(-(quota - alloc), kind="stable")[: n - alloc.sum()]:
-        alloc[i] += 1
+    alloc = largest_remainder(np.array([len(idx) for _, idx in groups], dtype=float), n)
     picked = []
     for (_, idx), k in zip(groups, alloc):
         if k:
@@ -76,15 +81,6 @@ class MixPlan:
     order: np.ndarray  # a permutation of the concatenation [real rows, augmented rows]
 
 
-def largest_remainder(shares: pd.Series, n: int) -> pd.Series:
-    """Integer counts summing to ``n`` in proportion to ``shares`` (largest remainder, ties by order)."""
-    quota = n * shares / shares.sum()
-    counts = np.floor(quota).astype(int)
-    for key in (quota - counts).sort_values(ascending=False, kind="stable").index[: n - int(counts.sum())]:
-        counts[key] += 1
-    return counts
-
-
 def label_preserving_real_counts(real: pd.DataFrame, augmented_labels: pd.Series, n_real: int,
                                  ratio: float) -> pd.Series:
     """Real rows per label so the mix has the real data's label shares (``training.mix_labels: real``).
@@ -98,7 +94,7 @@ def label_preserving_real_counts(real: pd.DataFrame, augmented_labels: pd.Series
     """
     shares = real["label"].value_counts()
     total = n_real + len(augmented_labels)
-    target = largest_remainder(shares, total)
+    target = pd.Series(largest_remainder(shares.to_numpy(dtype=float), total), index=shares.index)
     drawn = augmented_labels.value_counts().reindex(target.index.union(augmented_labels.unique()), fill_value=0)
     target = target.reindex(drawn.index, fill_value=0)
     short = drawn[drawn > target]

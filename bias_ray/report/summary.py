@@ -33,10 +33,10 @@ EFFECT_WORDS = {
 }
 
 
-
 def _label_note(train: dict) -> str:
     """How the mix's labels were set: said only when they keep the real data's shares."""
     return ", labels at the real data's shares" if train.get("mix_labels") == "real" else ""
+
 
 def label_balance_sentence(table: pd.DataFrame) -> str | None:
     """The training mix's share of label 1 per ratio (mean over trials), so a reader sees a label shift.
