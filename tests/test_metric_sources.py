@@ -262,7 +262,9 @@ def test_hatecheck_matches_the_papers_rates_on_the_real_suite(data_root):
         tn, fp, fn, tp = confusion_matrix(sub["y"], sub["pred"], labels=[0, 1]).ravel()
         return fp / (fp + tn), fn / (fn + tp)
 
-    target, other = df[df["group"].isin(targets)], df[~df["group"].isin(targets) & (df["group"] != "")]
+    # the control: groups gender's augmented rows do not write about (its lgbtq rows are about gay people too)
+    untouched = ~df["group"].isin(targets | {"gay people"}) & (df["group"] != "")
+    target, other = df[df["group"].isin(targets)], df[untouched]
     assert (ours["target_fpr"], ours["target_fnr"]) == pytest.approx(rates(target))
     assert (ours["other_fpr"], ours["other_fnr"]) == pytest.approx(rates(other))
     assert (ours["fpr"], ours["fnr"]) == pytest.approx(rates(df))
