@@ -241,6 +241,18 @@ def test_summary_splits_the_headline_change_into_every_group_and_the_targeted_gr
     # without the control's columns (an older results table) the sentence is left out
     older = shift.drop(columns=["task/hatecheck/other_fpr"])
     assert "Control:" not in " ".join(findings(older, paired_differences(older, [FPR]), FPR))
+    assert "(a label-balance shift, for one)" in control  # no train_positive_share: the likely reason, hedged
+
+
+@pytest.mark.parametrize("shares, reason", [
+    ((0.59, 0.79), "the mix's share of label 1 went from 0.59 to 0.79: a label-balance shift"),
+    ((0.59, 0.59), "with the mix's share of label 1 held at 0.59, not a label shift"),
+])
+def test_the_summary_says_a_label_shift_only_when_the_mix_label_balance_moved(shares, reason):
+    shift = _hatecheck_sweep(excess_rise=0.0)
+    shift["train_positive_share"] = np.where(shift["bias_ratio"] == 0, shares[0], shares[1])
+    text = next(s for s in findings(shift, paired_differences(shift, [FPR]), FPR) if s.startswith("`gender`"))
+    assert "not shown to be specific to these groups" in text and reason in text
 
 
 def test_what_ran_says_the_mix_label_balance_per_ratio_and_how_labels_were_set():

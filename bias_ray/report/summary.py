@@ -203,8 +203,22 @@ def control_sentence(table: pd.DataFrame, i: Inheritance) -> str | None:
             f"(`{excess_metric}` = target - other) changes by {change(excess)}.")
     if i.change.excludes_zero and excess.change.has_interval and not excess.change.excludes_zero:
         text += (" So the headline's change is not shown to be specific to these groups: the augmented rows move "
-                 "every group's false alarms (a label-balance shift), which is not by itself group bias.")
+                 f"every group's false alarms alike ({_why_every_group(rows, i)}), which is not by itself group bias.")
     return text
+
+
+def _why_every_group(rows: pd.DataFrame, i: Inheritance) -> str:
+    """What moves every group alike: a label shift when the mix's share of label 1 moved, else not that."""
+    if "train_positive_share" not in rows:
+        return "a label-balance shift, for one"
+    share = rows[rows["mitigation"] == "none"].groupby("bias_ratio")["train_positive_share"].mean()
+    low, high = share.get(i.low_ratio, float("nan")), share.get(i.high_ratio, float("nan"))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "a label-balance shift, for one"
+    if abs(high - low) >= 0.01:
+        return f"the mix's share of label 1 went from {low:.2f} to {high:.2f}: a label-balance shift"
+    return (f"with the mix's share of label 1 held at {low:.2f}, not a label shift but a change in how the student "
+            "scores every group")
 
 
 NO_REFERENCE = ("The grid has no ratio 0, so mitigations are compared by the plain difference against `none` at "
