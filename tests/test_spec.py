@@ -29,6 +29,23 @@ def test_quickstart_is_valid(tmp_path, data_root):
     assert spec.output_dir.is_absolute()
 
 
+def test_label_balanced_recipe_is_the_quickstart_with_the_label_balance_held(tmp_path, data_root):
+    """sweeps/label_balanced.yaml differs from the quickstart only where it says, and its ratios are reachable."""
+    recipe = yaml.safe_load((QUICKSTART.parent / "label_balanced.yaml").read_text())
+    quick = yaml.safe_load(QUICKSTART.read_text())
+    assert recipe["training"].pop("mix_labels") == "real"
+    for key in ("name", "output_dir", "bias_ratios"):
+        recipe.pop(key), quick.pop(key)
+    assert recipe == quick
+    raw = yaml.safe_load((QUICKSTART.parent / "label_balanced.yaml").read_text())
+    raw["output_dir"], raw["data"]["root"] = str(tmp_path / "run"), str(data_root)
+    spec = parse_spec(raw)
+    from bias_ray.train.trainable import _real_rows
+
+    real = _real_rows(spec.data.model_dump_json())
+    assert max(spec.bias_ratios) <= real[real["split"] == "train"]["label"].mean()  # an all-hateful job reaches it
+
+
 def _set(d: dict, dotted: str, value) -> None:
     *parents, last = dotted.split(".")
     for p in parents:
