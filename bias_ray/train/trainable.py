@@ -65,7 +65,8 @@ def trial_data(spec: SweepSpec, bias_type: str, ratio: float, seed: int) -> tupl
 
 def check_mixes(spec: SweepSpec) -> None:
     """Plan every (bias type, ratio) mix before a trial starts, so an impossible one (a ratio that
-    ``training.mix_labels: real`` cannot reach) stops the sweep with its reason, not 1 trial in N."""
+    ``training.mix_labels: real`` cannot reach) stops the sweep once, with its reason, instead of failing
+    every trial at that ratio. Seed 0 stands for all: the per-label counts of a draw do not depend on the seed."""
     from bias_ray.generate import augmented_strata
 
     real = _real_rows(spec.data.model_dump_json())
