@@ -21,8 +21,12 @@ app.add_typer(models_app, name="models")
 console = Console()
 
 
-def _load(spec_path: Path, here: bool = True) -> SweepSpec:
-    """The validated spec; ``here=False`` (a dry run) checks only what needs no data or weights on this machine."""
+def _load(spec_path: Path, here: bool = True, planned_mix: bool = True) -> SweepSpec:
+    """The validated spec; ``here=False`` (a dry run) checks only what needs no data or weights on this machine.
+
+    ``planned_mix``: with ``training.mix_labels: real`` and no augmented data yet, check that the labels
+    the generation plan writes let the mix reach every ratio (an import brings its own labels: off).
+    """
     from bias_ray.spec import check_models
     from bias_ray.train.sweep import expand_spec
 
@@ -31,6 +35,12 @@ def _load(spec_path: Path, here: bool = True) -> SweepSpec:
         if not here:
             check_models(spec, str(spec_path), here=False)
         expand_spec(spec)  # a bad point of a mitigation grid is a bad spec too: reject it before any work
+        if here and planned_mix and spec.training.mix_labels == "real" \
+                and not (spec.augmented_dir / "manifest.json").exists():
+            from bias_ray.generate.prompts import planned_label_shares
+            from bias_ray.train.trainable import check_planned_mixes
+
+            check_planned_mixes(spec, planned_label_shares(spec))  # the finished job's own: sweep's check_mixes
         return spec
     except SpecError as err:
         console.print(f"[red]{escape(str(err))}[/red]", highlight=False, soft_wrap=True)
@@ -220,7 +230,7 @@ def import_rows(
 
     from bias_ray.generate.imported import ColumnMap, import_augmented, imported_counts
 
-    spec = _load(spec_path)
+    spec = _load(spec_path, planned_mix=False)  # the files bring their own labels: the sweep checks those
 
     def pairs(values: list[str], option: str) -> dict[str, str]:
         bad = [v for v in values if "=" not in v or not v.split("=", 1)[0].strip()]

@@ -81,6 +81,15 @@ class MixPlan:
     order: np.ndarray  # a permutation of the concatenation [real rows, augmented rows]
 
 
+def reachable_ratio(real_shares: dict, augmented_shares: dict) -> float:
+    """The largest bias ratio a label-preserving mix can reach: ``min_l p_l / q_l`` over the labels the
+    augmented rows hold (``q_l > 0``), capped at 1; ``p_l``, ``q_l`` the real and augmented label shares."""
+    real_total, aug_total = sum(real_shares.values()), sum(augmented_shares.values())
+    limits = [real_shares.get(label, 0.0) / real_total / (q / aug_total)
+              for label, q in augmented_shares.items() if q > 0]
+    return min([1.0, *limits])
+
+
 def label_preserving_real_counts(real: pd.DataFrame, augmented_labels: pd.Series, n_real: int,
                                  ratio: float) -> pd.Series:
     """Real rows per label so the mix has the real data's label shares (``training.mix_labels: real``).
@@ -99,9 +108,7 @@ def label_preserving_real_counts(real: pd.DataFrame, augmented_labels: pd.Series
     target = target.reindex(drawn.index, fill_value=0)
     short = drawn[drawn > target]
     if len(short):
-        aug_share = augmented_labels.value_counts(normalize=True)
-        real_share = shares / shares.sum()
-        limit = min(float(real_share.get(lab, 0.0) / aug_share[lab]) for lab in aug_share.index)
+        limit = reachable_ratio(shares.to_dict(), augmented_labels.value_counts().to_dict())
         label = short.index[0]
         raise ValueError(
             f"bias ratio {ratio} with training.mix_labels: real needs {int(drawn[label])} augmented rows of label "

@@ -36,3 +36,47 @@ def test_an_unreachable_ratio_stops_the_sweep_before_any_trial(tmp_path, tiny_mo
     with pytest.raises(SpecError, match=r"bias type 'religion': bias ratio 0.9 .* at most ratio 0\.\d+"):
         run_sweep(spec)
     assert not spec.results_path.exists()
+
+
+def test_the_reachable_ratio_is_the_smallest_real_over_augmented_label_share():
+    from bias_ray.mix import reachable_ratio
+
+    assert reachable_ratio({0: 41, 1: 59}, {1: 10}) == pytest.approx(0.59)  # an all-hateful job
+    assert reachable_ratio({0: 0.4, 1: 0.6}, {0: 0.5, 1: 0.5}) == pytest.approx(0.8)  # label 0 runs out first
+    assert reachable_ratio({0: 0.5, 1: 0.5}, {0: 1, 1: 1}) == 1.0
+    assert reachable_ratio({0: 1.0}, {1: 1.0}) == 0.0  # a label the real data lacks
+
+
+def test_the_generation_plan_says_which_labels_it_writes(tmp_path, tiny_model, data_root):
+    from bias_ray.generate.prompts import planned_label_shares
+    from bias_ray.spec import parse_spec
+    from tests.conftest import micro_spec_dict
+
+    spec = parse_spec(micro_spec_dict(tmp_path, tiny_model, data_root))
+    assert planned_label_shares(spec) == {1: 1.0}  # stances: biased only
+    mixed = parse_spec(micro_spec_dict(tmp_path, tiny_model, data_root,
+                                       generation={"stances": {"biased": 3, "counter": 1}}))
+    assert planned_label_shares(mixed) == {1: 0.75, 0: 0.25}
+
+
+def test_an_unreachable_ratio_is_refused_before_generation_by_every_command_that_would_generate(
+        tmp_path, tiny_model, data_root):
+    import yaml
+    from typer.testing import CliRunner
+
+    from bias_ray.cli import app
+    from tests.conftest import micro_spec_dict
+
+    data = micro_spec_dict(tmp_path, tiny_model, data_root, bias_ratios=[0.0, 0.9],
+                           training={"mix_labels": "real"})
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    for command in (["validate"], ["generate"], ["run"]):
+        result = CliRunner().invoke(app, [*command, str(path)])
+        assert result.exit_code == 2, (command, result.output)
+        assert "bias_ratios: [0.9] cannot be reached with training.mix_labels: real" in result.output
+        assert "at most ratio 0.5" in result.output  # ToxiGen train's hateful share, ~0.59
+    assert not (tmp_path / "run").exists()  # nothing generated, nothing written
+    data["bias_ratios"] = [0.0, 0.25]
+    path.write_text(yaml.safe_dump(data))
+    assert CliRunner().invoke(app, ["validate", str(path)]).exit_code == 0

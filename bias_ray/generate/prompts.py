@@ -50,6 +50,18 @@ def load_template(path: str | Path | None = None) -> dict[str, Any]:
     return template
 
 
+def planned_label_shares(spec: SweepSpec) -> dict[int, float]:
+    """The label shares a job will write, before it runs: ``generation.stances`` weights summed per the
+    template's stance label (the filters may drop rows unevenly, so the finished job's can differ a little)."""
+    stances = load_template(spec.generation.template)["stances"]
+    shares: dict[int, float] = {}
+    total = sum(spec.generation.stances.values())
+    for stance, weight in spec.generation.stances.items():
+        label = int(stances[stance]["label"])
+        shares[label] = shares.get(label, 0.0) + weight / total
+    return shares
+
+
 def _stance_counts(stances: dict[str, float], n: int) -> dict[str, int]:
     """Split ``n`` samples over stances by their shares, exactly (largest remainder)."""
     total = sum(stances.values())

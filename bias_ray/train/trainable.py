@@ -84,6 +84,27 @@ def check_mixes(spec: SweepSpec) -> None:
                 raise SpecError(f"bias type {bias_type!r}: {err}") from None
 
 
+def check_planned_mixes(spec: SweepSpec, augmented_shares: dict[int, float]) -> None:
+    """Before generation: can ``training.mix_labels: real`` reach every ratio with the label shares the job
+    is planned to write? Saves generating (hours, at scale) for a sweep that :func:`check_mixes` would stop."""
+    from bias_ray.mix import reachable_ratio
+
+    real = _real_rows(spec.data.model_dump_json())
+    real_shares = real[real["split"] == "train"]["label"].value_counts().to_dict()
+    limit = reachable_ratio(real_shares, augmented_shares)
+    too_high = [r for r in spec.bias_ratios if r > limit]
+    if too_high:
+        def shares(d: dict) -> str:
+            total = sum(d.values())
+            return ", ".join(f"label {k}: {v / total:.2f}" for k, v in sorted(d.items()))
+
+        raise SpecError(
+            f"bias_ratios: {too_high} cannot be reached with training.mix_labels: real. The generation plan writes "
+            f"{shares(augmented_shares)} (generation.stances and the template's labels) and the real training rows "
+            f"hold {shares(real_shares)}, so a mix that keeps the real label shares reaches at most ratio "
+            f"{limit:.3f}. Lower the ratios, add stances of the other label, or use training.mix_labels: pooled")
+
+
 def build_student(spec: SweepSpec, mitigation: Mitigation) -> tuple[StudentIO, Any]:
     """The student's IO (tokenizer, encoding, class logits) and its LoRA-wrapped model.
 
