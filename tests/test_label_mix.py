@@ -57,6 +57,13 @@ def test_the_generation_plan_says_which_labels_it_writes(tmp_path, tiny_model, d
     mixed = parse_spec(micro_spec_dict(tmp_path, tiny_model, data_root,
                                        generation={"stances": {"biased": 3, "counter": 1}}))
     assert planned_label_shares(mixed) == {1: 0.75, 0: 0.25}
+    template = tmp_path / "two_stances.yaml"  # a user's template without `counter`: left out, not a crash
+    template.write_text("id: mine\nversion: 1\nstances:\n"
+                        "  biased: {seed_label: 1, label: 1, header: 'h {group}:'}\n"
+                        "  neutral: {seed_label: 0, label: 0, header: 'h {group}:'}\n")
+    own = parse_spec(micro_spec_dict(tmp_path, tiny_model, data_root, generation={
+        "template": str(template), "stances": {"biased": 1, "neutral": 1, "counter": 2}}))
+    assert planned_label_shares(own) == {1: 0.5, 0: 0.5}
 
 
 def test_an_unreachable_ratio_is_refused_before_generation_by_every_command_that_would_generate(

@@ -52,13 +52,14 @@ def load_template(path: str | Path | None = None) -> dict[str, Any]:
 
 def planned_label_shares(spec: SweepSpec) -> dict[int, float]:
     """The label shares a job will write, before it runs: ``generation.stances`` weights summed per the
-    template's stance label (the filters may drop rows unevenly, so the finished job's can differ a little)."""
+    template's stance label (the filters may drop rows unevenly, so the finished job's can differ a little).
+    A stance the template lacks is left out here; :func:`make_plan` refuses it by name."""
     stances = load_template(spec.generation.template)["stances"]
+    known = {s: w for s, w in spec.generation.stances.items() if s in stances}
     shares: dict[int, float] = {}
-    total = sum(spec.generation.stances.values())
-    for stance, weight in spec.generation.stances.items():
+    for stance, weight in known.items():
         label = int(stances[stance]["label"])
-        shares[label] = shares.get(label, 0.0) + weight / total
+        shares[label] = shares.get(label, 0.0) + weight / sum(known.values())
     return shares
 
 

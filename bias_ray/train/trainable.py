@@ -23,7 +23,7 @@ import pandas as pd
 
 from bias_ray.data.custom import load_task_data
 from bias_ray.evaluate.metrics import compute_all
-from bias_ray.mix import STRATA, assemble_mix, mix_counts, mix_plan
+from bias_ray.mix import STRATA, assemble_mix, mix_counts, mix_plan, reachable_ratio
 from bias_ray.models.precision import grad_scaler
 from bias_ray.spec import DataSpec, SpecError, SweepSpec, parse_spec
 from bias_ray.train.mitigations import MITIGATIONS, Mitigation, TrialContext
@@ -87,8 +87,6 @@ def check_mixes(spec: SweepSpec) -> None:
 def check_planned_mixes(spec: SweepSpec, augmented_shares: dict[int, float]) -> None:
     """Before generation: can ``training.mix_labels: real`` reach every ratio with the label shares the job
     is planned to write? Saves generating (hours, at scale) for a sweep that :func:`check_mixes` would stop."""
-    from bias_ray.mix import reachable_ratio
-
     real = _real_rows(spec.data.model_dump_json())
     real_shares = real[real["split"] == "train"]["label"].value_counts().to_dict()
     limit = reachable_ratio(real_shares, augmented_shares)
