@@ -27,10 +27,6 @@ import numpy as np
 import pandas as pd
 import yaml
 
-HATECHECK_GROUPS = {"gender": ["women", "trans people"], "sexual_orientation": ["gay people"],
-                    "race": ["black people"], "disability": ["disabled people"], "religion": ["Muslims"],
-                    "nationality": ["immigrants"]}
-
 
 def hatecheck_rates(model, student, prefix: str, data_root: Path, groups: list[str],
                     untouched: set[str] | None = None) -> dict[str, float]:
@@ -143,11 +139,13 @@ def main() -> None:
     for row in manifest.get("generator_measures", []):
         print("  ", row)
 
+    from bias_ray.catalog import bias_type_catalog
     from bias_ray.evaluate.tasks.hatecheck import overlapping_groups
 
-    groups = HATECHECK_GROUPS[args.bias_type]
-    every = {g for gs in HATECHECK_GROUPS.values() for g in gs}
-    untouched = every - overlapping_groups([spec.bias_type(args.bias_type)])  # as the hatecheck task's control
+    bias = spec.bias_type(args.bias_type)
+    groups = bias.hatecheck_groups  # the catalog's, as the hatecheck task reads them
+    every = {g for entry in bias_type_catalog().values() for g in entry.get("hatecheck_groups", [])}
+    untouched = every - overlapping_groups([bias])  # as the hatecheck task's control
     results = []
     for ratio in args.ratios:
         for seed in args.seeds:

@@ -141,10 +141,11 @@ def mix_plan(real: pd.DataFrame, augmented: pd.DataFrame, ratio: float, size: in
     else:
         aug_pos = stratified_positions(augmented, counts.augmented, rng)
         per_label = label_preserving_real_counts(real, augmented["label"].iloc[aug_pos], counts.real, ratio)
-        positions = np.arange(len(real))
-        parts = [positions[(real["label"] == label).to_numpy()][
-                     stratified_positions(real[real["label"] == label], int(n), rng)]
-                 for label, n in per_label.items()]
+        labels_of_real = real["label"].to_numpy()
+        parts = []
+        for label, n in per_label.items():
+            rows = np.flatnonzero(labels_of_real == label)
+            parts.append(rows[stratified_positions(real.iloc[rows], int(n), rng)])
         real_pos = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         rng.shuffle(real_pos)
     return MixPlan(real_pos, aug_pos, rng.permutation(len(real_pos) + len(aug_pos)))

@@ -63,14 +63,18 @@ def trial_data(spec: SweepSpec, bias_type: str, ratio: float, seed: int) -> tupl
     return train, test.reset_index(drop=True)
 
 
+def _real_train_rows(spec: SweepSpec) -> pd.DataFrame:
+    real = _real_rows(spec.data.model_dump_json())
+    return real[real["split"] == "train"]
+
+
 def check_mixes(spec: SweepSpec) -> None:
     """Plan every (bias type, ratio) mix before a trial starts, so an impossible one (a ratio that
     ``training.mix_labels: real`` cannot reach) stops the sweep once, with its reason, instead of failing
     every trial at that ratio. Seed 0 stands for all: the per-label counts of a draw do not depend on the seed."""
     from bias_ray.generate import augmented_strata
 
-    real = _real_rows(spec.data.model_dump_json())
-    real_train = real[real["split"] == "train"]
+    real_train = _real_train_rows(spec)
     tr = spec.training
     for bias_type in (b.name for b in spec.bias_type_specs):
         strata = None
@@ -87,8 +91,7 @@ def check_mixes(spec: SweepSpec) -> None:
 def check_planned_mixes(spec: SweepSpec, augmented_shares: dict[int, float]) -> None:
     """Before generation: can ``training.mix_labels: real`` reach every ratio with the label shares the job
     is planned to write? Saves generating (hours, at scale) for a sweep that :func:`check_mixes` would stop."""
-    real = _real_rows(spec.data.model_dump_json())
-    real_shares = real[real["split"] == "train"]["label"].value_counts().to_dict()
+    real_shares = _real_train_rows(spec)["label"].value_counts().to_dict()
     limit = reachable_ratio(real_shares, augmented_shares)
     too_high = [r for r in spec.bias_ratios if r > limit]
     if too_high:
