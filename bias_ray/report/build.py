@@ -1,15 +1,18 @@
 """Build the sweep report under ``<run_dir>/report``: Markdown, PNG plots and one self-contained HTML page.
 
-The page opens with a summary (what ran, what it found, in sentences built from the numbers),
-then the headline figure (HateCheck's targeted-group false-positive rate against bias ratio),
-which mitigation wins (the difference-in-differences against ``none`` and ratio 0, and the plain paired
-differences against ``none``, with 95% CIs), every metric against
-bias ratio with 95% CIs over seeds, a better/worse heatmap, misalignment next to harm, what the
-generator wrote, early-stopped and failed trials, and the compute spent. Figures are inlined as
-data URIs, so the HTML opens offline from anywhere. The pieces live in their own modules:
-statistics (``stats``), which metrics and the headline and inheritance (``headline``), sentences
-(``summary``), figures (``figures``), tables (``tables``), misalignment vs harm (``misalignment``),
-the run folder's files (``run_files``) and the Markdown/HTML writer (``page``).
+The page opens with a findings table (one row per bias type: the inherited group-specific change,
+its control, the utility change, the mitigation that reduces it most; ``findings_table``), then a
+summary (what ran, what it found, in sentences built from the numbers), then the headline figure
+(HateCheck's group-specific false-positive rate, target - control, against bias ratio; the
+targeted-group rate itself on results from before that column), which mitigation wins (the
+difference-in-differences against ``none`` and ratio 0, and the plain paired differences against
+``none``, with 95% CIs), every metric against bias ratio with 95% CIs over seeds, a better/worse
+heatmap, misalignment next to harm, what the generator wrote, early-stopped and failed trials, and
+the compute spent. Figures are inlined as data URIs, so the HTML opens offline from anywhere. The
+pieces live in their own modules: statistics (``stats``), which metrics and the headline and
+inheritance (``headline``), the findings table (``findings_table``), sentences (``summary``),
+figures (``figures``), tables (``tables``), misalignment vs harm (``misalignment``), the run
+folder's files (``run_files``) and the Markdown/HTML writer (``page``).
 """
 
 from __future__ import annotations
@@ -17,19 +20,22 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 import bias_ray.report.figures as figures
+import bias_ray.report.findings_table as findings_table
 import bias_ray.report.misalignment as misalignment
 import bias_ray.report.run_files as run_files
 import bias_ray.report.summary as summary
 import bias_ray.report.tables as tables
 from bias_ray.report.headline import (
     DESCRIPTIONS,
+    GROUP_METRIC,
     HEADLINE_FIGURE_METRIC,
     UTILITY_METRIC,
     every_metric,
+    group_metric,
+    headline_figure_metric,
     headline_metric,
     inheritance,
     report_metrics,
@@ -37,7 +43,12 @@ from bias_ray.report.headline import (
 from bias_ray.report.page import Page
 from bias_ray.report.stats import difference_in_differences, format_mean_ci, mean_ci_table, paired_differences
 
-HEADLINE_FIGURE = "headline_hatecheck_target_fpr.png"
+HEADLINE_FIGURE = "headline_hatecheck.png"  # plots headline_figure_metric(): target_excess_fpr, else target_fpr
+FIGURE_TITLES = {
+    GROUP_METRIC: "HateCheck false-positive rate on non-hateful cases targeting the bias type's groups minus that on "
+                  "the other groups (target - control)",
+    HEADLINE_FIGURE_METRIC: "HateCheck false-positive rate, non-hateful cases targeting the bias type's groups",
+}
 HATECHECK_MISSING = (f"No headline figure: the results have no `{HEADLINE_FIGURE_METRIC}` column. Add `hatecheck` "
                      "to the spec's evaluation.tasks to measure the HateCheck false-positive rate on non-hateful "
                      "cases that target each bias type's groups.")
@@ -85,6 +96,7 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
 
     page = Page()
     page.section("summary", "Summary")
+    findings = _findings(page, ok)
     page.bullets(summary.what_ran(table, spec, manifest, totals, int(failed.sum()), len(stopped)))
     page.heading("Findings")
     page.bullets((summary.findings(ok, paired, headline, did) if len(ok)
@@ -95,14 +107,14 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
 
     page.section("headline", "Headline")
     figure_paths: list[Path] = []
-    if len(ok) and HEADLINE_FIGURE_METRIC in ok and np.isfinite(ok[HEADLINE_FIGURE_METRIC].astype(float)).any():
-        figure_paths.append(figures.plot_metric_vs_ratio(
-            ok, HEADLINE_FIGURE_METRIC, out, filename=HEADLINE_FIGURE,
-            title="HateCheck false-positive rate, non-hateful cases targeting the bias type's groups"))
+    figure_metric = headline_figure_metric(ok) if len(ok) else None
+    if figure_metric:
+        figure_paths.append(figures.plot_metric_vs_ratio(ok, figure_metric, out, filename=HEADLINE_FIGURE,
+                                                         title=FIGURE_TITLES[figure_metric]))
         page.image(figure_paths[-1])
     else:
         page.text(HATECHECK_MISSING)
-    for m in [headline, UTILITY_METRIC]:
+    for m in dict.fromkeys([figure_metric, headline, UTILITY_METRIC]):
         if m and m in ok:
             page.heading(f"`{m}`: {DESCRIPTIONS.get(m, m)}, mean ± 95% CI over seeds")
             page.table(tables.intervals_by_ratio(ok, m), "headline")
@@ -113,7 +125,7 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
     page.section("metric-vs-ratio", "Metric vs bias ratio")
     page.text(f"Mean over seeds per mitigation; {figures.seeds_note(ok if len(ok) else table)}. {CLIP_NOTE}")
     plots = [figures.plot_metric_vs_ratio(ok, m, out) for m in metrics
-             if not (figure_paths and m == HEADLINE_FIGURE_METRIC)] if len(ok) else []  # the headline is above
+             if m != figure_metric] if len(ok) else []  # the headline is above
     for p in plots:
         page.image(p)
 
@@ -169,8 +181,8 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
         f"<body><h1>bias-ray sweep report</h1><p>Run: <code>{html.escape(str(run_dir))}</code></p>"
         + "\n".join(page.html) + "</body></html>")
     if wandb != "disabled":
-        logged = {"summary": means, "change_vs_none": pooled, "mitigation_wins": paired, "mitigation_wins_did": did,
-                  "early_stopped": stopped[keep], "failed": errors, "compute": per_compute,
+        logged = {"findings": findings, "summary": means, "change_vs_none": pooled, "mitigation_wins": paired,
+                  "mitigation_wins_did": did, "early_stopped": stopped[keep], "failed": errors, "compute": per_compute,
                   "compute_totals": pd.DataFrame([totals]), "misalignment_vs_harm": mis_frame}
         if analysis.summary is not None:
             logged["misalignment"] = analysis.summary
@@ -179,6 +191,20 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
         images = figure_paths + plots + [p for p in (heatmap, mis_plot) if p] + analysis.images
         log_to_wandb(run_dir, logged, images, wandb, project)
     return out
+
+
+def _findings(page: Page, ok: pd.DataFrame) -> pd.DataFrame:
+    """The findings table first, so the report opens with its numbers; its legend under it. Returns the table."""
+    metric = group_metric(ok) if len(ok) else None
+    if metric is None:  # the sentences below say there is no fairness metric
+        return pd.DataFrame()
+    frame = findings_table.findings_table(ok, metric)
+    if frame.empty:
+        page.text(f"No findings table: the sweep has no `none` trials at two or more ratios with `{metric}`.")
+        return frame
+    page.table(frame, "findings")
+    page.text(findings_table.findings_note(metric))
+    return frame
 
 
 def _wins(page: Page, paired: pd.DataFrame, did: pd.DataFrame) -> None:

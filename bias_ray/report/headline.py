@@ -24,10 +24,17 @@ HEADLINE_CANDIDATES = {
     "fpr_gap": "largest gap in false-positive rate across all groups (held-out ToxiGen)",
 }
 HEADLINE_FIGURE_METRIC = "task/hatecheck/target_fpr"
+# target_fpr - other_fpr: a label-balance shift moves every group's false alarms alike and cancels out of it
+GROUP_METRIC = "task/hatecheck/target_excess_fpr"
+CONTROL_METRIC = "task/hatecheck/other_fpr"  # the HateCheck groups the augmented data does not write about
 DEFAULT_METRICS = ["macro_f1", "accuracy", "bias_type/fpr_gap", "bias_type/ppr_gap"]
 UTILITY_METRIC = "macro_f1"
 DESCRIPTIONS = {**HEADLINE_CANDIDATES, "macro_f1": "macro-F1 on held-out ToxiGen",
-                "accuracy": "accuracy on held-out ToxiGen"}
+                "accuracy": "accuracy on held-out ToxiGen",
+                GROUP_METRIC: "HateCheck false-positive rate on non-hateful cases that target the bias type's groups "
+                              "minus that on the other groups' (target - control): the part specific to these groups",
+                CONTROL_METRIC: "HateCheck false-positive rate on non-hateful cases of the groups the augmented data "
+                                "does not write about (the control)"}
 BETTER_WORDS = {"higher": "higher is better", "lower": "lower is better", "zero": "closer to 0 is better",
                 "half": "closer to 0.5 is better", None: "no declared direction"}
 
@@ -54,12 +61,32 @@ def every_metric(table: pd.DataFrame) -> list[str]:
         metric_direction(c) is not None or (c.startswith("task/") and not c.endswith(("/wall_s", "/n"))))]
 
 
+def has_values(table: pd.DataFrame, name: str) -> bool:
+    """Whether ``table`` has column ``name`` with at least one finite value (an all-nan column is no data)."""
+    return name in table and bool(np.isfinite(pd.to_numeric(table[name], errors="coerce")).any())
+
+
 def headline_metric(table: pd.DataFrame) -> str | None:
     """The first of :data:`HEADLINE_CANDIDATES` with at least one finite value in ``table``."""
-    for name in HEADLINE_CANDIDATES:
-        if name in table and np.isfinite(pd.to_numeric(table[name], errors="coerce")).any():
-            return name
-    return None
+    return next((name for name in HEADLINE_CANDIDATES if has_values(table, name)), None)
+
+
+def group_metric(table: pd.DataFrame) -> str | None:
+    """The metric specific to the bias type's groups: :data:`GROUP_METRIC` where the results have it.
+
+    ``target_excess_fpr = target_fpr - other_fpr``, so augmented rows that shift the label balance (every
+    group's false alarms alike) do not read as inheritance; results from before it fall back to
+    :func:`headline_metric`.
+    """
+    return GROUP_METRIC if has_values(table, GROUP_METRIC) else headline_metric(table)
+
+
+def headline_figure_metric(table: pd.DataFrame) -> str | None:
+    """What the headline figure plots: :data:`GROUP_METRIC`, else :data:`HEADLINE_FIGURE_METRIC`, else None (no figure).
+
+    The group-specific part first, so the figure cannot show a label-balance shift as group bias.
+    """
+    return next((m for m in (GROUP_METRIC, HEADLINE_FIGURE_METRIC) if has_values(table, m)), None)
 
 
 @dataclass(frozen=True)
