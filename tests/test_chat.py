@@ -138,3 +138,22 @@ def test_http_engine_sends_chats_to_the_chat_route(tmp_path, tiny_chat_model, da
         assert app.state.last_chat_prompt.endswith("<|assistant|>\n")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["generated"] == 8 and manifest["quarantined"] == 0
+
+
+def test_an_over_long_chat_prompt_is_quarantined_alone_and_its_batch_still_generates(tiny_chat_model, monkeypatch):
+    """One prompt over max_prompt_tokens must not send its whole batch to the row-by-row retry (batch-size x slower)."""
+    import numpy as np
+
+    from bias_ray.generate.engines.transformers_engine import TransformersGenerator
+
+    sampling = {"temperature": 1.0, "top_p": 0.95, "max_new_tokens": 4, "max_prompt_tokens": 40}
+    gen = TransformersGenerator(str(tiny_chat_model), sampling, "cpu", chat=True)
+    calls: list[int] = []
+    real = gen.generate
+    monkeypatch.setattr(gen, "generate", lambda prompts, seed: (calls.append(len(prompts)), real(prompts, seed))[1])
+    batch = {"prompt": np.array(["- one\n\nWrite one more.", "a long prompt " * 30, "- two\n\nWrite one more."],
+                                dtype=object), "sample_id": np.array(["a", "b", "c"], dtype=object)}
+    out = gen(batch)
+    assert calls == [2]  # one batched call for the two that fit
+    assert "over generation.max_prompt_tokens 40" in out["engine_error"][1]
+    assert out["engine_error"][0] == out["engine_error"][2] == "" and out["generated_tokens"][[0, 2]].min() > 0
