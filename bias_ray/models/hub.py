@@ -2,10 +2,14 @@
 
 ``models.generator`` and ``models.student`` name either. The rule, in order:
 
-1. an existing path, a value starting with ``/``, ``.`` or ``~``, or any value when
+1. ``packaged:NAME``: a model shipped inside a PyPI package (:mod:`.packaged`), resolved to its file
+   or folder when the spec is read;
+2. a name ending in ``.gguf``: a **GGUF file**, local or ``owner/name/FILE.gguf`` on the hub, converted
+   once into a cached safetensors folder before any work (:mod:`.gguf`);
+3. an existing path, a value starting with ``/``, ``.`` or ``~``, or any value when
    ``models.build_tiny_if_missing`` is on: a **folder** (it must hold ``config.json``);
-2. else ``owner/name`` with the hub's characters (letters, digits, ``-``, ``_``, ``.``): a **hub id**;
-3. else: an error (neither).
+4. else ``owner/name`` with the hub's characters (letters, digits, ``-``, ``_``, ``.``): a **hub id**;
+5. else: an error (neither).
 
 Offline mode is the user's: ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) in their environment.
 Offline, a hub id must already be in the local cache (``HF_HUB_CACHE``, else ``HF_HOME/hub``, else
@@ -25,7 +29,7 @@ OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 _TRUE = {"1", "on", "yes", "true"}
 _OWNER_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
-SourceKind = Literal["folder", "hub"]
+SourceKind = Literal["folder", "hub", "gguf", "packaged"]
 
 
 def hub_offline() -> bool:
@@ -58,7 +62,14 @@ def hub_id_problem(value: str) -> str | None:
 
 
 def source_kind(value: str, build_tiny_if_missing: bool = False) -> SourceKind:
-    """``folder`` or ``hub`` by the rule in the module docstring (no validity check)."""
+    """``packaged``, ``gguf``, ``folder`` or ``hub`` by the rule in the module docstring (no validity check)."""
+    from bias_ray.models.gguf import is_gguf
+    from bias_ray.models.packaged import is_packaged
+
+    if is_packaged(value):
+        return "packaged"
+    if is_gguf(value):
+        return "gguf"
     if build_tiny_if_missing or value.startswith(("/", ".", "~")) or Path(value).expanduser().exists():
         return "folder"
     return "hub"
@@ -98,6 +109,12 @@ def check_source(value: str, build_tiny_if_missing: bool = False, here: bool = T
     only noted as not checked; a malformed id or a folder without ``config.json`` is a problem anyway.
     """
     kind = source_kind(value, build_tiny_if_missing)
+    if kind == "packaged":
+        from bias_ray.models.packaged import packaged_problem
+
+        return SourceCheck(kind, f"packaged model {value}", packaged_problem(value))
+    if kind == "gguf":
+        return _check_gguf(value, here)
     if kind == "folder":
         path = Path(value).expanduser()
         if (path / "config.json").is_file():
@@ -125,6 +142,31 @@ def check_source(value: str, build_tiny_if_missing: bool = False, here: bool = T
         return SourceCheck(kind, f"hub id {value} (not checked: hub id, resolved at run time; offline here and "
                            "not in this machine's cache: the nodes' cache must hold it)")
     return SourceCheck(kind, f"hub id {value}", offline_fix(value) + local_hint)
+
+
+def _check_gguf(value: str, here: bool) -> SourceCheck:
+    """A GGUF reference: a local file's header, or a hub file's id and (offline) cache entry."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from bias_ray.models.gguf import GGUFError, header_problem, parse_reference
+
+    try:
+        ref = parse_reference(value)
+    except GGUFError as err:
+        return SourceCheck("gguf", f"GGUF {value}", str(err))
+    converted = "dequantized once into a cached safetensors folder before the run"
+    if ref.is_local:
+        if not ref.path.exists() and not here:
+            return SourceCheck("gguf", f"GGUF file {ref.path} (not checked: not on this machine)")
+        return SourceCheck("gguf", f"GGUF file {ref.path} ({converted})", header_problem(ref.path))
+    if problem := hub_id_problem(ref.repo_id):
+        return SourceCheck("gguf", f"GGUF {value}", f"{value!r}: {problem}")
+    note = f"GGUF file {ref.filename} of hub id {ref.repo_id} ({converted})"
+    cached = try_to_load_from_cache(ref.repo_id, ref.filename, cache_dir=hub_cache_dir())
+    if isinstance(cached, str) or not hub_offline() or not here:
+        return SourceCheck("gguf", note)
+    return SourceCheck("gguf", note, offline_fix(ref.repo_id).replace(f"`hf download {ref.repo_id}`",
+                                                                      f"`hf download {ref.repo_id} {ref.filename}`"))
 
 
 def check_hub_access(repo_id: str) -> Path:

@@ -50,6 +50,11 @@ def _file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of one file's bytes, hex (a GGUF file's cache name, :mod:`bias_ray.models.gguf`)."""
+    return _file_sha256(path)
+
+
 def folder_digest(folder: str | Path) -> str:
     """16 hex digits naming the content of the model in ``folder`` (see the module's formula)."""
     folder = Path(folder).expanduser().resolve()

@@ -58,6 +58,27 @@ def expand_spec(spec: SweepSpec) -> SweepSpec:
     return spec.model_copy(update={"mitigations": configs})
 
 
+def check_student_tasks(spec: SweepSpec) -> None:
+    """Refuse, before any work, likelihood or generation tasks on a student without a language-model head.
+
+    They score the student as a causal LM (``models/heads.py`` says why an encoder cannot be one
+    without a random head). Classifier tasks (HateCheck) run on any student.
+    """
+    from bias_ray.evaluate.listing import task_listing
+    from bias_ray.models.heads import has_lm_head
+
+    if not spec.evaluation.in_trials or spec.training.student_kind == "causal_lm":
+        return
+    entries = task_listing()["tasks"]
+    needs_lm = [t for t in spec.evaluation.tasks if entries.get(t, {}).get("kind") != "classifier"]
+    if needs_lm and has_lm_head(spec.models.student) is False:
+        raise SpecError(
+            f"evaluation.tasks: {', '.join(needs_lm)} score the student as a causal language model, but "
+            f"models.student {spec.models.student} has no language-model head (its config's architectures). "
+            "Remove them from evaluation.tasks (classifier tasks such as hatecheck run on any student), or use a "
+            "causal-LM student (e.g. packaged:smollm2-135m-instruct)")
+
+
 def grid_cells(spec: SweepSpec) -> list[dict[str, Any]]:
     """Every trial of the (expanded) grid as a plain dict of the grid keys."""
     spec = expand_spec(spec)
@@ -377,6 +398,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, trainable=None, extra_callb
 
     init_ray()
     spec.run_dir.mkdir(parents=True, exist_ok=True)
+    check_student_tasks(spec)
     if spec.training.mix_labels != "pooled":
         check_mixes(spec)
     tuner = build_tuner(spec, resume=resume, trainable=trainable, extra_callbacks=extra_callbacks, verbose=verbose)

@@ -204,12 +204,17 @@ def downstream_metrics(spec: SweepSpec, model, student: StudentIO, mitigation: M
     import copy
 
     from bias_ray.evaluate import run_tasks
+    from bias_ray.evaluate.listing import task_listing
     from bias_ray.evaluate.lm import causal_lm_from_classifier
-    if spec.training.student_kind == "causal_lm":
+
+    entries = task_listing()["tasks"]
+    if all(entries.get(t, {}).get("kind") == "classifier" for t in ev.tasks):
+        lm = None  # classifier tasks only: they run on `classify`; an encoder student has no LM to build
+    elif spec.training.student_kind == "causal_lm":
         lm = copy.deepcopy(model).merge_and_unload()
     else:
         lm = causal_lm_from_classifier(model, spec.models.student, dtype=student.dtype)
-    if student.dtype is not None:  # float32 trained modules (mixed precision) join the base's dtype: one dtype
+    if lm is not None and student.dtype is not None:  # float32 trained modules join the base's dtype: one dtype
         lm = lm.to(student.dtype)
 
     def classify(texts: list[str]) -> np.ndarray:

@@ -110,11 +110,12 @@ def _import_task_modules() -> None:
                              f"register it; add @TASKS.register({name!r}) to the task class")
 
 
-def build_task(name: str) -> Task:
+def build_task(name: str, overrides: dict[str, Any] | None = None) -> Task:
+    """The task ``name`` with its listed options, ``overrides`` (the spec's ``evaluation.task_options``) on top."""
     entry = task_listing()["tasks"].get(name)
     if entry is None:
         raise KeyError(f"task {name!r} is not listed in {TASKS_FILE}; available: {', '.join(TASKS.names())}")
-    return TASKS.get(name)(name, **entry.get("options", {}))
+    return TASKS.get(name)(name, **{**entry.get("options", {}), **(overrides or {})})
 
 
 def _context(spec_or_settings: SweepSpec | EvaluationSpec | None, bias_types, data_root, seed) -> TaskContext:
@@ -169,7 +170,7 @@ def run_tasks(
     ctx = _context(spec_or_settings, bias_types, data_root, seed)
     ctx.classify = classify
     names = task_names if task_names is not None else ctx.settings.tasks
-    tasks = [build_task(n) for n in names]  # fail on a bad name before any work
+    tasks = [build_task(n, ctx.settings.task_options.get(n)) for n in names]  # a bad name fails before any work
     needs_lm = [t.name for t in tasks if task_listing()["tasks"][t.name].get("kind") != "classifier"]
     if model is None and (needs_lm or classify is None):
         raise ValueError(f"run_tasks got no model; tasks {needs_lm or names} need a causal LM "
