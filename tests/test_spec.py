@@ -20,23 +20,44 @@ def good(tmp_path: Path, data_root: Path) -> dict:
 
 
 def test_quickstart_is_valid(tmp_path, data_root):
+    from bias_ray.models.packaged import packaged_path
+
     spec = parse_spec(good(tmp_path, data_root))
-    assert spec.grid_size == 1 * 3 * 4 * 3
+    assert spec.grid_size == 1 * 2 * 4 * 3
     assert [b.name for b in spec.bias_type_specs] == ["gender"]
-    assert spec.models.pretrain_tiny and len(spec.seeds) >= 2
-    assert spec.evaluation.tasks[0] == "hatecheck"
+    assert len(spec.seeds) >= 3 and spec.training.mix_labels == "real"
+    # the real models, found in their installed packages: SmolLM2's GGUF (converted before the run) and MiniLM
+    assert spec.models.generator == str(packaged_path("packaged:smollm2-135m-instruct"))
+    assert spec.models.student == str(packaged_path("packaged:all-minilm-l6-v2"))
+    assert not spec.models.build_tiny_if_missing
+    assert spec.evaluation.tasks == ["hatecheck"]  # MiniLM has no LM head: the LM tasks would be refused
     assert spec.bias_type("gender").groups  # catalog entries are expanded into data
     assert spec.output_dir.is_absolute()
 
 
-def test_label_balanced_recipe_is_the_quickstart_with_the_label_balance_held(tmp_path, data_root):
-    """sweeps/label_balanced.yaml differs from the quickstart only where it says, and its ratios are reachable."""
-    recipe = yaml.safe_load((QUICKSTART.parent / "label_balanced.yaml").read_text())
+def test_planted_control_is_the_quickstart_with_only_hateful_rows(tmp_path, data_root):
+    """sweeps/planted.yaml differs from the quickstart only in its stances, and its top ratio is reachable."""
+    planted = yaml.safe_load((QUICKSTART.parent / "planted.yaml").read_text())
     quick = yaml.safe_load(QUICKSTART.read_text())
-    assert recipe["training"].pop("mix_labels") == "real"
-    for key in ("name", "output_dir", "bias_ratios"):
-        recipe.pop(key), quick.pop(key)
-    assert recipe == quick
+    assert planted["generation"].pop("stances") == {"biased": 1.0}
+    quick["generation"].pop("stances")
+    for key in ("name", "output_dir"):
+        planted.pop(key), quick.pop(key)
+    assert planted == quick
+    raw = yaml.safe_load((QUICKSTART.parent / "planted.yaml").read_text())
+    raw["output_dir"], raw["data"]["root"] = str(tmp_path / "run"), str(data_root)
+    from bias_ray.generate.prompts import planned_label_shares
+    from bias_ray.train.trainable import check_planned_mixes
+
+    spec = parse_spec(raw)
+    check_planned_mixes(spec, planned_label_shares(spec))  # an all-hateful plan reaches ratio 0.5 with labels held
+
+
+def test_label_balanced_recipe_is_the_tiny_model_quickstart_with_the_label_balance_held(tmp_path, data_root):
+    """sweeps/label_balanced.yaml (the tiny local model, no package needed) holds the label balance at reachable
+    ratios."""
+    recipe = yaml.safe_load((QUICKSTART.parent / "label_balanced.yaml").read_text())
+    assert recipe["training"]["mix_labels"] == "real" and recipe["models"]["build_tiny_if_missing"]
     raw = yaml.safe_load((QUICKSTART.parent / "label_balanced.yaml").read_text())
     raw["output_dir"], raw["data"]["root"] = str(tmp_path / "run"), str(data_root)
     spec = parse_spec(raw)
@@ -134,7 +155,7 @@ def test_validate_command_exit_codes(tmp_path, data_root):
     path.write_text(yaml.safe_dump(spec))
     ok = CliRunner().invoke(app, ["validate", str(path)])
     assert ok.exit_code == 0, ok.output
-    assert "36 trials" in " ".join(ok.output.split())
+    assert "24 trials" in " ".join(ok.output.split())
     spec["bias_ratios"] = [2.0]
     path.write_text(yaml.safe_dump(spec))
     bad = CliRunner().invoke(app, ["validate", str(path)])
