@@ -47,17 +47,20 @@ def test_prompts_are_deterministic_batch_independent_and_carry_provenance(tmp_pa
     picked = np.array([59, 3, 17, 0, 42])
     assert plan.rows(picked).reset_index(drop=True).equals(full.iloc[picked].reset_index(drop=True))
     assert plan.sample_ids(picked) == full["sample_id"].iloc[picked].tolist()
-    # provenance: seed rows are real statements of the group, with the stance's label
+    # provenance: seed rows are real statements with the stance's label, about the group where it has such
+    # statements, else about the bias type's other groups (ToxiGen has no neutral 'trans')
     template = load_template()
     by_id = seeds.set_index("id")
     for row in full.itertuples():
         assert row.template_id == template["id"] and row.template_version == template["version"]
         shots = row.seed_ids.split(",")
         assert len(shots) == spec.generation.few_shot
-        assert set(by_id.loc[shots, "group"]) == {row.group}
         wanted = template["stances"][row.stance]["seed_label"]
-        if ((seeds["group"] == row.group) & (seeds["label"] == wanted)).any():  # ToxiGen has no neutral 'trans'
-            assert set(by_id.loc[shots, "label"]) == {wanted}
+        assert set(by_id.loc[shots, "label"]) == {wanted}
+        if ((seeds["group"] == row.group) & (seeds["label"] == wanted)).any():
+            assert set(by_id.loc[shots, "group"]) == {row.group}
+        else:
+            assert set(by_id.loc[shots, "group"]) <= set(spec.bias_type(row.bias_type).groups) - {row.group}
         assert all(by_id.loc[s, "text"] in row.prompt for s in shots)
     assert full.loc[full["stance"] == "biased", "label"].eq(1).all()
     assert full.loc[full["stance"] != "biased", "label"].eq(0).all()
@@ -195,3 +198,23 @@ def test_bbq_template_seeds_put_the_stereotyped_group_in_the_negative_role(tmp_p
         for seed in row.seed_ids.split(","):
             assert by_id.loc[seed, "label"] == (1 if row.stance == "biased" else 0)
             assert by_id.loc[seed, "text"] in row.prompt
+
+
+def test_a_group_without_seeds_of_a_stance_borrows_that_label_from_its_bias_type_not_the_other_label(
+        tmp_path, tiny_model, data_root):
+    """ToxiGen has no neutral statement about trans people: a neutral prompt about them must not be seeded with
+    their hateful statements (the row would be labelled neutral and carry hate)."""
+    from bias_ray.data.loaders import load_toxigen
+    from bias_ray.generate.prompts import make_plan
+    from bias_ray.spec import parse_spec
+    from tests.conftest import micro_spec_dict
+
+    d = micro_spec_dict(tmp_path, tiny_model, data_root, bias_types=["gender"])
+    d["generation"]["stances"] = {"biased": 0.5, "neutral": 0.5}
+    plan = make_plan(parse_spec(d, check_files=False))
+    real = load_toxigen(data_root).set_index("id")
+    ids, _ = plan.pools[("trans", 0)]
+    assert ids and set(real.loc[ids, "label"]) == {0}
+    assert set(real.loc[ids, "group"]) <= {"women", "lgbtq"}
+    hateful, _ = plan.pools[("trans", 1)]
+    assert set(real.loc[hateful, "group"]) == {"trans"} and set(real.loc[hateful, "label"]) == {1}

@@ -327,13 +327,22 @@ def make_plan(spec: SweepSpec, seed_rows: pd.DataFrame | None = None,
                 if (group, label) in pools:  # shared by stances with one seed label, and by bias types
                     continue
                 pool = seed_rows[(seed_rows["group"] == group) & (seed_rows["label"] == label)]
-                if pool.empty:  # a group without seed statements of this stance: use any of the group
-                    pool = seed_rows[seed_rows["group"] == group]
                 if pool.empty:
+                    # a group without seed statements of this stance's label (ToxiGen has no neutral statement
+                    # about trans people): the same label's seeds about the bias type's other groups, never the
+                    # group's statements of the other label, which would write e.g. hate into rows labelled neutral
+                    pool = seed_rows[seed_rows["group"].isin(groups[bias.name]) & (seed_rows["label"] == label)]
+                if not len(seed_rows[seed_rows["group"] == group]):
                     raise ValueError(
                         f"bias type {bias.name!r}: group {group!r} has no seed statements in the real data "
                         f"({template.get('seed_source', 'data')}); use its group names "
                         "(see bias_ray/resources/bias_types.yaml)"
+                    )
+                if pool.empty:
+                    raise ValueError(
+                        f"bias type {bias.name!r}: stance {stance!r} needs seed statements of label {label}, and "
+                        f"none of its groups ({', '.join(groups[bias.name])}) has one in the real data; drop the "
+                        "stance from generation.stances or use a template whose seeds exist"
                     )
                 pool = pool.sort_values("id")  # a stable order whatever the loader's
                 pools[(group, label)] = (pool["id"].astype(str).tolist(), pool["text"].astype(str).tolist())
