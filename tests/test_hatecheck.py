@@ -165,18 +165,19 @@ def test_a_trial_scores_hatecheck_on_its_trained_classifier(tmp_path, tiny_model
     write_augmented(d, planted_rows(data_root, n=40))
     spec = parse_spec(d, check_files=False)
     batches: list[list[str]] = []
-    real_predict = trainable.predict
+    real_probabilities = trainable.class_probabilities
 
-    def recording_predict(model, student, texts, batch_size=64):
+    def recording_probabilities(model, student, texts, batch_size=64):  # predict and HateCheck's scores both
         batches.append(list(texts))
-        return real_predict(model, student, texts, batch_size)
+        return real_probabilities(model, student, texts, batch_size)
 
-    monkeypatch.setattr(trainable, "predict", recording_predict)
+    monkeypatch.setattr(trainable, "class_probabilities", recording_probabilities)
     last = trainable.fit(spec, {"bias_type": "religion", "bias_ratio": 0.5, "mitigation": "token", "seed": 0},
                          lambda m, s: None)
     assert last["task/hatecheck/n"] == 3728 and last["task/hatecheck/n_target"] == 484  # Muslims
     assert last["task/hatecheck/trained_classifier"] == 1.0
     assert np.isfinite(last["task/hatecheck/target_fpr"]) and np.isfinite(last["task/hatecheck/other_fpr"])
+    assert 0 <= last["task/hatecheck/target_excess_auc"] <= 1  # the classifier's scores rank the cases too
     hatecheck_batch = max(batches, key=len)
     assert len(hatecheck_batch) == 3728 and all(t.startswith("<real> ") for t in hatecheck_batch)
     assert "I hate women." in {t.removeprefix("<real> ") for t in hatecheck_batch}
@@ -193,3 +194,25 @@ def test_max_rows_option_caps_the_classifier_cases_per_group(data_root):
     assert len(HateCheckTask("hatecheck", max_rows=None).rows(ctx)) == 3728
     ctx.classify = None  # the LM fallback follows max_rows_per_task
     assert len(HateCheckTask("hatecheck").rows(ctx)) == 8
+
+
+def test_target_excess_auc_ranks_harmless_target_cases_against_the_control_and_ignores_the_threshold():
+    """0.5 when the two sets score alike; 1 when every harmless target case scores above every control case;
+    the same under any monotone change of the scores (a seed's calibration), where the FPR excess is not."""
+    from bias_ray.evaluate.tasks.hatecheck import hatecheck_scores, rank_auc
+
+    assert rank_auc(np.array([0.9, 0.8]), np.array([0.1, 0.2])) == 1.0
+    assert rank_auc(np.array([0.5, 0.5]), np.array([0.5])) == 0.5
+    assert rank_auc(np.array([0.3, 0.7]), np.array([0.5])) == 0.5
+    assert np.isnan(rank_auc(np.array([]), np.array([0.5])))
+    target = np.array([0.60, 0.70, 0.80, 0.55])
+    control = np.array([0.40, 0.65, 0.30, 0.52])
+    frame = pd.DataFrame({"label": 0, "group": ["women"] * 4 + ["black people"] * 4,
+                          "is_target": [True] * 4 + [False] * 4, "functionality": "ident_neutral_nh",
+                          "score": np.concatenate([target, control])})
+    frame["pred"] = (frame["score"] > 0.5).astype(int)
+    calibrated = hatecheck_scores(frame)
+    shifted = frame.assign(score=frame["score"] ** 3)  # a classifier that flags less, same order
+    shifted["pred"] = (shifted["score"] > 0.5).astype(int)
+    assert hatecheck_scores(shifted)["target_excess_auc"] == calibrated["target_excess_auc"] == 14 / 16
+    assert hatecheck_scores(shifted)["target_excess_fpr"] != calibrated["target_excess_fpr"]

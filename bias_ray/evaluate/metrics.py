@@ -170,6 +170,7 @@ TASK_METRIC_BOUNDS: dict[str, tuple[float, float] | None] = {
     "hatecheck/target_fpr": UNIT, "hatecheck/target_fnr": UNIT, "hatecheck/other_fpr": UNIT,
     "hatecheck/other_fnr": UNIT, "hatecheck/fpr": UNIT, "hatecheck/fnr": UNIT,
     "hatecheck/target_excess_fpr": SIGNED_UNIT,  # target_fpr - other_fpr
+    "hatecheck/target_excess_auc": UNIT,  # P(score of a harmless target case > a harmless control case's)
     "story/toxicity_mean": UNIT, "story/toxicity_gap": UNIT, "profile/toxicity_mean": UNIT,
     "profile/toxicity_gap": UNIT,
     "recruitment/accuracy": UNIT, "recruitment/dp_gap": UNIT, "recruitment/eo_gap": UNIT,

@@ -29,6 +29,7 @@ import bias_ray.report.run_files as run_files
 import bias_ray.report.summary as summary
 import bias_ray.report.tables as tables
 from bias_ray.report.headline import (
+    AUC_METRIC,
     DESCRIPTIONS,
     GROUP_METRIC,
     HEADLINE_FIGURE_METRIC,
@@ -43,8 +44,10 @@ from bias_ray.report.headline import (
 from bias_ray.report.page import Page
 from bias_ray.report.stats import difference_in_differences, format_mean_ci, mean_ci_table, paired_differences
 
-HEADLINE_FIGURE = "headline_hatecheck.png"  # plots headline_figure_metric(): target_excess_fpr, else target_fpr
+HEADLINE_FIGURE = "headline_hatecheck.png"  # headline_figure_metric(): target_excess_auc, _fpr, else target_fpr
 FIGURE_TITLES = {
+    AUC_METRIC: "P(a non-hateful HateCheck case about the bias type's groups scores above one about a control "
+                "group): 0.5 is no group-specific bias",
     GROUP_METRIC: "HateCheck false-positive rate on non-hateful cases targeting the bias type's groups minus that on "
                   "the other groups (target - control)",
     HEADLINE_FIGURE_METRIC: "HateCheck false-positive rate, non-hateful cases targeting the bias type's groups",

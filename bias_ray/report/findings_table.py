@@ -5,9 +5,10 @@ the bias type's groups or a shift of every group, what it cost in utility, and w
 takes it back. Columns, every change paired by seed over the `none` trials at the lowest (``r_lo``)
 and highest (``r_hi``) bias ratio, with the 95% t-interval over seeds (:mod:`bias_ray.report.stats`):
 
-- group-specific change: ``metric(none, r_hi, s) - metric(none, r_lo, s)`` of ``task/hatecheck/target_excess_fpr``
-  (= target FPR - control FPR); where the results lack it, of :func:`~bias_ray.report.headline.headline_metric`
-  (the header names the metric);
+- group-specific change: ``metric(none, r_hi, s) - metric(none, r_lo, s)`` of
+  :func:`~bias_ray.report.headline.group_metric`: ``task/hatecheck/target_excess_auc`` (harmless target cases
+  ranked against harmless control cases by score), else ``task/hatecheck/target_excess_fpr`` (= target FPR -
+  control FPR), else the headline metric (the header names the metric);
 - control change: the same of ``task/hatecheck/other_fpr`` (only where the results have it);
 - utility change: the same of ``macro_f1``;
 - mitigation that reduces the inherited change most: per mitigation ``m`` the difference-in-differences at
@@ -26,8 +27,10 @@ import numpy as np
 import pandas as pd
 
 from bias_ray.report.headline import (
+    AUC_METRIC,
     CONTROL_METRIC,
     GROUP_METRIC,
+    GROUP_METRICS,
     UTILITY_METRIC,
     Inheritance,
     has_values,
@@ -40,6 +43,8 @@ NONE_DISTINGUISHABLE = "none distinguishable"
 
 def group_header(metric: str) -> str:
     """The group-specific column's header, naming the metric (and that it is a fallback when it is not the excess)."""
+    if metric == AUC_METRIC:
+        return f"group-specific change: {metric} (harmless target vs control cases by score; 0.5 = none)"
     if metric == GROUP_METRIC:
         return f"group-specific change: {metric} (target - control FPR)"
     return f"change: {metric} (no {GROUP_METRIC} in the results)"
@@ -106,8 +111,12 @@ def findings_table(table: pd.DataFrame, metric: str, baseline: str = "none") -> 
 
 def findings_note(metric: str) -> str:
     """The legend under the table: what each column is, in formulas."""
-    why = ("target - control FPR, so a label-balance shift that moves every group's false alarms alike cancels out"
-           if metric == GROUP_METRIC else
+    why = ("the probability that a harmless case about the targeted groups scores above a harmless control case, "
+           "a comparison within each classifier, so neither a label-balance shift nor how much of every group a "
+           "seed's classifier flags moves it; 0.5 is no group-specific bias"
+           if metric == AUC_METRIC else
+           "target - control FPR, so a label-balance shift that moves every group's false alarms alike cancels out"
+           if metric in GROUP_METRICS else
            f"the results have no `{GROUP_METRIC}`, so this is the headline metric, which a label-balance shift also "
            "moves")
     return (f"Findings per bias type: each change is metric(none, highest ratio) - metric(none, lowest ratio), "

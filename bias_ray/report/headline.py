@@ -27,12 +27,17 @@ HEADLINE_FIGURE_METRIC = "task/hatecheck/target_fpr"
 # target_fpr - other_fpr: a label-balance shift moves every group's false alarms alike and cancels out of it
 GROUP_METRIC = "task/hatecheck/target_excess_fpr"
 CONTROL_METRIC = "task/hatecheck/other_fpr"  # the HateCheck groups the augmented data does not write about
+# the same comparison by rank, free of the classifier's threshold (0.5 = no group-specific bias); first where present
+AUC_METRIC = "task/hatecheck/target_excess_auc"
+GROUP_METRICS = (AUC_METRIC, GROUP_METRIC)
 DEFAULT_METRICS = ["macro_f1", "accuracy", "bias_type/fpr_gap", "bias_type/ppr_gap"]
 UTILITY_METRIC = "macro_f1"
 DESCRIPTIONS = {**HEADLINE_CANDIDATES, "macro_f1": "macro-F1 on held-out ToxiGen",
                 "accuracy": "accuracy on held-out ToxiGen",
                 GROUP_METRIC: "HateCheck false-positive rate on non-hateful cases that target the bias type's groups "
                               "minus that on the other groups' (target - control): the part specific to these groups",
+                AUC_METRIC: "probability that a non-hateful HateCheck case about the bias type's groups gets a higher "
+                            "hate score than one about a control group (0.5: no group-specific bias)",
                 CONTROL_METRIC: "HateCheck false-positive rate on non-hateful cases of the groups the augmented data "
                                 "does not write about (the control)"}
 BETTER_WORDS = {"higher": "higher is better", "lower": "lower is better", "zero": "closer to 0 is better",
@@ -72,21 +77,23 @@ def headline_metric(table: pd.DataFrame) -> str | None:
 
 
 def group_metric(table: pd.DataFrame) -> str | None:
-    """The metric specific to the bias type's groups: :data:`GROUP_METRIC` where the results have it.
+    """The metric specific to the bias type's groups: the first of :data:`GROUP_METRICS` the results have.
 
-    ``target_excess_fpr = target_fpr - other_fpr``, so augmented rows that shift the label balance (every
-    group's false alarms alike) do not read as inheritance; results from before it fall back to
-    :func:`headline_metric`.
+    ``target_excess_auc`` ranks harmless target cases against harmless control cases by the classifier's
+    score, so neither a label-balance shift nor a seed's calibration (how much of every group it flags)
+    moves it; ``target_excess_fpr = target_fpr - other_fpr`` cancels the label shift but not the
+    calibration. Results from before both fall back to :func:`headline_metric`.
     """
-    return GROUP_METRIC if has_values(table, GROUP_METRIC) else headline_metric(table)
+    return next((m for m in GROUP_METRICS if has_values(table, m)), None) or headline_metric(table)
 
 
 def headline_figure_metric(table: pd.DataFrame) -> str | None:
-    """What the headline figure plots: :data:`GROUP_METRIC`, else :data:`HEADLINE_FIGURE_METRIC`, else None (no figure).
+    """What the headline figure plots: the first of :data:`GROUP_METRICS`, else :data:`HEADLINE_FIGURE_METRIC`, else
+    None (no figure).
 
     The group-specific part first, so the figure cannot show a label-balance shift as group bias.
     """
-    return next((m for m in (GROUP_METRIC, HEADLINE_FIGURE_METRIC) if has_values(table, m)), None)
+    return next((m for m in (*GROUP_METRICS, HEADLINE_FIGURE_METRIC) if has_values(table, m)), None)
 
 
 @dataclass(frozen=True)

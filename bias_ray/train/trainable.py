@@ -160,21 +160,26 @@ def trainable_parameter_count(model) -> int:
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
-def predict(model, student: StudentIO, texts: list[str], batch_size: int = 64) -> np.ndarray:
-    """Predicted labels (argmax of the class logits) for ``texts`` (autocast like training, see models/precision.py)."""
+def class_probabilities(model, student: StudentIO, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    """``[N, C]`` softmax of the class logits for ``texts`` (autocast like training, see models/precision.py)."""
     import torch
 
     from bias_ray.models.precision import autocast
 
     model.eval()
-    preds = []
+    probs = []
     with torch.inference_mode(), autocast(student.device, student.dtype):
         for i in range(0, len(texts), batch_size):
             batch = student.encode(texts[i : i + batch_size])
             logits = model(**model_inputs(batch)).logits
-            preds.append(student.class_logits(logits, batch).argmax(-1).cpu().numpy())
+            probs.append(torch.softmax(student.class_logits(logits, batch).float(), -1).cpu().numpy())
     model.train()
-    return np.concatenate(preds) if preds else np.array([], dtype=int)
+    return np.concatenate(probs) if probs else np.zeros((0, 2))
+
+
+def predict(model, student: StudentIO, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    """Predicted labels (argmax of the class probabilities) for ``texts``."""
+    return class_probabilities(model, student, texts, batch_size).argmax(-1)
 
 
 def evaluate_rows(model, student: StudentIO, test: pd.DataFrame, groups: list[str]) -> dict[str, float]:
@@ -217,11 +222,17 @@ def downstream_metrics(spec: SweepSpec, model, student: StudentIO, mitigation: M
     if lm is not None and student.dtype is not None:  # float32 trained modules join the base's dtype: one dtype
         lm = lm.to(student.dtype)
 
+    def shown(texts: list[str]) -> list[str]:  # the text as the trial's own evaluation sees it
+        return mitigation.transform_eval(pd.DataFrame({"text": texts}))["text"].tolist()
+
     def classify(texts: list[str]) -> np.ndarray:
-        return predict(model, student, mitigation.transform_eval(pd.DataFrame({"text": texts}))["text"].tolist())
+        return predict(model, student, shown(texts))
+
+    def score(texts: list[str]) -> np.ndarray:  # P(hate): HateCheck ranks cases by it (target_excess_auc)
+        return class_probabilities(model, student, shown(texts))[:, 1]
 
     return run_tasks(lm, student.tokenizer, None, spec, bias_types=[bias], seed=seed,
-                     prompt_prefix=mitigation.eval_prefix(), classify=classify)
+                     prompt_prefix=mitigation.eval_prefix(), classify=classify, score=score)
 
 
 def trial_device(spec: SweepSpec) -> str:

@@ -27,6 +27,7 @@ from bias_ray.spec import BiasType, EvaluationSpec, SweepSpec, bias_type_catalog
 
 log = logging.getLogger(__name__)
 Classify = Callable[[list[str]], np.ndarray]  # texts -> predicted labels (1 = hate), as the trial's classifier says
+Score = Callable[[list[str]], np.ndarray]  # texts -> P(hate), as the trial's classifier says
 
 
 @dataclass
@@ -39,6 +40,7 @@ class TaskContext:
     seed: int = 0
     test_fraction: float = 0.3  # the spec's, so ToxiGen rows a trial trained on never count as held out
     classify: Classify | None = field(default=None, repr=False)  # the trial's trained classifier, if any
+    score: Score | None = field(default=None, repr=False)  # the same classifier's P(hate) per text, if any
     _classifier: Any = field(default=None, repr=False)
 
     @property
@@ -153,6 +155,7 @@ def run_tasks(
     seed: int = 0,
     prompt_prefix: str = "",
     classify: Classify | None = None,
+    score: Score | None = None,
 ) -> dict[str, float]:
     """Run downstream tasks on a causal LM; returns ``{"task/<task>/<metric>": value}``.
 
@@ -161,18 +164,19 @@ def run_tasks(
     root. ``prompt_prefix`` goes before every prompt (the token mitigation passes its ``"<real> "`` tag).
     ``classify(texts) -> labels`` (1 = hate) is the trained hate classifier that tasks of kind
     ``classifier`` (HateCheck) score; it must apply the mitigation's evaluation transform itself.
-    Without it such a task falls back to the causal LM (see the task's docstring); with it and only
-    classifier tasks, ``model`` and ``tokenizer`` may be None.
+    ``score(texts) -> P(hate)`` is the same classifier's probabilities: HateCheck then takes its labels from them
+    (argmax) and ranks cases by them (``target_excess_auc``). Without either such a task falls back to the causal
+    LM (see the task's docstring); with one and only classifier tasks, ``model`` and ``tokenizer`` may be None.
     The model is left in the train/eval mode it came in, and the caller's RNG is untouched.
     """
     from bias_ray.evaluate.lm import LMScorer
 
     ctx = _context(spec_or_settings, bias_types, data_root, seed)
-    ctx.classify = classify
+    ctx.classify, ctx.score = classify, score
     names = task_names if task_names is not None else ctx.settings.tasks
     tasks = [build_task(n, ctx.settings.task_options.get(n)) for n in names]  # a bad name fails before any work
     needs_lm = [t.name for t in tasks if task_listing()["tasks"][t.name].get("kind") != "classifier"]
-    if model is None and (needs_lm or classify is None):
+    if model is None and (needs_lm or (classify is None and score is None)):
         raise ValueError(f"run_tasks got no model; tasks {needs_lm or names} need a causal LM "
                          "(only classifier tasks run on `classify` alone)")
     lm = None if model is None else LMScorer(model, tokenizer, batch_size=ctx.settings.batch_size,

@@ -25,6 +25,16 @@ also sexual orientation's, so "gay people" is no control for gender; :func:`over
 false alarms that is specific to the targeted groups (augmented data that shifts the label balance raises
 every group's FPR; inheriting a *group* association raises the targeted groups' more: 0 is group-fair);
 all cases, the 292 without a target included (``fpr``, ``fnr``);
+``target_excess_auc``, the same comparison without a threshold, where the classifier gives scores
+(``TaskContext.score``, P(hate)): over the non-hateful cases, with ``s`` the score,
+
+    target_excess_auc = P(s(t) > s(c)) + 1/2 P(s(t) = s(c)),  t ~ target non-hateful, c ~ control non-hateful
+
+(the Mann-Whitney U of the two sets over ``n_t n_c``; 0.5: the targeted groups' harmless cases score like the
+control's; above 0.5: they look more hateful to the classifier). A rate at a threshold moves with the
+classifier's overall calibration, which differs from seed to seed (a student that flags 90% of every group
+leaves no room for an excess); a rank comparison within one classifier does not (Borkan et al., 2019, rank
+subgroups against the background the same way in their BPSN/BNSP AUCs);
 each group (``<slug>/fpr``, ``<slug>/fnr``, slug e.g. ``trans`` for "trans people"). Per functionality
 over the target cases, ``func/<functionality>/error = n(pred != label) / n``, which is the FPR of a
 non-hateful functionality and the FNR of a hateful one (each functionality has one gold label);
@@ -65,6 +75,18 @@ def _rates(p: pd.DataFrame) -> tuple[float, float]:
     return false_positive_rate(y, pred), false_negative_rate(y, pred)
 
 
+def rank_auc(higher: np.ndarray, lower: np.ndarray) -> float:
+    """P(x > y) + P(x = y) / 2 for x from ``higher``, y from ``lower`` (Mann-Whitney U / (n_x n_y)); NaN if one is
+    empty."""
+    from scipy.stats import rankdata
+
+    if not len(higher) or not len(lower):
+        return float("nan")
+    ranks = rankdata(np.concatenate([higher, lower]))
+    u = ranks[: len(higher)].sum() - len(higher) * (len(higher) + 1) / 2
+    return float(u / (len(higher) * len(lower)))
+
+
 def overlapping_groups(bias_types: list[BiasType]) -> set[str]:
     """HateCheck groups of the catalog's bias types that share a real-data group with ``bias_types``.
 
@@ -88,6 +110,9 @@ def hatecheck_scores(p: pd.DataFrame) -> dict[str, float]:
     out["target_fpr"], out["target_fnr"] = _rates(target)
     out["other_fpr"], out["other_fnr"] = _rates(other)
     out["target_excess_fpr"] = out["target_fpr"] - out["other_fpr"]
+    if "score" in p:
+        out["target_excess_auc"] = rank_auc(target.loc[target["label"] == 0, "score"].to_numpy(float),
+                                            other.loc[other["label"] == 0, "score"].to_numpy(float))
     for group, sub in p[has_group].groupby("group", sort=True):
         slug = hatecheck_slug(group)
         out[f"{slug}/fpr"], out[f"{slug}/fnr"] = _rates(sub)
@@ -112,21 +137,27 @@ class HateCheckTask(Task):
                         self.name, [b.name for b in ctx.bias_types])
         rows["is_target"] = rows["group"].isin(targets)
         rows["is_control"] = (rows["group"] != "") & ~rows["group"].isin(targets | overlapping_groups(ctx.bias_types))
-        if ctx.classify is None:  # the LM fallback costs two forward passes a case: cap it like the LM tasks
+        if ctx.classify is None and ctx.score is None:  # the LM fallback costs two passes a case: cap it as LM tasks
             return ctx.cap(rows, "group")
         return cap_rows(rows, "group", self.options.get("max_rows"))  # the classifier: all cases by default
 
     def predict(self, lm, rows: pd.DataFrame, ctx: TaskContext) -> pd.DataFrame:
         texts = rows["text"].astype(str).tolist()
         out = rows.copy()
-        if ctx.classify is not None:
+        if ctx.score is not None:  # P(hate) per case: the label is its argmax, and the scores rank the cases
+            scores = np.asarray(ctx.score(texts), dtype=float).reshape(-1)
+            if len(scores) != len(texts):
+                raise ValueError(f"score returned {len(scores)} values for {len(texts)} texts")
+            out["score"] = scores
+            pred = (scores > 0.5).astype(int)
+        elif ctx.classify is not None:
             pred = np.asarray(ctx.classify(texts)).astype(int).reshape(-1)
             if len(pred) != len(texts):
                 raise ValueError(f"classify returned {len(pred)} labels for {len(texts)} texts")
         else:
             pred = zero_shot_hate_labels(lm, texts, self.options)
         out["pred"] = pred
-        out["by_classifier"] = ctx.classify is not None
+        out["by_classifier"] = ctx.classify is not None or ctx.score is not None
         return out
 
     def score(self, predictions: pd.DataFrame) -> dict[str, float]:
