@@ -161,3 +161,23 @@ def test_validate_command_exit_codes(tmp_path, data_root):
     bad = CliRunner().invoke(app, ["validate", str(path)])
     assert bad.exit_code == 2
     assert "bias_ratios" in bad.output
+
+
+def test_cpu_study_is_the_quickstart_over_two_bias_types_four_ratios_and_five_seeds(tmp_path, data_root):
+    from bias_ray.generate.prompts import planned_label_shares
+    from bias_ray.train.trainable import check_planned_mixes
+
+    study = yaml.safe_load((QUICKSTART.parent / "cpu_study.yaml").read_text())
+    quick = yaml.safe_load(QUICKSTART.read_text())
+    assert study["bias_types"] == ["gender", "race"] and study["bias_ratios"] == [0.0, 0.25, 0.5, 0.9]
+    assert len(study["seeds"]) >= 5 and len(study["mitigations"]) == 4
+    assert study["generation"].pop("samples_per_bias_type") >= 0.9 * study["training"]["train_size"]
+    quick["generation"].pop("samples_per_bias_type")
+    for key in ("name", "output_dir", "bias_types", "bias_ratios", "seeds"):
+        study.pop(key), quick.pop(key)
+    assert study == quick
+    raw = yaml.safe_load((QUICKSTART.parent / "cpu_study.yaml").read_text())
+    raw["output_dir"], raw["data"]["root"] = str(tmp_path / "run"), str(data_root)
+    spec = parse_spec(raw)
+    assert spec.grid_size == 160
+    check_planned_mixes(spec, planned_label_shares(spec))  # 0.9 is reachable with the label shares held
