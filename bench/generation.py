@@ -229,7 +229,9 @@ def overhead(args, work: Path, model: Path, data_root: Path) -> None:
     pairs are the figures, with each pair's printed beside them.
     """
     n = args.overhead_prompts
-    common = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "concurrency": 1}
+    # the same torch threads on both sides (a fresh process has no Ray to size them from)
+    common = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "concurrency": 1,
+              "few_shot": args.few_shot, "options": {"cpu_threads": args.cpu_threads}}
     bare_s, bare_tokens, bare_done = bare_loop(_spec(work / "overhead-inproc", model, data_root, n, **common))
     pairs = []
     for r in range(args.repeats):
@@ -285,6 +287,9 @@ def main() -> None:
     ap.add_argument("--overhead-prompts", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--few-shot", type=int, default=3, help="seed statements per prompt in the overhead run")
+    ap.add_argument("--cpu-threads", type=int, default=os.cpu_count() or 1,
+                    help="torch threads of the engine, bare loop and job alike (overhead run)")
     ap.add_argument("--big", type=int, default=1_000_000, help="prompts in the scale run (0: skip)")
     ap.add_argument("--big-batch-size", type=int, default=1024)
     ap.add_argument("--big-max-new-tokens", type=int, default=1)

@@ -267,3 +267,15 @@ def test_what_ran_says_the_mix_label_balance_per_ratio_and_how_labels_were_set()
     spec["training"]["mix_labels"] = "pooled"
     older = " ".join(what_ran(table.drop(columns="train_positive_share"), spec, None, {}, failed=0, stopped=0))
     assert "Label balance" not in older and "(fixed_total mix)" in older  # a results table from before the column
+
+
+def test_the_control_sentence_gives_the_threshold_free_change_and_says_when_it_does_not_confirm_the_fpr_excess():
+    swung = _hatecheck_sweep(excess_rise=0.2)
+    swung["task/hatecheck/target_excess_auc"] = 0.65 + np.where(swung["bias_ratio"] == 0, 0.0,
+                                                                 [0.03, -0.04, 0.01] * 2)
+    text = next(s for s in findings(swung, paired_differences(swung, [FPR]), FPR) if s.startswith("`gender`"))
+    assert "(`task/hatecheck/target_excess_auc`, 0.5 = no group-specific bias)" in text
+    assert "does not confirm the change of the false-positive excess" in text
+    swung["task/hatecheck/target_excess_auc"] += np.where(swung["bias_ratio"] == 0, 0.0, 0.2)
+    text = next(s for s in findings(swung, paired_differences(swung, [FPR]), FPR) if s.startswith("`gender`"))
+    assert "does not confirm" not in text and "an effect (95% CI excludes 0)" in text.split("target_excess_auc")[1]

@@ -14,6 +14,7 @@ import pandas as pd
 
 from bias_ray.evaluate.metrics import metric_direction
 from bias_ray.report.headline import (
+    AUC_METRIC,
     BETTER_WORDS,
     DESCRIPTIONS,
     HEADLINE_CANDIDATES,
@@ -214,6 +215,13 @@ def control_sentence(table: pd.DataFrame, i: Inheritance) -> str | None:
     if i.change.excludes_zero and excess.change.has_interval and not excess.change.excludes_zero:
         text += (" So the headline's change is not shown to be specific to these groups: the augmented rows move "
                  f"every group's false alarms alike ({_why_every_group(rows, i)}), which is not by itself group bias.")
+    auc = next(iter(inheritance(rows, AUC_METRIC)), None) if AUC_METRIC in rows else None
+    if auc is not None:
+        text += (f" Ranked by the classifier's scores, free of its threshold (`{AUC_METRIC}`, 0.5 = no group-specific "
+                 f"bias), the harmless cases about these groups against the control's change by {change(auc)}.")
+        if excess.change.excludes_zero and auc.change.has_interval and not auc.change.excludes_zero:
+            text += (" That does not confirm the change of the false-positive excess: it moved with how much of "
+                     "every group the classifiers flag (their calibration), not with how they rank the groups.")
     return text
 
 
