@@ -113,7 +113,7 @@ def converted_folder(path: Path) -> Path:
     return cache_dir() / "gguf" / file_sha256(path)[:16]
 
 
-def ensure_converted(value: str, out_dir: str | Path | None = None, log=None) -> Path:
+def ensure_converted(value: str, out_dir: str | Path | None = None) -> Path:
     """The safetensors folder of the GGUF reference ``value``: converted now, or found from an earlier run.
 
     ``out_dir``: write the folder there instead of the cache (``bias-ray models smollm2 OUT``).
@@ -125,8 +125,6 @@ def ensure_converted(value: str, out_dir: str | Path | None = None, log=None) ->
     target = Path(out_dir).expanduser().resolve() if out_dir else cached
     if _is_model_folder(target):
         return target
-    if log:
-        log(f"dequantizing {path.name} into {target} (once)")
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         if target != cached and _is_model_folder(cached):
