@@ -93,7 +93,7 @@ def local_file(ref: GGUFReference) -> Path:
         return ref.path  # type: ignore[return-value]
     from huggingface_hub import hf_hub_download
 
-    from bias_ray.models.hub import hub_cache_dir, hub_offline, offline_fix
+    from bias_ray.models.hub_env import hub_cache_dir, hub_offline, offline_fix
 
     try:
         return Path(hf_hub_download(ref.repo_id, ref.filename, cache_dir=hub_cache_dir()))

@@ -19,32 +19,16 @@ Everything here reads the environment at call time and never touches the network
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-_TRUE = {"1", "on", "yes", "true"}
+from bias_ray.models.hub_env import hub_cache_dir, hub_offline, offline_fix
+
 _OWNER_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 SourceKind = Literal["folder", "hub", "gguf", "packaged"]
-
-
-def hub_offline() -> bool:
-    """True when the user's environment forbids the hub (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` = 1)."""
-    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in OFFLINE_VARS)
-
-
-def hub_cache_dir() -> Path:
-    """The hub cache that huggingface_hub would use with this environment."""
-    if env := os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE"):
-        return Path(env).expanduser()
-    if home := os.environ.get("HF_HOME"):
-        return Path(home).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "huggingface" / "hub"
 
 
 def hub_id_problem(value: str) -> str | None:
@@ -81,15 +65,6 @@ def cached_config(repo_id: str) -> Path | None:
 
     found = try_to_load_from_cache(repo_id, "config.json", cache_dir=hub_cache_dir())
     return Path(found) if isinstance(found, str) else None
-
-
-def offline_fix(repo_id: str) -> str:
-    home = os.environ.get("HF_HOME")
-    where = f"HF_HOME={home}" if home else "HF_HOME unset"
-    return (f"{repo_id} is not in the local Hugging Face cache {hub_cache_dir()} ({where}) and offline mode "
-            f"({'/'.join(v for v in OFFLINE_VARS if os.environ.get(v))}=1) forbids downloading it. Fix: download it "
-            f"into that cache first (`hf download {repo_id}` with the same HF_HOME, on a machine with hub access), "
-            "point HF_HOME at a cache that holds it, give a local folder instead, or unset HF_HUB_OFFLINE")
 
 
 @dataclass(frozen=True)
