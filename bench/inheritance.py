@@ -114,7 +114,7 @@ def main() -> None:
     from bias_ray.train.trainable import build_mitigation, build_student, fit
 
     raw = yaml.safe_load(Path(args.spec).read_text())
-    raw["evaluation"] = {**raw.get("evaluation", {}), "tasks": []}  # HateCheck is scored here, once
+    raw["evaluation"] = {**raw.get("evaluation", {}), "tasks": [], "task_options": {}}  # HateCheck: here, once
     raw["bias_types"] = [args.bias_type]
     raw["training"] = {**raw["training"], "eval_every": 10_000}
     if args.output_dir:

@@ -83,6 +83,8 @@ def main() -> None:
     ap.add_argument("--ratio", type=float, default=0.5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (a quickstart trial has 1)")
+    ap.add_argument("--eval-every", type=int, default=None,
+                    help="override training.eval_every (e.g. the trial's step count: one evaluation, as the bare loop)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -93,7 +95,9 @@ def main() -> None:
     from bias_ray.train.trainable import trial_data
 
     raw = yaml.safe_load(Path(args.spec).read_text())
-    raw["evaluation"] = {**raw.get("evaluation", {}), "tasks": []}  # the training loop, not HateCheck
+    raw["evaluation"] = {**raw.get("evaluation", {}), "tasks": [], "task_options": {}}  # the loop, not HateCheck
+    if args.eval_every:
+        raw["training"]["eval_every"] = args.eval_every
     spec = parse_spec(raw, args.spec)
     prepare_models(spec, ["student"])
     if not (spec.augmented_dir / "manifest.json").exists():
