@@ -279,3 +279,12 @@ def test_the_control_sentence_gives_the_threshold_free_change_and_says_when_it_d
     swung["task/hatecheck/target_excess_auc"] += np.where(swung["bias_ratio"] == 0, 0.0, 0.2)
     text = next(s for s in findings(swung, paired_differences(swung, [FPR]), FPR) if s.startswith("`gender`"))
     assert "does not confirm" not in text and "an effect (95% CI excludes 0)" in text.split("target_excess_auc")[1]
+    # with mitigations at ratio 0 and 0.5, the prose also gives each one's DiD on the findings table's metric
+    token = swung.assign(mitigation="token")
+    token["task/hatecheck/target_excess_auc"] -= np.where(token["bias_ratio"] == 0, 0.0, [0.19, 0.21, 0.2] * 2)
+    both = pd.concat([swung, token], ignore_index=True)
+    metrics = [FPR, "task/hatecheck/target_excess_auc"]
+    text = next(s for s in findings(both, paired_differences(both, metrics), FPR,
+                                    difference_in_differences(both, metrics)) if s.startswith("`gender`"))
+    group = text.split("On the group-specific `task/hatecheck/target_excess_auc` (the findings table's): ")[1]
+    assert "`token` alters the change from ratio 0 to 0.5 by -0.200" in group and "better" in group

@@ -287,6 +287,9 @@ def findings(table: pd.DataFrame, paired: pd.DataFrame, headline: str | None,
                 if more and i.low_ratio != 0:
                     more = f"{NO_REFERENCE} {more}"
             sentence += f" {more}" if more else ""
+            if metric == headline and did is not None and not did.empty and i.low_ratio == 0:
+                group = mitigation_sentence(did, i.bias_type, AUC_METRIC, i.high_ratio, did=True)
+                sentence += f" On the group-specific `{AUC_METRIC}` (the findings table's): {group}" if group else ""
             out.append(sentence)
     return out
 
