@@ -99,8 +99,7 @@ def local_file(ref: GGUFReference) -> Path:
         return Path(hf_hub_download(ref.repo_id, ref.filename, cache_dir=hub_cache_dir()))
     except Exception as err:  # noqa: BLE001  (hub, auth and network errors end the same way)
         if hub_offline():
-            raise GGUFError(offline_fix(ref.repo_id).replace(f"`hf download {ref.repo_id}`",
-                                                              f"`hf download {ref.repo_id} {ref.filename}`")) from None
+            raise GGUFError(offline_fix(ref.repo_id, ref.filename)) from None
         first = str(err).splitlines()[0] if str(err) else ""
         raise GGUFError(f"cannot fetch {ref.filename} from hub repository {ref.repo_id}: {type(err).__name__}: "
                         f"{first}. Check the repository and the file's name") from None

@@ -140,8 +140,7 @@ def _check_gguf(value: str, here: bool) -> SourceCheck:
     cached = try_to_load_from_cache(ref.repo_id, ref.filename, cache_dir=hub_cache_dir())
     if isinstance(cached, str) or not hub_offline() or not here:
         return SourceCheck("gguf", note)
-    return SourceCheck("gguf", note, offline_fix(ref.repo_id).replace(f"`hf download {ref.repo_id}`",
-                                                                      f"`hf download {ref.repo_id} {ref.filename}`"))
+    return SourceCheck("gguf", note, offline_fix(ref.repo_id, ref.filename))
 
 
 def check_hub_access(repo_id: str) -> Path:

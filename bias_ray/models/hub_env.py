@@ -28,10 +28,12 @@ def hub_cache_dir() -> Path:
     return Path(xdg).expanduser() / "huggingface" / "hub"
 
 
-def offline_fix(repo_id: str) -> str:
+def offline_fix(repo_id: str, filename: str | None = None) -> str:
+    """Why ``repo_id`` (or one ``filename`` of it) cannot be had offline, and the ways out."""
+    what = f"{repo_id} {filename}" if filename else repo_id
     home = os.environ.get("HF_HOME")
     where = f"HF_HOME={home}" if home else "HF_HOME unset"
     return (f"{repo_id} is not in the local Hugging Face cache {hub_cache_dir()} ({where}) and offline mode "
             f"({'/'.join(v for v in OFFLINE_VARS if os.environ.get(v))}=1) forbids downloading it. Fix: download it "
-            f"into that cache first (`hf download {repo_id}` with the same HF_HOME, on a machine with hub access), "
+            f"into that cache first (`hf download {what}` with the same HF_HOME, on a machine with hub access), "
             "point HF_HOME at a cache that holds it, give a local folder instead, or unset HF_HUB_OFFLINE")
