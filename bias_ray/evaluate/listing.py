@@ -21,3 +21,9 @@ def task_listing() -> dict[str, Any]:
     """The parsed ``resources/tasks.yaml``: task entries and the group phrases for prompts."""
     with open(TASKS_FILE) as f:
         return yaml.safe_load(f)
+
+
+def lm_tasks(names: list[str]) -> list[str]:
+    """Of ``names``, the tasks that score a causal LM (every kind but ``classifier``, which needs only a classifier)."""
+    entries = task_listing()["tasks"]
+    return [n for n in names if entries.get(n, {}).get("kind") != "classifier"]

@@ -64,13 +64,12 @@ def check_student_tasks(spec: SweepSpec) -> None:
     They score the student as a causal LM (``models/heads.py`` says why an encoder cannot be one
     without a random head). Classifier tasks (HateCheck) run on any student.
     """
-    from bias_ray.evaluate.listing import task_listing
+    from bias_ray.evaluate.listing import lm_tasks
     from bias_ray.models.heads import has_lm_head
 
     if not spec.evaluation.in_trials or spec.training.student_kind == "causal_lm":
         return
-    entries = task_listing()["tasks"]
-    needs_lm = [t for t in spec.evaluation.tasks if entries.get(t, {}).get("kind") != "classifier"]
+    needs_lm = lm_tasks(spec.evaluation.tasks)
     if needs_lm and has_lm_head(spec.models.student) is False:
         raise SpecError(
             f"evaluation.tasks: {', '.join(needs_lm)} score the student as a causal language model, but "

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bias_ray.evaluate.listing import TASKS_FILE, task_listing
+from bias_ray.evaluate.listing import TASKS_FILE, lm_tasks, task_listing
 from bias_ray.registry import TASKS
 from bias_ray.spec import BiasType, EvaluationSpec, SweepSpec, bias_type_catalog, default_data_root
 
@@ -175,7 +175,7 @@ def run_tasks(
     ctx.classify, ctx.score = classify, score
     names = task_names if task_names is not None else ctx.settings.tasks
     tasks = [build_task(n, ctx.settings.task_options.get(n)) for n in names]  # a bad name fails before any work
-    needs_lm = [t.name for t in tasks if task_listing()["tasks"][t.name].get("kind") != "classifier"]
+    needs_lm = lm_tasks([t.name for t in tasks])
     if model is None and (needs_lm or (classify is None and score is None)):
         raise ValueError(f"run_tasks got no model; tasks {needs_lm or names} need a causal LM "
                          "(only classifier tasks run on `classify` alone)")
