@@ -1,4 +1,4 @@
-"""sweeps/paper.yaml: the paper-scale grid, and its dry run on a laptop without models, data or GPUs."""
+"""sweeps/toxigen_8b.yaml: the 8B ToxiGen grid, and its dry run on a laptop without models, data or GPUs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from bias_ray.evaluate.tasks import TASKS
 from bias_ray.spec import bias_type_catalog, load_spec
 from bias_ray.train.sweep import plan
 
-PAPER = Path(__file__).resolve().parent.parent / "sweeps" / "paper.yaml"
+SPEC = Path(__file__).resolve().parent.parent / "sweeps" / "toxigen_8b.yaml"
 HUB_ID = "meta-llama/Llama-3.1-8B-Instruct"
 
 
@@ -27,8 +27,8 @@ def laptop(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_the_paper_spec_is_the_papers_grid(laptop):
-    spec = load_spec(PAPER, check_files=False)
+def test_the_8b_spec_is_the_paper_scale_grid(laptop):
+    spec = load_spec(SPEC, check_files=False)
     assert spec.models.generator == spec.models.student == HUB_ID and spec.models.dtype == "bfloat16"
     assert spec.generation.engine == "vllm" and spec.generation.chat
     assert [b.name for b in spec.bias_type_specs] == list(bias_type_catalog())  # the six built-in bias types
@@ -43,13 +43,13 @@ def test_the_paper_spec_is_the_papers_grid(laptop):
 
 
 @pytest.mark.parametrize("offline", [False, True])
-def test_the_paper_spec_dry_runs_on_a_laptop(laptop, monkeypatch, offline):
+def test_the_8b_spec_dry_runs_on_a_laptop(laptop, monkeypatch, offline):
     if offline:
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    out = CliRunner().invoke(app, ["sweep", str(PAPER), "--dry-run"], env={"COLUMNS": "200"})
+    out = CliRunner().invoke(app, ["sweep", str(SPEC), "--dry-run"], env={"COLUMNS": "200"})
     text = " ".join(out.output.split())
     assert out.exit_code == 0, out.output
-    assert "paper: 432 trials (dry run), per bias ratio" in text
+    assert "toxigen_8b: 432 trials (dry run), per bias ratio" in text
     assert "grid size 432; 38880 trial-steps at most (3888 Tune reports)" in text
     assert "at 3 s/step (resources.seconds_per_step): 32.40 trial-hours, 32.40 GPU-hours" in text
     for field in ("generator", "student"):
@@ -60,7 +60,7 @@ def test_the_paper_spec_dry_runs_on_a_laptop(laptop, monkeypatch, offline):
 def test_validate_on_a_laptop_offline_says_how_to_get_the_model(laptop, monkeypatch, data_root):
     monkeypatch.setenv("BIAS_RAY_DATA", str(data_root))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    out = CliRunner().invoke(app, ["validate", str(PAPER)], env={"COLUMNS": "200"})
+    out = CliRunner().invoke(app, ["validate", str(SPEC)], env={"COLUMNS": "200"})
     text = " ".join(out.output.split())
     assert out.exit_code == 2
     assert f"models.student: {HUB_ID} is not in the local Hugging Face cache" in text
