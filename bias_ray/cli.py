@@ -349,6 +349,19 @@ def sweep(
         )
 
 
+def grid_axes(spec: SweepSpec) -> str:
+    """The grid's axes and sizes, e.g. ``6 framings x 2 bias types x 5 bias ratios x 4 mitigations x 3 seeds = 720``."""
+    cells = spec.bias_type_specs
+    if spec.framings:
+        dims = list(dict.fromkeys(b.base_name for b in cells))
+        axes = [f"{len(spec.framings)} framings", f"{len(dims)} bias types ({', '.join(dims)})"]
+    else:
+        axes = [f"{len(cells)} bias types"]
+    axes += [f"{len(spec.bias_ratios)} bias ratios", f"{spec.mitigation_configs} mitigations",
+             f"{len(spec.seeds)} seeds"]
+    return " x ".join(axes) + f" = {spec.grid_size} trials"
+
+
 PLAN_ROWS_SHOWN = 40  # a bigger grid is shown per bias ratio (its trials, steps and reports each)
 
 
@@ -366,6 +379,7 @@ def _print_plan(p, spec: SweepSpec) -> None:
         t.add_row(*[str(v) for v in row])
     console.print(t)
     r = spec.resources
+    console.print("grid: " + grid_axes(spec))
     console.print(
         f"grid size {len(p.trials)}; {p.total_steps} trial-steps at most ({p.trials['reports'].sum()} Tune reports); "
         f"at {p.seconds_per_step:g} s/step ({p.seconds_per_step_source}): {p.trial_hours:.2f} trial-hours, "
@@ -499,45 +513,72 @@ def run(
     spec_path: Path = typer.Argument(..., help="YAML sweep spec"),
     verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
-    """Every stage of the method: generate -> analyze (misalignment) -> sweep (mix, train, evaluate) -> report."""
-    from bias_ray.analysis import analyze as run_analysis
-    from bias_ray.generate import generate as run_generation
-    from bias_ray.generate import is_imported, measure_generation
-    from bias_ray.report import build_report, final_lines, record_spec
-    from bias_ray.tracking import wandb_mode
+    """Every stage of the method: generate -> analyze (misalignment) -> sweep (mix, train, evaluate) -> report.
+
+    With ``rounds.count`` N > 1, N rounds: round k+1's generator is round k's carried student, merged.
+    """
+    from bias_ray.report import final_lines
 
     spec = _load(spec_path)
     started = time.time()
+    rounds = spec.rounds.count
     with _quiet(spec.run_dir, verbose) as log_file:
-        console.print(f"{spec.name}: {spec.grid_size} trials; logs: {log_file}", highlight=False, soft_wrap=True)
-        record_spec(spec)
-        with console.status("preparing models"):
-            _start_ray_for_generation()
-            _prepare_models(spec)
-        console.rule("generate")
-        if is_imported(spec.augmented_dir):
-            console.print(f"skipped: {spec.augmented_dir} holds an import (bias-ray import); its rows are used",
-                          highlight=False, soft_wrap=True)
-        out = run_generation(spec)
-        with console.status("measuring what the generator wrote"):
-            measure_generation(spec)
-        _print_generator_measures(out)
-        console.rule("analyze")
-        if spec.analysis.enabled:
-            with console.status("analysis: values, group data, data distribution"):
-                analysis_dir = run_analysis(spec)
-            console.print(f"[green]analysis[/green] in {analysis_dir}", soft_wrap=True)
-        else:
-            console.print("skipped: the spec sets analysis.enabled: false")
-        console.rule("sweep")
-        table = _run_sweep(spec, True, verbose, log_file)
-        _print_results(table, spec)
-        console.rule("report")
-        with console.status(f"report: tables, plots and HTML in {spec.report_dir}"):
-            out = build_report(spec.run_dir, wandb=wandb_mode(spec.tracking.wandb), project=spec.tracking.project)
+        console.print(f"{spec.name}: {spec.grid_size} trials" + (f" x {rounds} rounds" if rounds > 1 else "")
+                      + f"; logs: {log_file}", highlight=False, soft_wrap=True)
+        current = spec
+        for k in range(1, rounds + 1):
+            if k > 1:
+                from bias_ray.train.carry import carry_student
+
+                with console.status(f"round {k}: merging round {k - 1}'s carried student into the generator"):
+                    generator = carry_student(current)
+                current = spec.for_round(k, str(generator))
+                console.rule(f"round {k} of {rounds}: generator {generator}")
+            out = _run_stages(current, verbose, log_file)
+        if rounds > 1:
+            from bias_ray.report.rounds import build_rounds_report
+
+            with console.status("report: every metric against the round"):
+                rounds_dir = build_rounds_report(spec.run_dir, [spec.round_dir(k) for k in range(1, rounds + 1)])
+            console.print(f"[green]rounds[/green] report: {rounds_dir / 'report.md'}", soft_wrap=True)
     console.print(f"[green]done[/green] in {time.time() - started:.0f}s")
     for line in final_lines(out):
         console.print(line, highlight=False, soft_wrap=True)
+
+
+def _run_stages(spec: SweepSpec, verbose: bool, log_file: Path) -> Path:
+    """One round: generate -> analyze -> sweep -> report; each stage resumes what a killed run left."""
+    from bias_ray.analysis import analyze as run_analysis
+    from bias_ray.generate import generate as run_generation
+    from bias_ray.generate import is_imported, measure_generation
+    from bias_ray.report import build_report, record_spec
+    from bias_ray.tracking import wandb_mode
+
+    record_spec(spec)
+    with console.status("preparing models"):
+        _start_ray_for_generation()
+        _prepare_models(spec)
+    console.rule("generate")
+    if is_imported(spec.augmented_dir):
+        console.print(f"skipped: {spec.augmented_dir} holds an import (bias-ray import); its rows are used",
+                      highlight=False, soft_wrap=True)
+    out = run_generation(spec)
+    with console.status("measuring what the generator wrote"):
+        measure_generation(spec)
+    _print_generator_measures(out)
+    console.rule("analyze")
+    if spec.analysis.enabled:
+        with console.status("analysis: values, group data, data distribution"):
+            analysis_dir = run_analysis(spec)
+        console.print(f"[green]analysis[/green] in {analysis_dir}", soft_wrap=True)
+    else:
+        console.print("skipped: the spec sets analysis.enabled: false")
+    console.rule("sweep")
+    table = _run_sweep(spec, True, verbose, log_file)
+    _print_results(table, spec)
+    console.rule("report")
+    with console.status(f"report: tables, plots and HTML in {spec.report_dir}"):
+        return build_report(spec.run_dir, wandb=wandb_mode(spec.tracking.wandb), project=spec.tracking.project)
 
 
 def _print_table(frame, cols: list[str], title: str) -> None:

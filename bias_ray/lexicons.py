@@ -7,7 +7,7 @@ The data lives in ``bias_ray/resources/lexicons/<bias_type>.yaml``; a study may 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated
@@ -43,6 +43,7 @@ class Lexicon:
     bias_type: str
     groups: dict[str, tuple[str, ...]]
     attributes: tuple[str, ...]
+    neutral: dict[str, str] = field(default_factory=dict)  # lower-cased term -> a neutral word (mask replace)
 
     def terms(self, kinds: tuple[str, ...] = ("groups", "attributes"), groups: list[str] | None = None) -> list[str]:
         out: list[str] = []
@@ -88,10 +89,14 @@ def load_lexicon(bias_type: str, source: str | Path | None = None) -> Lexicon:
     attributes = data.get("attributes", []) or []
     if not isinstance(attributes, list):
         raise ValueError(f"{path}: `attributes` must be a list of terms")
+    neutral = data.get("neutral", {}) or {}
+    if not isinstance(neutral, dict):
+        raise ValueError(f"{path}: `neutral` must map terms to neutral words")
     return Lexicon(
         bias_type=str(data.get("bias_type", bias_type)),
         groups={str(g): tuple(str(t) for t in ts) for g, ts in groups.items()},
         attributes=tuple(str(t) for t in attributes),
+        neutral={str(k).lower(): str(v) for k, v in neutral.items()},
     )
 
 

@@ -22,6 +22,7 @@ from bias_ray.registry import ENGINES, MITIGATIONS, TASKS
 SCHEDULER_NAMES = ("none", "asha", "hyperband", "median")
 GRID_AXES = ("bias_type", "bias_ratio", "mitigation", "seed")  # the sweep's grid keys (train/sweep.py's GRID_KEYS)
 STANCES = ("biased", "neutral", "counter")
+FRAMINGS_TEMPLATE = RESOURCES / "prompts" / "paper_framings.yaml"  # the default template of `framings:`
 
 
 class SpecError(ValueError):
@@ -62,6 +63,21 @@ class BiasType(_Strict):
     bbq_categories: list[str] = []
     crows_categories: list[str] = []
     hatecheck_groups: list[str] = []  # HateCheck target_ident values, e.g. "trans people"
+    dimension: str | None = Field(
+        default=None, description="framings: the framed template's social dimension (default: the bias type's "
+        "name; bias_ray/resources/prompts/paper_framings.yaml)")
+    framing: str | None = Field(
+        default=None, description="Set by the spec's `framings:` axis: the grid cell <bias type>.<framing> "
+        "generates with this framing; not written by hand")
+
+    @property
+    def base_name(self) -> str:
+        """The bias type as written in the spec, without its framing (lexicons and catalogs are keyed by it)."""
+        return self.name.split(".", 1)[0] if self.framing else self.name
+
+    @property
+    def dimension_name(self) -> str:
+        return self.dimension or self.base_name
 
 
 class ModelsSpec(_Strict):
@@ -148,6 +164,8 @@ def _check_task_data(spec: SweepSpec, source: str) -> None:
         raise SpecError(f"{source}: data: {err}") from None
     present = set(rows["group"])
     for bias in spec.bias_type_specs:
+        if bias.framing:  # a framed template writes its own people: the real data need not name the groups
+            continue
         absent = [g for g in bias.groups if g not in present]
         if absent:
             raise SpecError(
@@ -456,12 +474,32 @@ class AnalysisSpec(_Strict):
     enabled: bool = Field(default=True, description="Run `bias-ray analyze` inside `bias-ray run`; false skips it.")
 
 
+class CarrySpec(_Strict):
+    """The trial whose fine-tuned student writes the next round's data (each key defaults as documented)."""
+
+    bias_type: str | None = Field(default=None, description="Default: the first bias type (cell).")
+    bias_ratio: float | None = Field(default=None, description="Default: the highest bias ratio.")
+    mitigation: str | None = Field(default=None, description="A mitigation label; default: the first.")
+    seed: int | None = Field(default=None, description="Default: the first seed.")
+
+
+class RoundsSpec(_Strict):
+    """Multi-round self-augmentation: round k's fine-tuned student, merged, is round k+1's generator."""
+
+    count: int = Field(default=1, ge=1, le=20, description="Rounds; 1: an ordinary run.")
+    carry: CarrySpec = CarrySpec()
+
+
 class SweepSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     output_dir: Path
     models: ModelsSpec
     data: DataSpec = DataSpec()
     bias_types: list[str | BiasType] = Field(min_length=1)
+    framings: list[str] = Field(
+        default_factory=list, description="A grid axis of bias-generation framings (the paper's six: "
+        "contextual/contrastive x single/intersectional x explicit/implicit), each crossed with every bias type "
+        "into a cell <bias type>.<framing>; needs a framed prompt template (default paper_framings.yaml).")
     bias_ratios: list[float] = Field(min_length=1)
     mitigations: list[str | MitigationSpec] = Field(min_length=1)
     seeds: list[int] = Field(default=[0], min_length=1)
@@ -472,6 +510,7 @@ class SweepSpec(_Strict):
     tracking: TrackingSpec = TrackingSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     analysis: AnalysisSpec = AnalysisSpec()
+    rounds: RoundsSpec = RoundsSpec()
     storage_path: str | None = Field(
         default=None,
         description="Tune's experiment storage: a local folder or an s3:// or gs:// URI; default <output_dir>/tune.",
@@ -516,6 +555,33 @@ class SweepSpec(_Strict):
         return v
 
     @model_validator(mode="after")
+    def _cross_framings(self) -> SweepSpec:
+        """``framings`` x bias types: each bias type becomes one cell per framing (a dumped spec, whose
+        bias types carry their framing already, is left as it is)."""
+        from bias_ray.framings import check_framings
+
+        if not self.framings:
+            if any(b.framing for b in self.bias_type_specs):
+                raise ValueError("a bias type has a `framing` but the spec lists no framings; list them under "
+                                 "`framings:` and leave the bias types' `framing` unset")
+            return self
+        if len(set(self.framings)) != len(self.framings):
+            raise ValueError(f"framings repeat: {self.framings}; list each once")
+        if self.generation.template is None:
+            self.generation.template = FRAMINGS_TEMPLATE
+        crossed = []
+        for b in self.bias_type_specs:
+            if b.framing:
+                crossed.append(b)
+                continue
+            for framing in self.framings:
+                crossed.append(b.model_copy(update={"name": f"{b.name}.{framing}", "framing": framing,
+                                                    "dimension": b.dimension_name}))
+        self.bias_types = crossed
+        check_framings(self.generation.template, self.framings, self.bias_type_specs)
+        return self
+
+    @model_validator(mode="after")
     def _unique_names(self) -> SweepSpec:
         names = [b.name for b in self.bias_type_specs]
         if len(set(names)) != len(names):
@@ -526,6 +592,52 @@ class SweepSpec(_Strict):
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds repeat: {self.seeds}; list each seed once")
         return self
+
+    @model_validator(mode="after")
+    def _rounds_need_a_writer(self) -> SweepSpec:
+        if self.rounds.count == 1:
+            return self
+        problems = []
+        if self.training.student_kind != "causal_lm":
+            problems.append("training.student_kind must be causal_lm (the fine-tuned student writes the next "
+                            "round's data; a classifier cannot)")
+        if self.generation.engine == "http":
+            problems.append("generation.engine http serves a fixed model; use transformers or vllm")
+        c = self.rounds.carry
+        if c.bias_type is not None and c.bias_type not in [b.name for b in self.bias_type_specs]:
+            problems.append(f"rounds.carry.bias_type {c.bias_type!r} is not a grid cell "
+                            f"({', '.join(b.name for b in self.bias_type_specs)})")
+        if c.bias_ratio is not None and c.bias_ratio not in self.bias_ratios:
+            problems.append(f"rounds.carry.bias_ratio {c.bias_ratio} is not in bias_ratios {self.bias_ratios}")
+        if c.seed is not None and c.seed not in self.seeds:
+            problems.append(f"rounds.carry.seed {c.seed} is not in seeds {self.seeds}")
+        if problems:
+            raise ValueError("rounds.count > 1: " + "; ".join(problems))
+        return self
+
+    def carried_cell(self, labels: list[str]) -> dict[str, Any]:
+        """The grid cell whose student carries into the next round (``labels``: the mitigation labels)."""
+        c = self.rounds.carry
+        mitigation = c.mitigation if c.mitigation is not None else labels[0]
+        if mitigation not in labels:
+            raise SpecError(f"rounds.carry.mitigation {mitigation!r} is not a mitigation config "
+                            f"({', '.join(labels)})")
+        return {"bias_type": c.bias_type or self.bias_type_specs[0].name,
+                "bias_ratio": c.bias_ratio if c.bias_ratio is not None else max(self.bias_ratios),
+                "mitigation": mitigation, "seed": c.seed if c.seed is not None else self.seeds[0]}
+
+    def round_dir(self, k: int) -> Path:
+        """Round ``k``'s run folder: round 1 is this run's own; round k >= 2 ``<run_dir>/rounds/round-k``."""
+        return self.run_dir if k == 1 else self.run_dir / "rounds" / f"round-{k}"
+
+    def for_round(self, k: int, generator: str) -> SweepSpec:
+        """The spec of round ``k`` >= 2: this one, with round k-1's carried student as the generator, its own
+        folder and name, and one round (a round never starts rounds of its own)."""
+        data = dump_spec(self)
+        data.update(name=f"{self.name}-round{k}", output_dir=str(self.round_dir(k)))
+        data["models"]["generator"] = str(generator)
+        data["rounds"] = {"count": 1}
+        return parse_spec(data, f"round {k} of {self.name}", check_files=False)
 
     @property
     def bias_type_specs(self) -> list[BiasType]:
@@ -582,10 +694,18 @@ class SweepSpec(_Strict):
         return self.run_dir / "wandb"
 
 
-def _format_errors(source: str, err: ValidationError) -> str:
-    lines = [f"{source}: the sweep spec is invalid ({err.error_count()} problem(s)):"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+def _format_errors(source: str, err: ValidationError, extra: list[str] | None = None) -> str:
+    extra = extra or []
+    errors = err.errors()
+    # a list of `name | {name, params}` fails both ways; the plain-string branch's "not a string" is noise
+    # beside the mapping branch's own error, and union tags (str, function-after[...]) are not spec paths
+    def path(e: dict) -> tuple:
+        return tuple(p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "int", "float"))))
+    detailed = {path(e)[:2] for e in errors if e["type"] != "string_type"}
+    errors = [e for e in errors if not (e["type"] == "string_type" and path(e)[:2] in detailed and len(e["loc"]) > 2)]
+    lines = [f"{source}: the sweep spec is invalid ({len(errors) + len(extra)} problem(s)):"]
+    for e in errors:
+        loc = ".".join(str(p) for p in path(e)) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key; remove it or check its spelling against the documented spec fields"

@@ -31,7 +31,8 @@ def test_the_8b_spec_is_the_paper_scale_grid(laptop):
     spec = load_spec(SPEC, check_files=False)
     assert spec.models.generator == spec.models.student == HUB_ID and spec.models.dtype == "bfloat16"
     assert spec.generation.engine == "vllm" and spec.generation.chat
-    assert [b.name for b in spec.bias_type_specs] == list(bias_type_catalog())  # the six built-in bias types
+    demographic = [n for n in bias_type_catalog() if n not in ("gender_occupations", "culture")]
+    assert [b.name for b in spec.bias_type_specs] == demographic  # the six demographic bias types
     assert spec.bias_ratios == [0.0, 0.1, 0.3, 0.5, 0.7, 0.9] and spec.seeds == [0, 1, 2]
     assert [m.name for m in spec.mitigation_specs] == ["none", "token", "mask", "loss"]
     assert set(spec.evaluation.tasks) == set(TASKS.names())  # every registered downstream task

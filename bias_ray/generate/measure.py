@@ -64,6 +64,7 @@ def generator_measures(spec: SweepSpec, out: Path | None = None, classifier: Any
     ``classifier`` (anything with ``proba(texts)``) defaults to the spec's stance classifier.
     """
     out = Path(out or spec.augmented_dir)
+    lexicon_names = {b.name: b.base_name for b in spec.bias_type_specs}  # a framed cell reads its bias type's
     counts: dict[tuple[str, str, str], list[float]] = {}  # cell -> [kept, named, hate, scored]
     no_terms: set[tuple[str, str, str]] = set()
     for frame in _kept_rows(out):
@@ -75,7 +76,7 @@ def generator_measures(spec: SweepSpec, out: Path | None = None, classifier: Any
                                             ev.classifier_l2, spec.data.test_fraction)
         for (bias, group, stance), cell in frame.groupby(["bias_type", "group", "stance"], sort=False):
             key = (str(bias), str(group), str(stance))
-            named = names_group(cell["text"].astype(str).tolist(), key[0], key[1])
+            named = names_group(cell["text"].astype(str).tolist(), lexicon_names.get(key[0], key[0]), key[1])
             acc = counts.setdefault(key, [0.0, 0.0, 0.0, 0.0])
             acc[0] += len(cell)
             to_score = cell["text"].astype(str).tolist()[: max(0, max_scored - int(acc[3]))]

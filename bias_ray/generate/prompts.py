@@ -23,6 +23,7 @@ import yaml
 
 from bias_ray.data.custom import data_identity, load_task_data
 from bias_ray.data.loaders import load_bbq_template_statements, load_crows_pairs, load_toxigen, stable_id
+from bias_ray.framings import check_framed_template, is_framed, variants
 from bias_ray.generate.seeded_draws import choose
 from bias_ray.models.identity import model_identity
 from bias_ray.spec import RESOURCES, SweepSpec
@@ -41,6 +42,9 @@ def load_template(path: str | Path | None = None) -> dict[str, Any]:
     for key in ("id", "version", "stances"):
         if key not in template:
             raise ValueError(f"prompt template {path}: key {key!r} is missing")
+    if is_framed(template):  # instructions from framing axes (bias_ray/framings.py), no seed statements
+        check_framed_template(template, str(path))
+        return template
     for stance, cfg in template["stances"].items():
         for key in ("seed_label", "label", "header"):
             if key not in cfg:
@@ -137,7 +141,8 @@ class PromptPlan:
     template: dict[str, Any]
     segments: list[tuple[int, str, str, int]]  # (first index, bias type, stance, count)
     groups: dict[str, list[str]]
-    pools: dict[tuple[str, int], tuple[list[str], list[str]]]  # (group, seed label) -> (ids, texts)
+    # (group, seed label) -> seed (ids, texts); framed templates: (bias type, group, stance) -> instruction variants
+    pools: dict[tuple, tuple[list[str], list[str]]]
     few_shot: int
     seed: int
     fingerprint: str
@@ -161,20 +166,25 @@ class PromptPlan:
             first_cell.append(len(cells))
             group_count.append(len(self.groups[bias]))
             cells += [(bias, group, stance) for group in self.groups[bias]]
-        prefix = self.template.get("line_prefix", "- ")
+        framed = is_framed(self.template)
+        prefix = "" if framed else self.template.get("line_prefix", "- ")
         pool_keys = list(self.pools)
         pool_start = np.cumsum([0] + [len(self.pools[key][0]) for key in pool_keys])
         headers, endings, labels, starts, sizes = [], [], [], [], []
-        for _, group, stance in cells:
+        for bias, group, stance in cells:
             cfg = self.template["stances"][stance]
             name = group.replace("_", " ")
-            headers.append(cfg["header"].format(group=name))
-            if self.chat:  # the seeds in the user turn, then the request; the assistant's reply continues the list
+            if framed:  # the prompt is the drawn instruction alone (a chat's user turn, or a line to answer)
+                headers.append("")
+                endings.append("" if self.chat else "\n")
+            elif self.chat:  # the seeds in the user turn, then the request; the assistant's reply continues the list
+                headers.append(cfg["header"].format(group=name))
                 endings.append("\n\n" + self.template["chat"]["instruction"].format(group=name))
             else:  # an open list line for the generator to complete
+                headers.append(cfg["header"].format(group=name))
                 endings.append("\n" + prefix.rstrip())
             labels.append(int(cfg["label"]))
-            pool = pool_keys.index((group, int(cfg["seed_label"])))
+            pool = pool_keys.index((bias, group, stance) if framed else (group, int(cfg["seed_label"])))
             starts.append(pool_start[pool])
             sizes.append(len(self.pools[pool_keys[pool]][0]))
         return _Cells(
@@ -185,7 +195,8 @@ class PromptPlan:
             groups=pa.array([c[1] for c in cells], pa.string()),
             stances=pa.array([c[2] for c in cells], pa.string()), labels=np.array(labels, dtype=np.int64),
             pool_start=np.array(starts, dtype=np.int64), pool_size=np.array(sizes, dtype=np.int64),
-            lines=pa.array([f"\n{prefix}{t}" for key in pool_keys for t in self.pools[key][1]] + [""], pa.string()),
+            lines=pa.array([(t if framed else f"\n{prefix}{t}") for key in pool_keys for t in self.pools[key][1]]
+                           + [""], pa.string()),
             seed_ids=pa.array([i for key in pool_keys for i in self.pools[key][0]] + [""], pa.string()),
             later_seed_ids=pa.array([f",{i}" for key in pool_keys for i in self.pools[key][0]] + [""], pa.string()),
         )
@@ -302,14 +313,16 @@ def make_plan(spec: SweepSpec, seed_rows: pd.DataFrame | None = None,
               template: dict[str, Any] | None = None) -> PromptPlan:
     """Plan the prompts of every bias type in the spec, spread evenly over its groups and the stances."""
     template = template or load_template(spec.generation.template)
-    if seed_rows is None:
-        seed_rows = load_seed_rows(spec, template)
-    group_field = SEED_SOURCES[template.get("seed_source", "data")][1]
     gen = spec.generation
     missing = [s for s in gen.stances if s not in template["stances"]]
     if missing:
         raise ValueError(f"prompt template {template['id']!r} has no stance(s) {missing}; "
                          f"it has {sorted(template['stances'])}")
+    if is_framed(template):
+        return _framed_plan(spec, template)
+    if seed_rows is None:
+        seed_rows = load_seed_rows(spec, template)
+    group_field = SEED_SOURCES[template.get("seed_source", "data")][1]
     segments, start = [], 0
     groups: dict[str, list[str]] = {}
     pools: dict[tuple[str, int], tuple[list[str], list[str]]] = {}
@@ -353,6 +366,31 @@ def make_plan(spec: SweepSpec, seed_rows: pd.DataFrame | None = None,
     return PromptPlan(template=template, segments=segments, groups=groups, pools=pools, few_shot=gen.few_shot,
                       seed=gen.seed, fingerprint=settings_fingerprint(spec, template, generator=generator),
                       chat=gen.chat, generator_identity=generator)
+
+
+def _framed_plan(spec: SweepSpec, template: dict[str, Any]) -> PromptPlan:
+    """A framed template's plan: per (bias type, group, stance) its instruction variants, one drawn a row."""
+    unframed = [b.name for b in spec.bias_type_specs if not b.framing]
+    if unframed:
+        raise ValueError(f"prompt template {template['id']!r} is framed, but bias type(s) {unframed} have no framing; "
+                         "list the framings under `framings:` in the spec")
+    gen = spec.generation
+    segments, start = [], 0
+    groups: dict[str, list[str]] = {}
+    pools: dict[tuple, tuple[list[str], list[str]]] = {}
+    for bias in spec.bias_type_specs:
+        groups[bias.name] = list(bias.groups)
+        for stance, count in _stance_counts(gen.stances, gen.samples_per_bias_type).items():
+            if count:
+                segments.append((start, bias.name, stance, count))
+                start += count
+            for group in bias.groups:
+                pools[(bias.name, group, stance)] = variants(template, bias.framing, bias.dimension_name,
+                                                             list(bias.groups), group, stance)
+    generator = generator_identity(spec)
+    return PromptPlan(template=template, segments=segments, groups=groups, pools=pools, few_shot=1, seed=gen.seed,
+                      fingerprint=settings_fingerprint(spec, template, generator=generator), chat=gen.chat,
+                      generator_identity=generator)
 
 
 def build_prompts(spec: SweepSpec, seed_rows: pd.DataFrame | None = None,

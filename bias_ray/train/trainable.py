@@ -251,7 +251,8 @@ def build_mitigation(spec: SweepSpec, config: dict[str, Any]) -> Mitigation:
     mitigation = MITIGATIONS.get(m_spec.name)(**m_spec.params)
     bias = spec.bias_type(config["bias_type"])
     tr = spec.training
-    mitigation.setup(TrialContext(bias_type=bias.name, groups=list(bias.groups), student_kind=tr.student_kind))
+    mitigation.setup(TrialContext(bias_type=bias.name, groups=list(bias.groups), student_kind=tr.student_kind,
+                                    lexicon_name=bias.base_name))
     return mitigation
 
 
@@ -389,7 +390,7 @@ def accumulate_gradients(model, student: StudentIO, mitigation: Mitigation, rows
         with autocast(student.device, student.dtype):
             batch = student.encode(part["text"].astype(str).tolist(), part["label"].tolist())
             batch = mitigation.transform_batch(batch, part)
-            outputs = model(**model_inputs(batch))
+            outputs = model(**model_inputs(batch), **mitigation.forward_kwargs())
             loss = outputs.loss
             extra = mitigation.extra_loss(model, batch, outputs, part)
             if extra is not None:

@@ -22,6 +22,11 @@ class TrialContext:
     bias_type: str
     groups: list[str]
     student_kind: str = "seq_cls"
+    lexicon_name: str = ""  # the lexicon file's name: the bias type without its framing (default: bias_type)
+
+    @property
+    def lexicon_key(self) -> str:
+        return self.lexicon_name or self.bias_type
 
 
 def validate_params(cls: type[Mitigation], params: dict[str, Any]) -> BaseModel:
@@ -47,8 +52,8 @@ class Mitigation:
 
     Hooks, in the order a trial calls them:
     ``setup`` (trial context) -> ``transform_train`` (rows) -> ``prepare_model`` (student IO,
-    model, before LoRA) -> per step ``transform_batch`` (encoded batch + its rows) and
-    ``extra_loss`` (added to the task loss) -> ``transform_eval`` (evaluation rows).
+    model, before LoRA) -> per step ``transform_batch`` (encoded batch + its rows), the forward pass
+    (with ``forward_kwargs``) and ``extra_loss`` (added to the task loss) -> ``transform_eval`` (evaluation rows).
     ``stats`` is reported to Tune (and so W&B) at each evaluation, under ``mitigation/``.
     """
 
@@ -91,6 +96,10 @@ class Mitigation:
 
     def transform_batch(self, batch: dict[str, Any], rows: pd.DataFrame) -> dict[str, Any]:
         return batch
+
+    def forward_kwargs(self) -> dict[str, Any]:
+        """Extra keyword arguments of the training forward pass (e.g. ``output_hidden_states``)."""
+        return {}
 
     def extra_loss(self, model: Any, batch: dict[str, Any], outputs: Any, rows: pd.DataFrame) -> Any | None:
         return None

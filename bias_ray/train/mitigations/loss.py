@@ -19,6 +19,17 @@ logits of the label words). ``divergence`` D:
 ``lambda = 0`` adds nothing to the loss or the gradients: the term is still computed for the
 log, under ``no_grad`` and in a forked RNG, so training is bit-identical to ``none``.
 Stats: ``divergence`` (mean over steps so far), ``extra_loss`` (lambda x last D), ``rows`` (|S| summed).
+
+``kind: mean_alignment`` (the paper's loss-based mitigation): the distance between the mean
+last-layer representations of the real rows R and the augmented rows A of the batch::
+
+    L = L_task + lambda * || (1/|R|) sum_{i in R} phi(x_i) - (1/|A|) sum_{j in A} phi(x_j) ||^2
+
+``phi(x)`` is the mean of the model's last hidden layer over the row's non-padding tokens.
+A (micro-)batch without rows of both kinds adds nothing (so ratio 0 trains exactly as ``none``),
+and the same parameters as ``none`` are trained. ``divergence``, ``reference`` and ``apply_to``
+belong to ``kind: divergence``. Stats: ``alignment`` (mean over steps so far), ``extra_loss``,
+``rows`` (|R| + |A| summed over the batches that had both).
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from bias_ray.lexicons import LexiconSource, load_lexicon, swap_groups, term_pattern
 from bias_ray.registry import MITIGATIONS
@@ -37,6 +48,9 @@ from bias_ray.train.student import model_inputs
 class LossParams(NoParams):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    kind: Literal["divergence", "mean_alignment"] = Field(
+        default="divergence", description="divergence: outputs vs a reference; mean_alignment: real vs augmented "
+        "mean representations")
     lam: float = Field(default=1.0, ge=0, alias="lambda", description="weight of the extra term")
     divergence: Literal["kl", "js", "l2"] = Field(default="js", description="D between output distributions")
     reference: Literal["counterfactual", "base"] = Field(
@@ -44,6 +58,27 @@ class LossParams(NoParams):
     )
     apply_to: Literal["augmented", "all"] = Field(default="augmented", description="rows the term covers")
     lexicon: LexiconSource = None
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> LossParams:
+        if self.kind == "mean_alignment":
+            stray = [f for f in ("divergence", "reference", "apply_to", "lexicon") if f in self.model_fields_set]
+            if stray:
+                raise ValueError(f"{', '.join(stray)} belong to kind divergence; kind mean_alignment takes lambda")
+        return self
+
+
+def mean_representation_gap(hidden: Any, attention_mask: Any, augmented: Any) -> Any | None:
+    """``||mean_R phi - mean_A phi||^2`` for last-layer states ``hidden [B, T, H]`` (None without both kinds).
+
+    ``phi(x_i) = sum_t m_it h_it / sum_t m_it`` with ``m`` the attention mask; ``augmented [B]`` boolean.
+    """
+    m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    phi = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+    if not bool(augmented.any()) or bool(augmented.all()):
+        return None
+    gap = phi[~augmented].mean(0) - phi[augmented].mean(0)
+    return (gap.float() ** 2).sum()
 
 
 def divergence(p: Any, q: Any, kind: str) -> Any:
@@ -69,8 +104,11 @@ class LossMitigation(Mitigation):
 
     def setup(self, ctx: TrialContext) -> None:
         super().setup(ctx)
+        if self.params.kind == "mean_alignment":
+            self._stats.update(alignment=0.0, extra_loss=0.0, rows=0.0, steps=0.0)
+            return
         if self.params.reference == "counterfactual":
-            self.lexicon = load_lexicon(ctx.bias_type, self.params.lexicon)
+            self.lexicon = load_lexicon(ctx.lexicon_key, self.params.lexicon)
             self.pattern = term_pattern(self.lexicon.terms(("groups",), ctx.groups))
             if len([g for g in ctx.groups if g in self.lexicon.groups]) < 2:
                 raise ValueError(
@@ -116,9 +154,27 @@ class LossMitigation(Mitigation):
         self._add("rows", len(keep))
         return divergence(p, q, self.params.divergence).mean()
 
+    def forward_kwargs(self) -> dict[str, Any]:
+        return {"output_hidden_states": True} if self.params.kind == "mean_alignment" else {}
+
+    def _alignment_loss(self, batch: dict[str, Any], outputs: Any, rows: pd.DataFrame) -> Any | None:
+        import torch
+
+        augmented = torch.tensor(rows["is_augmented"].astype(bool).tolist(), device=batch["input_ids"].device)
+        value = mean_representation_gap(outputs.hidden_states[-1], batch["attention_mask"], augmented)
+        if value is None:
+            return None
+        d = float(value.detach())
+        steps = self._stats["steps"] + 1
+        self._stats.update(alignment=self._stats["alignment"] + (d - self._stats["alignment"]) / steps,
+                           extra_loss=self.params.lam * d, steps=steps, rows=self._stats["rows"] + len(rows))
+        return self.params.lam * value if self.params.lam else None
+
     def extra_loss(self, model: Any, batch: dict[str, Any], outputs: Any, rows: pd.DataFrame) -> Any | None:
         import torch
 
+        if self.params.kind == "mean_alignment":
+            return self._alignment_loss(batch, outputs, rows)
         lam = self.params.lam
         if lam == 0:  # log only: no graph, and the RNG stream (dropout) is left as `none` would see it
             cuda = [batch["input_ids"].device] if batch["input_ids"].is_cuda else []

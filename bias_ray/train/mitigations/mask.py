@@ -21,30 +21,60 @@ What "out of the loss" means depends on what the loss reads (train/student.py):
 
 Stats: ``masked_tokens`` and ``masked_rows`` (cumulative), ``masked_share`` (masked / non-pad tokens
 of the rows it applies to).
+
+``style: replace`` (the paper's mask-based mitigation) works on the text, before tokenization: in
+every augmented row (or every row, ``apply_to: all``) each lexicon match ``w`` (default ``kinds:
+[groups]``: identity words, pronouns and first names) becomes ``r(w)``, the input the model sees::
+
+    x' = x with every match w -> r(w),   r(w) = "[MASK]" (replacement: mask, the text of mask_text)
+                                          r(w) = neutral(w) or fallback (replacement: neutral)
+
+``neutral`` is the lexicon's map of terms to neutral words ("she" -> "they", "Arab" -> "local");
+terms without one (names) take ``fallback``. A word that starts a sentence is capitalised. The loss is
+the task's, ``CE(f(x'), y)``; the same parameters as ``none`` are trained. Evaluation texts are not
+changed. Stats: ``replaced_terms``, ``replaced_rows``.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bias_ray.lexicons import LexiconSource, find_spans, load_lexicon, term_pattern
 from bias_ray.registry import MITIGATIONS
 from bias_ray.train.mitigations.base import Mitigation, NoParams, TrialContext
 from bias_ray.train.student import IGNORE_INDEX
 
+STYLE_KINDS = {"loss": ["groups", "attributes"], "replace": ["groups"]}  # default `kinds` of each style
+
 
 class MaskParams(NoParams):
+    style: Literal["loss", "replace"] = Field(
+        default="loss", description="loss: matched tokens leave the loss; replace: matched words replaced in the text")
     lexicon: LexiconSource = None
-    kinds: list[Literal["groups", "attributes"]] = Field(
-        default=["groups", "attributes"], min_length=1, description="which lexicon entries to mask"
+    kinds: list[Literal["groups", "attributes"]] | None = Field(
+        default=None, min_length=1, description="which lexicon entries to mask (default: groups and attributes "
+        "for style loss, groups for style replace)"
     )
+    replacement: Literal["mask", "neutral"] = Field(default="mask", description="style replace: [MASK] or a "
+                                                    "neutral word from the lexicon")
+    mask_text: str = Field(default="[MASK]", description="style replace: the text of a masked word")
+    fallback: str = Field(default="someone", description="style replace, neutral: the word for a term the lexicon "
+                          "gives no neutral word (first names)")
     apply_to: Literal["augmented", "all"] = Field(default="augmented", description="rows whose tokens are masked")
     input_rule: Literal["attention", "replace"] = Field(
-        default="attention", description="how masked tokens leave the input when they are not LM targets"
+        default="attention", description="style loss: how masked tokens leave the input when they are not LM targets"
     )
+
+    @model_validator(mode="after")
+    def _style_fields(self) -> MaskParams:
+        other = {"loss": ("replacement", "mask_text", "fallback"), "replace": ("input_rule",)}[self.style]
+        if stray := [f for f in other if f in self.model_fields_set]:
+            raise ValueError(f"{', '.join(stray)} do not apply to style {self.style}")
+        return self
 
 
 @MITIGATIONS.register("mask")
@@ -53,16 +83,49 @@ class MaskMitigation(Mitigation):
     Params = MaskParams
     params: MaskParams
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self.params.kinds or STYLE_KINDS[self.params.style])
+
     def setup(self, ctx: TrialContext) -> None:
         super().setup(ctx)
-        self.lexicon = load_lexicon(ctx.bias_type, self.params.lexicon)
-        terms = self.lexicon.terms(tuple(self.params.kinds))
+        self.lexicon = load_lexicon(ctx.lexicon_key, self.params.lexicon)
+        terms = self.lexicon.terms(self.kinds)
         self.pattern = term_pattern(terms)
+        if self.params.style == "replace":
+            self._stats.update(replaced_terms=0.0, replaced_rows=0.0, lexicon_terms=float(len(terms)))
+            return
         self._stats.update(masked_tokens=0.0, masked_rows=0.0, masked_share=0.0, lexicon_terms=float(len(terms)))
         self._seen_tokens = 0.0
 
+    def replaced(self, text: str) -> tuple[str, int]:
+        """``text`` with every lexicon match replaced (style replace), and how many were."""
+        p = self.params
+
+        def repl(m: re.Match[str]) -> str:
+            if p.replacement == "mask":
+                return p.mask_text
+            word = self.lexicon.neutral.get(m.group(0).lower(), p.fallback)
+            starts = not text[: m.start()].strip() or text[: m.start()].rstrip()[-1] in ".!?"
+            return word[:1].upper() + word[1:] if starts else word
+
+        return self.pattern.subn(repl, text)
+
+    def transform_train(self, rows: pd.DataFrame) -> pd.DataFrame:
+        if self.params.style != "replace":
+            return rows
+        on = rows["is_augmented"].astype(bool) if self.params.apply_to == "augmented" else pd.Series(True, rows.index)
+        rows = rows.copy()
+        done = [self.replaced(t) for t in rows.loc[on, "text"].astype(str)]
+        rows.loc[on, "text"] = [t for t, _ in done]
+        self._add("replaced_terms", sum(n for _, n in done))
+        self._add("replaced_rows", sum(1 for _, n in done if n))
+        return rows
+
     def prepare_model(self, student: Any, model: Any) -> None:
         super().prepare_model(student, model)
+        if self.params.style == "replace":
+            return
         if not student.tokenizer.is_fast:
             raise ValueError(
                 "mitigation 'mask' matches lexicon words through token character offsets, which only fast "
@@ -92,6 +155,8 @@ class MaskMitigation(Mitigation):
     def transform_batch(self, batch: dict[str, Any], rows: pd.DataFrame) -> dict[str, Any]:
         import torch
 
+        if self.params.style == "replace":  # the text was changed in transform_train
+            return batch
         mask, applies = self.mask_positions(batch, rows)
         attention = batch["attention_mask"].bool()
         # keep one token per row: a row with no input left would have nothing to classify
