@@ -125,6 +125,10 @@ class DataSpec(_Strict):
                                     description="Our column -> the data's column, e.g. {text: comment, label: toxic}.")
     test_fraction: float = Field(default=0.3, gt=0, lt=1,
                                  description="Held-out share when the data has no split column.")
+    skip_bad_rows: bool = Field(
+        default=False, description="file / huggingface: leave out bad rows (undecodable, empty text, label not "
+        "0/1, empty group, repeated id) instead of stopping; their count per reason goes into the generation "
+        "manifest (task_data.skipped_rows). Off: the first bad rows are named with the fix.")
 
     @field_validator("columns")
     @classmethod
@@ -137,9 +141,9 @@ class DataSpec(_Strict):
 
     @model_validator(mode="after")
     def _path_matches_task(self) -> DataSpec:
-        if self.task == "toxigen" and (self.path or self.columns or self.hf_config):
-            raise ValueError("data.path, data.columns and data.hf_config are for task file or huggingface; "
-                             "task toxigen reads data.root")
+        if self.task == "toxigen" and (self.path or self.columns or self.hf_config or self.skip_bad_rows):
+            raise ValueError("data.path, data.columns, data.hf_config and data.skip_bad_rows are for task file or "
+                             "huggingface; task toxigen reads data.root")
         if self.task != "toxigen" and not self.path:
             example = "my_data.parquet" if self.task == "file" else "user/dataset"
             raise ValueError(f"task {self.task} needs data.path (e.g. {example})")
@@ -714,22 +718,74 @@ def _format_errors(source: str, err: ValidationError, extra: list[str] | None = 
         value = e.get("input")
         shown = "" if e["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
         lines.append(f"  - {loc}: {msg}{shown}")
+    lines += [f"  - {p}" for p in extra]
     return "\n".join(lines)
 
 
-def check_paths(spec: SweepSpec, source: str = "spec") -> None:
-    """Files the run needs must exist before any work starts."""
-    root = spec.data.resolved_root
+def _data_root_problem(root: Path, task: str) -> str | None:
     if not root.is_dir():
-        raise SpecError(
-            f"{source}: data.root: folder {root} does not exist; set data.root in the spec or "
-            "BIAS_RAY_DATA to the folder holding bbq/, crows_pairs/ and toxigen/"
-        )
+        return (f"data.root: folder {root} does not exist; set data.root in the spec or "
+                "BIAS_RAY_DATA to the folder holding bbq/, crows_pairs/ and toxigen/")
     needed = {"toxigen": root / "toxigen" / "prompts"}
-    if spec.data.task in needed and not needed[spec.data.task].is_dir():
-        raise SpecError(f"{source}: data.root: {needed[spec.data.task]} is missing; is {root} the data folder?")
-    _check_task_data(spec, source)
-    check_models(spec, source, here=True)
+    if task in needed and not needed[task].is_dir():
+        return f"data.root: {needed[task]} is missing; is {root} the data folder?"
+    return None
+
+
+def _problem_lines(message: str, source: str) -> list[str]:
+    """A check's SpecError as the lines of a combined list (its ``source:`` prefix and heading dropped)."""
+    body = message.removeprefix(f"{source}: ")
+    lines = body.splitlines()
+    if len(lines) > 1 and lines[0].endswith(":"):  # a heading over "  - " items (check_models)
+        return [line.strip().removeprefix("- ") for line in lines[1:]]
+    return [body]
+
+
+def _raise_all(problems: list[str], source: str, heading: str = "the sweep spec cannot run") -> None:
+    """One SpecError for every problem found: as it was for one, as a list for several."""
+    if len(problems) == 1:
+        raise SpecError(f"{source}: {problems[0]}")
+    if problems:
+        raise SpecError("\n".join([f"{source}: {heading} ({len(problems)} problems):",
+                                   *[f"  - {p}" for p in problems]]))
+
+
+def check_paths(spec: SweepSpec, source: str = "spec") -> None:
+    """Files the run needs must exist before any work starts; every problem is named at once."""
+    problems: list[str] = []
+    if root_problem := _data_root_problem(spec.data.resolved_root, spec.data.task):
+        problems.append(root_problem)
+    for check in (_check_task_data, lambda s, src: check_models(s, src, here=True)):
+        try:
+            check(spec, source)
+        except SpecError as err:
+            problems += _problem_lines(str(err), source)
+    _raise_all(problems, source)
+
+
+def _raw_file_problems(data: dict[str, Any]) -> list[str]:
+    """File problems visible in a spec that does not validate: local model folders and the data folder.
+
+    So one pass over a broken spec names its schema errors and its missing files together."""
+    problems = []
+    models = data.get("models") if isinstance(data.get("models"), dict) else {}
+    for field in ("generator", "student"):
+        value = models.get(field)
+        if not isinstance(value, str) or models.get("build_tiny_if_missing") or not value.startswith(("/", ".", "~")):
+            continue
+        if field == "generator" and isinstance(data.get("generation"), dict) \
+                and data["generation"].get("engine") == "http":
+            continue
+        path = Path(value).expanduser()
+        if not path.exists():
+            problems.append(f"models.{field}: {path} does not exist; give a local model folder (saved with "
+                            "save_pretrained), a hub id (owner/name), or set models.build_tiny_if_missing: true")
+    raw = data.get("data") if isinstance(data.get("data"), dict) else {}
+    root = raw.get("root")
+    if isinstance(root, str) and not Path(root).expanduser().is_dir():
+        problems.append(f"data.root: folder {Path(root).expanduser().resolve()} does not exist; set data.root in "
+                        "the spec or BIAS_RAY_DATA to the folder holding bbq/, crows_pairs/ and toxigen/")
+    return problems
 
 
 def parse_spec(data: Any, source: str = "spec", check_files: bool = True) -> SweepSpec:
@@ -738,7 +794,8 @@ def parse_spec(data: Any, source: str = "spec", check_files: bool = True) -> Swe
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as err:
-        raise SpecError(_format_errors(source, err)) from None
+        extra = _raw_file_problems(data) if check_files else []
+        raise SpecError(_format_errors(source, err, extra)) from None
     resolve_paths(spec)
     if check_files:
         check_paths(spec, source)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pandas as pd
@@ -82,16 +83,16 @@ def test_toxigen_task_is_unchanged(tmp_path, data_root):
 BAD = {
     "missing column": (lambda r: r.drop(columns=["group"]), r"column\(s\) \['group'\] missing"),
     "label not 0/1": (lambda r: r.assign(label=[2] + r["label"].tolist()[1:]),
-                      r"column 'label' must be 0 or 1; row\(s\) 0"),
+                      r"column 'label' must be 0 or 1; line\(s\) <0>"),
     "label text": (lambda r: r.assign(label=["yes"] + r["label"].tolist()[1:]),
                    r"column 'label' must be 0 or 1.*'yes'"),
     "one label only": (lambda r: r.assign(label=1), r"column 'label' is 1 in every row"),
     "empty text": (lambda r: r.assign(text=r["text"].where(r.index != 3, "  ")),
-                   r"column 'text' is empty .* row\(s\) 3"),
+                   r"column 'text' is empty .* line\(s\) <3>"),
     "empty group": (lambda r: r.assign(group=r["group"].where(r.index != 5, "")),
-                    r"column 'group' is empty in row\(s\) 5"),
+                    r"column 'group' is empty in line\(s\) <5>"),
     "unknown split": (lambda r: r.assign(split=r["split"].where(r.index != 7, "validation")),
-                      r"column 'split' has unknown value\(s\) 'validation' in row\(s\) 7"),
+                      r"column 'split' has unknown value\(s\) 'validation' in line\(s\) <7>"),
     "no test rows": (lambda r: r.assign(split="train"), r"no test rows"),
     "repeated ids": (lambda r: r.assign(id=["a"] * len(r)), r"column 'id' repeats"),
 }
@@ -101,6 +102,8 @@ BAD = {
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_bad_file_fails_validation_naming_file_and_column(tmp_path, data_root, case, suffix):
     change, message = BAD[case]
+    first_row_line = 2 if suffix == ".csv" else 1  # a CSV's header is line 1; errors name the file's lines
+    message = re.sub(r"<(\d+)>", lambda m: str(int(m.group(1)) + first_row_line), message)
     path = _write(change(_rows()), tmp_path / f"bad{suffix}")
     with pytest.raises(SpecError, match=message) as err:
         parse_spec(_spec(tmp_path, data_root, {"task": "file", "path": str(path)}), source="s.yaml")
@@ -112,7 +115,8 @@ def test_error_names_the_datas_own_column(tmp_path, data_root):
     raw.loc[4, "toxic"] = 2
     path = _write(raw, tmp_path / "mine.csv")
     data = {"task": "file", "path": str(path), "columns": {"label": "toxic"}}
-    with pytest.raises(SpecError, match=r"column 'label' \(data column 'toxic'\) must be 0 or 1; row\(s\) 4"):
+    # row 4 is line 6 of the file: the header is line 1
+    with pytest.raises(SpecError, match=r"column 'label' \(data column 'toxic'\) must be 0 or 1; line\(s\) 6"):
         parse_spec(_spec(tmp_path, data_root, data))
 
 

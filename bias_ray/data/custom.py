@@ -31,13 +31,60 @@ class DataError(ValueError):
     """The task data cannot be used; the message names the file, the column and the fix."""
 
 
-def _rows_shown(index: pd.Index) -> str:
-    rows = ", ".join(str(i) for i in index[:SHOWN])
+SKIP_HINT = "; or set data.skip_bad_rows: true to leave such rows out (counted in the generation manifest)"
+FILE_LINES = "file_lines"  # DataFrame.attrs key: each row's line in its text file (CSV, JSON Lines)
+SKIPPED = "skipped_rows"  # DataFrame.attrs key: rows left out by data.skip_bad_rows, per reason
+
+
+def _rows_shown(index: pd.Index, lines: list[int] | None = None) -> str:
+    """The bad rows as a user finds them: lines of a text file, else row numbers counting from 0."""
     more = f" and {len(index) - SHOWN} more" if len(index) > SHOWN else ""
-    return f"row(s) {rows}{more} (counting from 0)"
+    if lines is not None:
+        return f"line(s) {', '.join(str(lines[i]) for i in index[:SHOWN])}{more}"
+    return f"row(s) {', '.join(str(i) for i in index[:SHOWN])}{more} (counting from 0)"
 
 
-def read_file(path: Path) -> pd.DataFrame:
+def undecodable_lines(path: Path) -> list[int]:
+    """Lines (from 1) of a text file that are not UTF-8."""
+    bad = []
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                bad.append(n)
+    return bad
+
+
+def _read_text_file(path: Path, kind: str, skip_bad: bool) -> pd.DataFrame:
+    """A CSV or JSON Lines file; undecodable lines are an error naming them, or left out with ``skip_bad``."""
+    import io
+
+    bad = undecodable_lines(path)
+    if bad and not skip_bad:
+        shown = ", ".join(map(str, bad[:SHOWN])) + (f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else "")
+        raise DataError(f"{path}: line(s) {shown} are not UTF-8 text; re-encode the file (e.g. "
+                        f"`iconv -f latin1 -t utf-8`){SKIP_HINT}")
+    raw = path.read_bytes()
+    kept_lines = [n for n, line in enumerate(raw.splitlines(keepends=True), 1)
+                  if n not in set(bad) and line.strip()]
+    if bad:
+        raw = b"".join(line for n, line in enumerate(raw.splitlines(keepends=True), 1) if n not in set(bad))
+    if kind == "jsonl":
+        frame = pd.read_json(io.BytesIO(raw), lines=True, dtype=False)
+        lines = kept_lines
+    else:
+        frame = pd.read_csv(io.BytesIO(raw), dtype={"text": str, "group": str, "split": str, "id": str},
+                            keep_default_na=False, na_values=[""])
+        lines = kept_lines[1:]  # after the header
+    if len(lines) == len(frame):  # one row a line (no quoted line breaks): errors name file lines
+        frame.attrs[FILE_LINES] = lines
+    if bad:
+        frame.attrs[SKIPPED] = {"undecodable": len(bad)}
+    return frame
+
+
+def read_file(path: Path, skip_bad: bool = False) -> pd.DataFrame:
     """A Parquet, JSONL or CSV file as a DataFrame (strings kept as strings)."""
     kind = READERS.get(path.suffix.lower())
     if kind is None:
@@ -47,10 +94,9 @@ def read_file(path: Path) -> pd.DataFrame:
     try:
         if kind == "parquet":
             return pd.read_parquet(path)
-        if kind == "jsonl":
-            return pd.read_json(path, lines=True, dtype=False)
-        return pd.read_csv(path, dtype={"text": str, "group": str, "split": str, "id": str}, keep_default_na=False,
-                           na_values=[""])
+        return _read_text_file(path, kind, skip_bad)
+    except DataError:
+        raise
     except Exception as err:  # the reader's own message says where; we add which file and which format
         raise DataError(f"{path}: cannot read it as {kind}: {err}") from None
 
@@ -90,11 +136,27 @@ def read_hf(name: str, config: str | None) -> pd.DataFrame:
 
 
 def check_rows(raw: pd.DataFrame, where: str, test_fraction: float, columns: dict[str, str] | None = None,
-               source: str = "custom") -> pd.DataFrame:
+               source: str = "custom", skip_bad: bool = False) -> pd.DataFrame:
     """Validate raw rows and return them in the loaders' schema (``id, text, label, group, bias_type, split, source``).
 
-    ``columns`` maps our column names to the data's (e.g. ``{"text": "comment"}``).
+    ``columns`` maps our column names to the data's (e.g. ``{"text": "comment"}``). A bad row (an
+    empty or non-text ``text``, a label other than 0/1, an empty group, a repeated id) is an error
+    naming its file line (row number for Parquet and datasets) and the fix; with ``skip_bad`` such rows
+    are left out and counted per reason in ``.attrs["skipped_rows"]`` (never by default).
     """
+    lines = raw.attrs.get(FILE_LINES)
+    skipped: dict[str, int] = dict(raw.attrs.get(SKIPPED, {}))
+
+    def drop(bad: pd.Index, reason: str, message: str) -> None:
+        """Rows ``bad`` out (``skip_bad``) or the error; ``df`` and its aligned series shrink together."""
+        nonlocal df
+        if not len(bad):
+            return
+        if not skip_bad:
+            raise DataError(message + SKIP_HINT)
+        skipped[reason] = skipped.get(reason, 0) + len(bad)
+        df = df.drop(index=bad)
+
     columns = dict(columns or {})
     unknown = sorted(set(columns) - set(COLUMNS))
     if unknown:
@@ -117,32 +179,37 @@ def check_rows(raw: pd.DataFrame, where: str, test_fraction: float, columns: dic
     if df.empty:
         raise DataError(f"{where}: the data has no rows")
 
-    text = df["text"]
-    bad = df.index[text.isna() | ~text.map(lambda v: isinstance(v, str) and bool(v.strip()))]
-    if len(bad):
-        raise DataError(f"{where}: column {col('text')} is empty or not text in {_rows_shown(bad)}; "
-                        "every row needs a non-empty text")
+    bad = df.index[df["text"].isna() | ~df["text"].map(lambda v: isinstance(v, str) and bool(v.strip()))]
+    drop(bad, "empty_text", f"{where}: column {col('text')} is empty or not text in {_rows_shown(bad, lines)}; "
+         "every row needs a non-empty text")
 
     label = pd.to_numeric(df["label"].map(lambda v: int(v) if isinstance(v, bool) else v), errors="coerce")
     bad = df.index[~label.isin([0, 1])]
-    if len(bad):
-        values = sorted({repr(v) for v in df.loc[bad[:SHOWN], "label"]})
-        raise DataError(f"{where}: column {col('label')} must be 0 or 1; {_rows_shown(bad)} hold {', '.join(values)}")
+    values = sorted({repr(v) for v in df.loc[bad[:SHOWN], "label"]})
+    drop(bad, "bad_label", f"{where}: column {col('label')} must be 0 or 1; {_rows_shown(bad, lines)} hold "
+         f"{', '.join(values)}")
+    label = label.loc[df.index]
+
+    bad = df.index[df["group"].isna() | (df["group"].astype(str).str.strip() == "")]
+    drop(bad, "empty_group", f"{where}: column {col('group')} is empty in {_rows_shown(bad, lines)}; name the "
+         "target group of every row (e.g. women, muslim), as listed in the spec's bias_types")
+    label = label.loc[df.index]
+
+    if "id" in df:
+        repeated = df["id"].astype(str).duplicated()
+        dup = df["id"].astype(str)[repeated].unique()[:SHOWN].tolist()
+        drop(df.index[repeated], "duplicate_id", f"{where}: column {col('id')} repeats {dup} (again in "
+             f"{_rows_shown(df.index[repeated], lines)}); ids must be unique (or drop the column)")
+    if df.empty:
+        raise DataError(f"{where}: no row is left after leaving out bad rows ({skipped})")
+    text, group = df["text"], df["group"]
+    label = label.loc[df.index]
     if label.nunique() < 2:
         raise DataError(f"{where}: column {col('label')} is {int(label.iloc[0])} in every row; a classifier needs both "
                         "labels (0 and 1)")
 
-    group = df["group"]
-    bad = df.index[group.isna() | (group.astype(str).str.strip() == "")]
-    if len(bad):
-        raise DataError(f"{where}: column {col('group')} is empty in {_rows_shown(bad)}; name the target group of "
-                        "every row (e.g. women, muslim), as listed in the spec's bias_types")
-
     if "id" in df:
         ids = df["id"].astype(str)
-        if ids.duplicated().any():
-            dup = ids[ids.duplicated()].unique()[:SHOWN].tolist()
-            raise DataError(f"{where}: column {col('id')} repeats {dup}; ids must be unique (or drop the column)")
     else:
         ids = pd.Series([stable_id(source, i, t) for i, t in zip(df.index, text)], index=df.index)
 
@@ -152,7 +219,8 @@ def check_rows(raw: pd.DataFrame, where: str, test_fraction: float, columns: dic
         if len(bad):
             values = sorted({repr(v) for v in df.loc[bad, "split"]})[:SHOWN]
             raise DataError(f"{where}: column {col('split')} has unknown value(s) {', '.join(values)} in "
-                            f"{_rows_shown(bad)}; allowed: train, test (or drop the column and set data.test_fraction)")
+                            f"{_rows_shown(bad, lines)}; allowed: train, test (or drop the column and set "
+                            "data.test_fraction)")
         split = split.astype(str)
     else:
         split = ids.map(lambda i: split_of(i, test_fraction))
@@ -170,31 +238,47 @@ def check_rows(raw: pd.DataFrame, where: str, test_fraction: float, columns: dic
         bias_type = df["bias_type"].astype(str)
     else:
         bias_type = group.map(lambda g: groups_to_type.get(g, "other"))
-    return pd.DataFrame({"id": ids.astype(str), "text": text.astype(str), "label": label.astype(int), "group": group,
-                         "bias_type": bias_type, "split": split, "source": source},
-                        columns=SCHEMA).reset_index(drop=True)
+    out = pd.DataFrame({"id": ids.astype(str), "text": text.astype(str), "label": label.astype(int), "group": group,
+                        "bias_type": bias_type, "split": split, "source": source},
+                       columns=SCHEMA).reset_index(drop=True)
+    if skipped:
+        out.attrs[SKIPPED] = skipped
+    return out
 
 
 def read_task_data(task: str, *, root: Path | str, path: str | None = None, hf_config: str | None = None,
-                   columns: dict[str, str] | None = None, test_fraction: float = 0.3) -> pd.DataFrame:
-    """The fine-tuning task's rows (train and test) in the loaders' schema, validated."""
+                   columns: dict[str, str] | None = None, test_fraction: float = 0.3,
+                   skip_bad: bool = False) -> pd.DataFrame:
+    """The fine-tuning task's rows (train and test) in the loaders' schema, validated (``skip_bad``: see
+    :func:`check_rows`)."""
     if task == "toxigen":
         return load_toxigen(root, test_fraction)
     if not path:
         raise DataError(f"data.task {task}: set data.path to the data")
     if task == "file":
         file = Path(path).expanduser()
-        return check_rows(read_file(file), str(file), test_fraction, columns, source=file.stem)
+        return check_rows(read_file(file, skip_bad), str(file), test_fraction, columns, source=file.stem,
+                          skip_bad=skip_bad)
     if task == "huggingface":
         return check_rows(read_hf(path, hf_config), f"data.path {path!r}", test_fraction, columns,
-                          source=f"hf:{path}")
+                          source=f"hf:{path}", skip_bad=skip_bad)
     raise DataError(f"unknown data.task {task!r}; allowed: {', '.join(TASKS)}")
 
 
 def load_task_data(data: Any) -> pd.DataFrame:
     """:func:`read_task_data` for a spec's ``data`` section (a :class:`bias_ray.spec.DataSpec`)."""
     return read_task_data(data.task, root=data.resolved_root, path=data.path, hf_config=data.hf_config,
-                          columns=data.columns, test_fraction=data.test_fraction)
+                          columns=data.columns, test_fraction=data.test_fraction,
+                          skip_bad=getattr(data, "skip_bad_rows", False))
+
+
+def task_data_summary(data: Any) -> dict[str, Any] | None:
+    """For the generation manifest: the user's task data rows, and those ``data.skip_bad_rows`` left out."""
+    if data.task == "toxigen":
+        return None
+    rows = load_task_data(data)
+    return {"task": data.task, "path": data.path, "rows": len(rows),
+            "skipped_rows": dict(sorted(rows.attrs.get(SKIPPED, {}).items()))}
 
 
 def data_identity(data: Any, by_path: bool = False) -> str:

@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from bias_ray.data.custom import task_data_summary
 from bias_ray.generate.engines import ENGINES
 from bias_ray.generate.prompts import PromptPlan, make_plan, sampling_params, settings_fingerprint
 from bias_ray.generate.quality import clean_generations, drop_reasons, find_duplicates
@@ -553,6 +554,8 @@ def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[
             "last_shard_s": round(run.get("last_shard_s", 0.0), 3),
         },
     }
+    if (task_data := task_data_summary(spec.data)) is not None:
+        manifest["task_data"] = task_data  # the user's rows, and any that data.skip_bad_rows left out
     _atomic_write_json(out / "manifest.json", manifest)
     return manifest
 
