@@ -49,6 +49,7 @@ from bias_ray.data.custom import task_data_summary
 from bias_ray.generate.engines import ENGINES
 from bias_ray.generate.prompts import PromptPlan, make_plan, sampling_params, settings_fingerprint
 from bias_ray.generate.quality import clean_generations, drop_reasons, find_duplicates
+from bias_ray.generate.recovery import check_folder, read_json, set_aside, shard_name
 from bias_ray.spec import GenerationSpec, QualitySpec, SweepSpec
 
 AUGMENTED_COLUMNS = ["id", "text", "label", "group", "bias_type", "split", "source"]
@@ -69,13 +70,24 @@ class GenerationJobError(RuntimeError):
 
 
 # ---------------------------------------------------------------- files
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a database's rule: the file's bytes, then its directory entry)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary name, fsync, rename, fsync of the folder."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def _atomic_write_json(path: Path, obj: dict[str, Any]) -> None:
@@ -87,6 +99,7 @@ def _commit(tmp: Path, dest: Path) -> None:
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, dest)
+    _fsync_dir(dest.parent)
 
 
 def _absent_from(sorted_values: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -304,16 +317,17 @@ def _stream(spec: SweepSpec, plan: PromptPlan, todo: np.ndarray, out: Path, done
         for seq, batch in enumerate(_in_shards(blocks, gen.shard_rows, arrived)):
             failed = pc.not_equal(batch.column("engine_error"), "")
             n_failed = int(pc.sum(failed).as_py() or 0)
-            name = f"part-{run_tag}-{seq:06d}.parquet"
             if n_failed:  # quarantine first: a crash in between regenerates only the good rows
                 bad = batch.filter(failed).rename_columns(
                     ["reason" if c == "engine_error" else c for c in batch.column_names])
                 _atomic_write_parquet(bad.select(["sample_id", "index", "reason", "bias_type", "group", "stance",
-                                                  "generated_text"]), out / "quarantine" / name)
+                                                  "generated_text"]),
+                                      out / "quarantine" / shard_name(run_tag, seq, bad.num_rows))
             good = (batch.filter(pc.invert(failed)) if n_failed else batch).drop_columns(["engine_error",
                                                                                           "generated_text"])
             if good.num_rows:
-                _atomic_write_parquet(good, out / "shards" / name, SHARD_ROW_GROUP_ROWS)
+                _atomic_write_parquet(good, out / "shards" / shard_name(run_tag, seq, good.num_rows),
+                                      SHARD_ROW_GROUP_ROWS)
             tokens = int(pc.sum(batch.column("generated_tokens")).as_py() or 0)
             stats["prompts"] += batch.num_rows
             stats["generated_tokens"] += tokens
@@ -600,10 +614,18 @@ def generate(spec: SweepSpec, progress: bool | None = None) -> Path:
     """Write the augmented data for every bias type of the spec under ``spec.augmented_dir``; resumable."""
     out = spec.augmented_dir
     manifest_path = out / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    # a broken file is moved aside with its reason, never read (bias_ray/generate/recovery.py)
+    job_lost = (out / "job.json").exists() and read_json(out / "job.json", out) is None
+    manifest = read_json(manifest_path, out) or {}
+    if job_lost and manifest:
+        set_aside(manifest_path, out, "job.json was unreadable, so the manifest's job cannot be vouched for")
+        manifest = {}
     if _is_import(manifest, out):
         return out  # rows made elsewhere (bias_ray.generate.imported) stand in for this job: no generator needed
     plan, job = _plan_and_job(spec, out)
+    if check_folder(out, plan.total, plan if job_lost else None) and manifest:
+        set_aside(manifest_path, out, "files it counted were broken and set aside; the finalize rebuilds it")
+        manifest = {}
     if manifest.get("status") == "complete" and _same_job(manifest, job):
         return out  # finished with these very settings: nothing to do (other settings: _check_job says so)
     _check_job(out, job)

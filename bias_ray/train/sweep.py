@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,6 +296,8 @@ def build_tuner(spec: SweepSpec, resume: bool = False, trainable=None, extra_cal
         trial_resources(spec),
     )
     path = experiment_path(spec)
+    if resume and can_resume(path) and "://" not in path and (problem := experiment_state_problem(path)):
+        set_aside_experiment_state(Path(path), problem)  # a broken state is never restored: the grid runs anew
     if resume and can_resume(path):
         repair_missing_checkpoints(path)  # a driver killed between Tune's checkpoint deletion and state save
         callbacks(spec)  # sets W&B's mode for the restored callback
@@ -319,6 +323,38 @@ def build_tuner(spec: SweepSpec, resume: bool = False, trainable=None, extra_cal
             verbose=verbose,
         ),
     )
+
+
+def experiment_state_problem(path: str) -> str | None:
+    """Why Tune's saved experiment state under ``path`` cannot be restored (unreadable JSON), or None."""
+    states = sorted(Path(path).glob("experiment_state-*.json"))
+    try:
+        state = json.loads(states[-1].read_text()) if states else {}
+        if not isinstance(state, dict) or "trial_data" not in state:
+            return f"{states[-1].name} holds no trial data"
+    except (OSError, ValueError) as err:
+        return f"{states[-1].name} is not valid JSON ({err})"
+    return None
+
+
+def set_aside_experiment_state(path: Path, reason: str) -> list[Path]:
+    """Move Tune's unreadable experiment state into ``<experiment>/corrupt/`` with its reason.
+
+    The grid then runs as a new experiment: every trial trains again from its config and seed (a trial
+    is a function of them), so the results equal those the lost state would have led to.
+    """
+    aside = path / "corrupt"
+    aside.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for f in sorted(path.glob("experiment_state-*.json")) + sorted(path.glob("*.pkl")):
+        dest = aside / f"{time.strftime('%Y%m%dT%H%M%S')}-{f.name}"
+        f.replace(dest)
+        moved.append(dest)
+    with open(aside / "reasons.jsonl", "a") as out:
+        out.write(json.dumps({"moved": [m.name for m in moved], "reason": reason}) + "\n")
+    logging.getLogger("bias_ray.train").warning("the Tune experiment state under %s could not be restored (%s); "
+                                                "it was moved to %s and the grid runs anew", path, reason, aside)
+    return moved
 
 
 # ---------------------------------------------------------------- results

@@ -10,6 +10,8 @@ and notebooks run it in-process.
 from __future__ import annotations
 
 import functools
+import json
+import logging
 import math
 import os
 import tempfile
@@ -417,7 +419,6 @@ def train_trial(config: dict[str, Any], spec_dict: dict[str, Any], report: Repor
     Resumes from ``tune.get_checkpoint()`` when Tune restarts a failed trial or a sweep. ``report``
     replaces :func:`tune_report` (tests wrap it to inject a crash after a checkpoint).
     """
-    import torch
     from ray import tune
 
     from bias_ray.runtime import quiet_libraries
@@ -428,5 +429,36 @@ def train_trial(config: dict[str, Any], spec_dict: dict[str, Any], report: Repor
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / STATE_FILE, weights_only=False, map_location="cpu")
+            state = load_state(Path(d) / STATE_FILE, spec.run_dir / "corrupt", config)
     fit(spec, config, report or tune_report, state)
+
+
+def load_state(path: Path, aside: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """A trial's checkpointed state, or None (train from the start) when the file is broken.
+
+    A broken file (a node lost while it was written to shared storage, a disk that filled) is
+    copied into ``aside`` with its reason, and the trial trains from step 0: Tune keeps one
+    checkpoint per trial, so there is no older good one, and a trial is a function of its config and
+    seed, so the redone trial ends where the lost one would have.
+    """
+    import shutil
+
+    import torch
+
+    try:
+        state = torch.load(path, weights_only=False, map_location="cpu")
+        if not isinstance(state, dict) or "model" not in state or "step" not in state:
+            raise ValueError("it lacks the model weights or the step")
+        return state
+    except Exception as err:
+        aside.mkdir(parents=True, exist_ok=True)
+        cell = "-".join(str(config.get(k)) for k in ("bias_type", "bias_ratio", "mitigation", "seed"))
+        copy = aside / f"{time.strftime('%Y%m%dT%H%M%S')}-{cell}-{path.name}"
+        if path.exists():
+            shutil.copyfile(path, copy)
+        reason = f"{type(err).__name__}: {str(err)[:200]}"
+        with open(aside / "reasons.jsonl", "a") as f:
+            f.write(json.dumps({"file": str(path), "copied_to": copy.name, "reason": reason}) + "\n")
+        logging.getLogger("bias_ray.train").warning("trial %s: checkpoint %s is broken (%s); it trains from the "
+                                                    "start", cell, path, reason)
+        return None
