@@ -389,12 +389,19 @@ def results_table(result_grid, spec: SweepSpec) -> pd.DataFrame:
         row["max_iterations"] = trial_reports(run_spec, int(total))
         row["stopped_early"] = bool(result.error is None and steps < total)
         row["wall_time_s"] = final.get("time_total_s")
-        row["error"] = None if result.error is None else str(result.error).splitlines()[0][:300]
+        row["error"] = None if result.error is None else error_text(result.error)
         row["trial_id"] = final.get("trial_id")
         row["trial_path"] = result.path
         rows.append(row)
     table = pd.DataFrame(rows)
     return table.sort_values(GRID_KEYS).reset_index(drop=True) if not table.empty else table
+
+
+def error_text(error: BaseException) -> str:
+    """A failed trial's error as one line: the exception raised inside the trial (Ray wraps it), and its message."""
+    cause = getattr(error, "cause", None) or error
+    lines = [line for line in str(cause).splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}"[:400]
 
 
 def early_stop_summary(table: pd.DataFrame) -> dict[str, Any]:

@@ -278,6 +278,10 @@ def lr_factor(schedule: str, step: int, total_steps: int) -> float:
     raise ValueError(f"unknown lr_schedule {schedule!r}; allowed: constant, linear, cosine")
 
 
+class NonFiniteLoss(FloatingPointError):
+    """A trial's training loss became NaN or infinite: the trial stops at once (its retries stop there too)."""
+
+
 def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str, Any] | None = None) -> dict:
     """Train one grid cell, calling ``report(metrics, state)`` every ``eval_every`` steps and at the end.
 
@@ -342,6 +346,12 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
             group["lr"] = tr.learning_rate * lr_factor(tr.lr_schedule, step, total_steps)
         optimizer.zero_grad()
         losses.append(accumulate_gradients(model, student, mitigation, rows, tr.batch_size, scaler))
+        if not math.isfinite(losses[-1]) and not scaler.is_enabled():  # fp16's scaler skips such steps itself
+            raise NonFiniteLoss(
+                f"trial {config['bias_type']} ratio={config['bias_ratio']} {config['mitigation']} seed={seed}: the "
+                f"training loss is {losses[-1]} at step {step + 1}; it stops here instead of training on. Lower "
+                f"training.learning_rate (now {tr.learning_rate:g}), check the mitigation's lambda, or use "
+                "models.dtype float32")
         scaler.step(optimizer)
         scaler.update()
         step += 1
