@@ -49,13 +49,30 @@ def client(address: str | None = None):
         ) from None
 
 
+SECRET_MARKERS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "CREDENTIAL")
+
+
+def is_secret(name: str) -> bool:
+    """Whether an environment variable's name says it holds a secret (WANDB_API_KEY, HF_TOKEN, AWS_SECRET_...)."""
+    return any(marker in name.upper() for marker in SECRET_MARKERS)
+
+
 def parse_env(pairs: list[str]) -> dict[str, str]:
-    """``KEY=VALUE`` strings to a dict, with an error naming a malformed pair."""
+    """``KEY=VALUE`` strings to a dict, with an error naming a malformed pair or a secret.
+
+    Ray stores a job's runtime environment and shows it in the dashboard and ``ray job list``, so a
+    secret must reach the cluster another way: the nodes' own environment (the cluster YAML's
+    ``setup_commands``/env, a Kubernetes Secret on the KubeRay pods), never ``--env``.
+    """
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"--env {pair!r} is not KEY=VALUE")
+        if is_secret(key):
+            raise ValueError(f"--env {key}: a secret would be stored in the Ray job's runtime environment, which the "
+                             "dashboard and `ray job list` show; set it in the cluster nodes' environment instead "
+                             "(cluster/README.md, \"Secrets\")")
         out[key] = value
     return out
 
