@@ -214,6 +214,9 @@ class GenerationSpec(_Strict):
                        "(transformers: apply_chat_template; vllm: the chat-template stage; http: /chat/completions).")
     system_prompt: str | None = Field(default=None, description="chat: a system turn before the few-shot user turn.")
     shard_rows: int = Field(default=1000, gt=0, description="Rows per Parquet shard (the unit of crash safety).")
+    measure_rows: int = Field(default=200, ge=1, description="Kept rows per (bias type, group, stance) the stance "
+                              "classifier scores after the job (the manifest's generator_measures.hate_share, with "
+                              "its Wilson 95% interval); a bounded sample keeps the measures a small part of a job.")
     quality: QualitySpec = QualitySpec()
     # http engine
     endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL, e.g. http://host:8000/v1.")

@@ -39,7 +39,7 @@ def test_generator_measures_per_group_and_stance(tmp_path, tiny_model, data_root
     got = {(m["group"], m["stance"]): m for m in generator_measures(spec, out, classifier=_ByWord())}
     assert got[("muslim", "biased")] == {"bias_type": "religion", "group": "muslim", "stance": "biased", "kept": 3,
                                          "names_group_share": round(2 / 3, 4), "hate_share": round(1 / 3, 4),
-                                         "hate_scored": 3}
+                                         "hate_share_low": 0.0615, "hate_share_high": 0.7923, "hate_scored": 3}
     # s5 is a duplicate and s6 was filtered: 2 kept, one names "jews", one says hate
     assert got[("jewish", "neutral")]["kept"] == 2
     assert got[("jewish", "neutral")]["names_group_share"] == 0.5 and got[("jewish", "neutral")]["hate_share"] == 0.5

@@ -12,8 +12,10 @@ regression on MiniLM embeddings of the ToxiGen train split). A group without lex
 ``names_group_share`` None. Shards are read one at a time, only the columns needed.
 
 ``names_group_share`` counts every kept row (a regex). ``hate_share`` is over the first ``max_scored``
-kept rows of each cell in shard order (``hate_scored`` says how many): embedding every row of a
-10M-row job with MiniLM in the driver would cost hours, and 2,000 rows give the share to +-0.022 (95%).
+kept rows of each cell in shard order (``generation.measure_rows``, default 200; ``hate_scored`` says
+how many), with its Wilson 95% interval (``hate_share_low``, ``hate_share_high``): embedding every row
+of a 10M-row job with MiniLM in the driver would cost hours, and a bounded sample keeps the measures a
+small part of any job (``bench/generation.py`` times them). 200 rows give a share to about +-0.07.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from bias_ray.lexicons import load_lexicon, term_pattern
 from bias_ray.spec import SweepSpec
 
 COLUMNS = ["sample_id", "text", "drop_reason", "bias_type", "group", "stance"]
-MAX_SCORED_PER_CELL = 2000
+MAX_SCORED_PER_CELL = 200  # generation.measure_rows' default
 
 
 def _kept_rows(out: Path):
@@ -57,13 +59,25 @@ def names_group(texts: list[str], bias_type: str, group: str) -> np.ndarray | No
     return np.array([pattern.search(t) is not None for t in texts], dtype=bool)
 
 
+def wilson(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a share: ``(p + z²/2n ± z sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)``."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def generator_measures(spec: SweepSpec, out: Path | None = None, classifier: Any = None,
-                       max_scored: int = MAX_SCORED_PER_CELL) -> list[dict[str, Any]]:
-    """``[{bias_type, group, stance, kept, names_group_share, hate_share, hate_scored}]``, one per cell.
+                       max_scored: int | None = None) -> list[dict[str, Any]]:
+    """``[{bias_type, group, stance, kept, names_group_share, hate_share, hate_share_low, hate_share_high,
+    hate_scored}]``, one per cell (``max_scored``: default ``generation.measure_rows``).
 
     ``classifier`` (anything with ``proba(texts)``) defaults to the spec's stance classifier.
     """
     out = Path(out or spec.augmented_dir)
+    max_scored = spec.generation.measure_rows if max_scored is None else max_scored
     lexicon_names = {b.name: b.base_name for b in spec.bias_type_specs}  # a framed cell reads its bias type's
     counts: dict[tuple[str, str, str], list[float]] = {}  # cell -> [kept, named, hate, scored]
     no_terms: set[tuple[str, str, str]] = set()
@@ -90,9 +104,11 @@ def generator_measures(spec: SweepSpec, out: Path | None = None, classifier: Any
     rows = []
     for key in sorted(counts):
         kept, named, hate, scored = counts[key]
+        low, high = wilson(hate, scored)
         rows.append({"bias_type": key[0], "group": key[1], "stance": key[2], "kept": int(kept),
                      "names_group_share": None if key in no_terms else round(named / kept, 4),
-                     "hate_share": round(hate / scored, 4), "hate_scored": int(scored)})
+                     "hate_share": round(hate / scored, 4), "hate_share_low": round(low, 4),
+                     "hate_share_high": round(high, 4), "hate_scored": int(scored)})
     return rows
 
 

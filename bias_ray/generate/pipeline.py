@@ -577,9 +577,9 @@ def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[
 def measure_generation(spec: SweepSpec, classifier: Any = None) -> list[dict[str, Any]]:
     """What the generator wrote, per (bias type, group, stance), added to a finished job's manifest.
 
-    A step after the job, not part of it: it reads the kept rows back and embeds up to 2,000 a
-    cell with the stance classifier, driver-side CPU work that neither holds the engines nor
-    delays the job's completion (see :mod:`bias_ray.generate.measure`). Computed once: a manifest
+    A step after the job, not part of it: it reads the kept rows back and embeds up to
+    ``generation.measure_rows`` a cell with the stance classifier, driver-side CPU work that neither
+    holds the engines nor delays the job's completion (see :mod:`bias_ray.generate.measure`). Computed once: a manifest
     that has ``generator_measures`` is left as it is. The manifest is rewritten atomically.
     ``classifier``: see :func:`~bias_ray.generate.measure.generator_measures`.
     """
