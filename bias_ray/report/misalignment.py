@@ -33,7 +33,7 @@ def misalignment_vs_harm(analysis: pd.DataFrame, inherited: list[Inheritance]) -
     } for i in inherited])
     if harm.empty or analysis is None or analysis.empty:
         return pd.DataFrame()
-    cols = ["bias_type"] + [m for m in MEASURES if m in analysis]
+    cols = ["bias_type"] + [m for m in MEASURES if m in analysis] + [c for c in ("mmd_p",) if c in analysis]
     return analysis[cols].merge(harm, on="bias_type", how="inner").sort_values("bias_type").reset_index(drop=True)
 
 
