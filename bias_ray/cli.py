@@ -250,6 +250,9 @@ def import_rows(
                                      "e.g. --column text=generated_text (repeatable)"),
     constant: list[str] = typer.Option([], "--set", help="NAME=VALUE: the same value for every row, e.g. --set "
                                        "bias_type=gender for a file per bias type (repeatable)"),
+    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Keep out rows without text, label, group or "
+                                       "bias_type, or with a non-integer label, instead of stopping (counted in the "
+                                       "manifest's dropped)"),
 ) -> None:
     """Use augmented data made elsewhere: stream its rows into the spec's augmented folder as a finished job.
 
@@ -284,7 +287,7 @@ def import_rows(
     try:
         with bar:
             out = import_augmented(spec, paths, source=source, progress=advance, filter_rows=filter_rows,
-                                   columns=columns)
+                                   columns=columns, skip_bad_rows=skip_bad_rows)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         console.print(f"[red]{escape(str(err))}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -292,7 +295,7 @@ def import_rows(
     manifest = json.loads((out / "manifest.json").read_text())
     console.print(f"[green]imported[/green] {manifest['rows']:,} rows in {time.perf_counter() - started:.1f}s "
                   f"into {out}", highlight=False, soft_wrap=True)
-    if filter_rows:
+    if filter_rows or skip_bad_rows:
         drops = ", ".join(f"{reason} {n:,}" for reason, n in sorted(manifest["dropped"].items())) or "none"
         console.print(f"filters: {manifest['kept']:,} kept; dropped: {drops}; exact duplicates: "
                       f"{manifest['duplicates']:,}", highlight=False, soft_wrap=True)

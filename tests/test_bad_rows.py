@@ -83,3 +83,34 @@ def test_the_generation_manifest_counts_the_skipped_rows(tmp_path, data_root, ti
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["task_data"]["rows"] == 35
     assert manifest["task_data"]["skipped_rows"]["undecodable"] == 1
+
+
+def test_an_import_names_its_bad_rows_and_skips_them_only_when_asked(tmp_path, data_root):
+    from typer.testing import CliRunner
+
+    from bias_ray.cli import app
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")  # nothing loads it
+    spec = {"name": "imp", "output_dir": str(tmp_path / "run"), "data": {"root": str(data_root)},
+            "models": {"generator": str(tmp_path / "model"), "student": str(tmp_path / "model")},
+            "bias_types": ["religion"], "bias_ratios": [0.5], "mitigations": ["none"]}
+    (tmp_path / "spec.yaml").write_text(json.dumps(spec))
+    rows = pd.DataFrame({"text": [f"statement {i}" for i in range(10)], "label": [str(i % 2) for i in range(10)],
+                         "group": ["muslim"] * 10, "bias_type": ["religion"] * 10})
+    rows.loc[3, "text"] = None
+    rows.loc[6, "label"] = "maybe"
+    rows.to_json(tmp_path / "rows.jsonl", orient="records", lines=True)
+    runner = CliRunner()
+    refused = runner.invoke(app, ["import", str(tmp_path / "spec.yaml"), str(tmp_path / "rows.jsonl")],
+                            env={"COLUMNS": "200"})
+    assert refused.exit_code == 2
+    text = " ".join(refused.output.split())
+    assert "augmented rows [3] (rows [3] of" in text and "--skip-bad-rows" in text
+    assert not (tmp_path / "run" / "data" / "augmented" / "manifest.json").exists()
+    done = runner.invoke(app, ["import", str(tmp_path / "spec.yaml"), str(tmp_path / "rows.jsonl"),
+                               "--skip-bad-rows"], env={"COLUMNS": "200"})
+    assert done.exit_code == 0, done.output
+    manifest = json.loads((tmp_path / "run" / "data" / "augmented" / "manifest.json").read_text())
+    assert manifest["rows"] == 10 and manifest["kept"] == 8
+    assert manifest["dropped"] == {"bad_label": 1, "bad_row": 1}

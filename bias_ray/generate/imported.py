@@ -237,8 +237,12 @@ def _rows_named(rows: np.ndarray, first: int, origin: str, origin_first: int) ->
             f"of {origin}; counting from 0)")
 
 
+BAD_ROW = "bad_row"  # drop_reason of a row import --skip-bad-rows kept out: no text, label, group or bias type
+BAD_LABEL = "bad_label"  # ... or a label that is not an integer class
+
+
 def _normalise(table: pa.Table, origin: str, first: int, source: str, quality: QualitySpec | None,
-               origin_first: int = 0) -> pa.Table:
+               origin_first: int = 0, skip_bad: bool = False) -> pa.Table:
     """One batch in the shard layout; ``first`` is the batch's first row number over all the rows read
     (counting from 0), ``origin_first`` that of the first row of its file.
 
@@ -251,19 +255,34 @@ def _normalise(table: pa.Table, origin: str, first: int, source: str, quality: Q
     if quality:
         text, blank = pc.fill_null(text, ""), pc.is_null(label)
     else:
-        blank = pc.or_(pc.is_null(text), pc.equal(pc.utf8_trim_whitespace(text), ""))
-    bad = pc.or_(blank, pc.or_(pc.is_null(label), pc.or_(pc.is_null(group), pc.is_null(bias_type))))
+        blank = pc.or_kleene(pc.is_null(text), pc.equal(pc.utf8_trim_whitespace(text), ""))  # null text: True
+    bad = pc.or_kleene(blank, pc.or_kleene(pc.is_null(label), pc.or_kleene(pc.is_null(group), pc.is_null(bias_type))))
     if pa.types.is_floating(label.type):
-        bad = pc.or_(bad, pc.is_nan(label))
+        bad = pc.or_kleene(bad, pc.is_nan(label))
+    bad = pc.fill_null(bad, False)
     empty = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
-    if len(empty):
+    skipped = np.full(table.num_rows, "", dtype=object)
+    if len(empty) and not skip_bad:
         raise ImportRowsError(f"{_rows_named(empty, first, origin, origin_first)} lack a text, label, group or "
-                              "bias_type; fill or drop them")
+                              "bias_type; fill or drop them, or import with --skip-bad-rows (counted in the "
+                              "manifest)")
+    skipped[empty] = BAD_ROW
     try:
         labels = pc.cast(label, pa.int64())
     except pa.ArrowInvalid:
-        raise ImportRowsError(f"{origin}: label must be an integer class (0/1 for the classification tasks); "
-                              f"found {label.type} values such as {label.slice(0, 3).to_pylist()}") from None
+        if not skip_bad:
+            raise ImportRowsError(f"{origin}: label must be an integer class (0/1 for the classification tasks); "
+                                  f"found {label.type} values such as {label.slice(0, 3).to_pylist()}; fix them, "
+                                  "or import with --skip-bad-rows (counted in the manifest)") from None
+        numeric = pd.to_numeric(pd.Series(label.to_pylist(), dtype=object), errors="coerce")
+        whole = numeric.notna() & (numeric == numeric.round())
+        skipped[np.flatnonzero(~whole.to_numpy() & (skipped == ""))] = BAD_LABEL
+        labels = pa.array(numeric.where(whole, -1).astype("int64").to_numpy(), pa.int64())
+    if skip_bad and len(empty):  # placeholders in the rows kept out: never drawn (drop_reason), never read as data
+        text = pc.fill_null(text, "")
+        labels = pc.fill_null(labels, -1)
+        group, bias_type = pc.fill_null(pc.cast(group, pa.string()), ""), pc.fill_null(pc.cast(bias_type, pa.string()),
+                                                                                     "")
     group, bias_type = (pc.cast(c, pa.string()) for c in (group, bias_type))
     if "id" in table.column_names and table.column("id").null_count == 0:
         ids = pc.cast(table.column("id"), pa.string())
@@ -276,9 +295,11 @@ def _normalise(table: pa.Table, origin: str, first: int, source: str, quality: Q
                         zip(text.to_pylist(), group.to_pylist(), bias_type.to_pylist())], pa.string())
     stance = (pc.fill_null(pc.cast(table.column("stance"), pa.string()), UNKNOWN_STANCE)
               if "stance" in table.column_names else pa.array([UNKNOWN_STANCE] * table.num_rows, pa.string()))
+    reasons = drop_reasons(text, quality) if quality else pa.array([""] * table.num_rows, pa.string())
+    if skipped.any():  # a bad row's reason first: a filter's says nothing of a row without its fields
+        reasons = pa.array(np.where(skipped != "", skipped, np.asarray(reasons.to_pylist(), dtype=object)), pa.string())
     columns = {"sample_id": ids, "index": pa.array(np.arange(first, first + table.num_rows, dtype=np.int64)),
-               "text": text, "label": labels,
-               "drop_reason": drop_reasons(text, quality) if quality else pa.array([""] * table.num_rows, pa.string()),
+               "text": text, "label": labels, "drop_reason": reasons,
                "group": group, "bias_type": bias_type, "stance": stance}
     rest = {c: table.column(c) for c in table.column_names
             if c not in columns and c not in ("id", "split", "source")}  # a trial sets split and source
@@ -357,7 +378,7 @@ def _repeated_ids(out: Path, hashes: list[np.ndarray]) -> list[str]:
 # ---------------------------------------------------------------- the import
 def import_augmented(spec: SweepSpec, rows: Rows, source: str = "imported", shard_rows: int = IMPORT_SHARD_ROWS,
                      progress: Callable[[int, int | None], None] | None = None, filter_rows: bool = False,
-                     columns: ColumnMap = NO_MAP) -> Path:
+                     columns: ColumnMap = NO_MAP, skip_bad_rows: bool = False) -> Path:
     """Lay out augmented rows made elsewhere as a finished generation job of ``spec``; returns its folder.
 
     ``rows``: a pandas frame, a pyarrow table, or paths of Parquet / JSON Lines / CSV files or
@@ -367,7 +388,10 @@ def import_augmented(spec: SweepSpec, rows: Rows, source: str = "imported", shar
     generated job's are (empty, length, refusal; exact duplicates with ``dedup``): dropped rows
     stay in the shards with their reason, duplicates are listed in ``duplicates.parquet``, and
     neither is drawn by a trial. Off by default: the rows are used as given. ``columns``: where the
-    required columns are when the rows name them otherwise (:class:`ColumnMap`).
+    required columns are when the rows name them otherwise (:class:`ColumnMap`). ``skip_bad_rows``: a row
+    without text, label, group or bias type, or with a label that is not an integer, is kept out
+    (``drop_reason`` ``bad_row`` / ``bad_label``, counted in the manifest's ``dropped``) instead of
+    stopping the import; never by default.
     Bad input (a missing column, a row without text or label, repeated ids, files whose columns
     differ) raises :class:`ValueError` naming it, and what was written is removed: the folder
     holds no finished job, and the next import starts over.
@@ -387,7 +411,7 @@ def import_augmented(spec: SweepSpec, rows: Rows, source: str = "imported", shar
     try:
         for origin, table in batches:
             origin_first.setdefault(origin, read)
-            shards.add(_normalise(table, origin, read, source, quality, origin_first[origin]), origin)
+            shards.add(_normalise(table, origin, read, source, quality, origin_first[origin], skip_bad_rows), origin)
             read += table.num_rows
             if progress:
                 progress(read, total)
@@ -408,6 +432,11 @@ def import_augmented(spec: SweepSpec, rows: Rows, source: str = "imported", shar
         _clear_unfinished_import(out)  # nothing half-made stays behind to be mistaken for data
         raise
     dropped = sum(shards.dropped.values())
+    if shards.dropped.get(BAD_ROW) or shards.dropped.get(BAD_LABEL):
+        import logging
+
+        logging.getLogger("bias_ray.generate").warning("import: kept out %s bad rows (--skip-bad-rows)",
+                                                       {k: v for k, v in shards.dropped.items() if k.startswith("bad")})
     _atomic_write_json(out / "manifest.json", {
         "status": "complete", "imported": True, "rows": read, "kept": read - dropped - len(duplicate_index),
         "dropped": shards.dropped, "duplicates": len(duplicate_index),
