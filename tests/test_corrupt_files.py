@@ -140,3 +140,19 @@ def test_a_broken_tune_state_is_set_aside_and_the_grid_runs_anew_to_the_same_res
     aside = Path(experiment) / "corrupt"
     (entry,) = [json.loads(x) for x in (aside / "reasons.jsonl").read_text().splitlines()]
     assert any(name.endswith(state.name) for name in entry["moved"]) and entry["reason"]
+
+
+def test_the_shared_atomic_writes_leave_the_old_file_when_cut_short(tmp_path, monkeypatch):
+    from bias_ray import files
+
+    target = tmp_path / "results.csv"
+    files.write_frame(pd.DataFrame({"a": [1, 2]}), target)
+    before = target.read_bytes()
+
+    def disk_full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        files.write_frame(pd.DataFrame({"a": [3]}), target)
+    assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["results.csv"]

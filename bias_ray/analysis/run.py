@@ -8,7 +8,6 @@ and figures (PNG) go to ``<run_dir>/analysis/``; the report picks them up.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from bias_ray.analysis.distribution import (
 from bias_ray.analysis.group_data import js_divergence, kl_divergence, representation
 from bias_ray.analysis.values import value_summary, value_table
 from bias_ray.evaluate.encoder import encode
+from bias_ray.files import write_frame, write_json
 
 
 @dataclass
@@ -152,15 +152,15 @@ def analyze(spec, max_rows: int | None = 2000) -> Path:
         return pd.concat([getattr(c, attr).assign(bias_type=b) for b, c in per_type.items()], ignore_index=True)
 
     summary = pd.DataFrame([{"bias_type": b, **c.summary} for b, c in per_type.items()])
-    summary.to_csv(out / "summary.csv", index=False)
-    stacked("values").rename(columns={"other_stance": "augmented_stance", "other_rows": "augmented_rows",
-                                      "other_share": "augmented_share"}).to_csv(out / "values.csv", index=False)
-    stacked("groups").rename(columns={"other_share": "augmented_share"}).to_csv(out / "groups.csv", index=False)
-    stacked("stats").replace({"set": {"other": "augmented"}}).to_csv(out / "text_stats.csv", index=False)
-    (out / "classifier.json").write_text(json.dumps({"encoder": clf.encoder, **clf.metrics}, indent=2))
+    write_frame(summary, out / "summary.csv")
+    write_frame(stacked("values").rename(columns={"other_stance": "augmented_stance", "other_rows": "augmented_rows",
+                                                  "other_share": "augmented_share"}), out / "values.csv")
+    write_frame(stacked("groups").rename(columns={"other_share": "augmented_share"}), out / "groups.csv")
+    write_frame(stacked("stats").replace({"set": {"other": "augmented"}}), out / "text_stats.csv")
+    write_json(out / "classifier.json", {"encoder": clf.encoder, **clf.metrics})
     _plot(out, per_type)
     rows = {b: {"real": int(c.summary["real_rows"]), "augmented": int(c.summary["other_rows"])}
             for b, c in per_type.items()}
-    (out / "analysis.json").write_text(json.dumps(
-        {"wall_s": round(time.perf_counter() - started, 3), "max_rows": max_rows, "rows": rows}, indent=2))
+    write_json(out / "analysis.json",
+               {"wall_s": round(time.perf_counter() - started, 3), "max_rows": max_rows, "rows": rows})
     return out

@@ -46,6 +46,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from bias_ray.data.custom import task_data_summary
+from bias_ray.files import fsync_dir, write_json
 from bias_ray.generate.engines import ENGINES
 from bias_ray.generate.prompts import PromptPlan, make_plan, sampling_params, settings_fingerprint
 from bias_ray.generate.quality import clean_generations, drop_reasons, find_duplicates
@@ -70,28 +71,8 @@ class GenerationJobError(RuntimeError):
 
 
 # ---------------------------------------------------------------- files
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a database's rule: the file's bytes, then its directory entry)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary name, fsync, rename, fsync of the folder."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def _atomic_write_json(path: Path, obj: dict[str, Any]) -> None:
-    _atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
+    write_json(path, obj, sort_keys=True)
 
 
 def _commit(tmp: Path, dest: Path) -> None:
@@ -99,7 +80,7 @@ def _commit(tmp: Path, dest: Path) -> None:
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, dest)
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
 
 
 def _absent_from(sorted_values: np.ndarray, index: np.ndarray) -> np.ndarray:

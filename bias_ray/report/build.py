@@ -28,6 +28,7 @@ import bias_ray.report.misalignment as misalignment
 import bias_ray.report.run_files as run_files
 import bias_ray.report.summary as summary
 import bias_ray.report.tables as tables
+from bias_ray.files import write_text
 from bias_ray.report.headline import (
     AUC_METRIC,
     DESCRIPTIONS,
@@ -176,10 +177,11 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
     page.close()
 
     title = f"bias-ray report: {html.escape(run_dir.name)}"
-    (out / "report.md").write_text("\n".join(["# bias-ray sweep report", "", f"Run: `{run_dir}`"] + page.md) + "\n")
+    write_text(out / "report.md", "\n".join(["# bias-ray sweep report", "", f"Run: `{run_dir}`"] + page.md) + "\n")
     style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:12px}"
              "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}li{margin:.3em 0}")
-    (out / "report.html").write_text(
+    write_text(
+        out / "report.html",
         f'<!doctype html><html><head><meta charset="utf-8"><title>{title}</title><style>{style}</style></head>'
         f"<body><h1>bias-ray sweep report</h1><p>Run: <code>{html.escape(str(run_dir))}</code></p>"
         + "\n".join(page.html) + "</body></html>")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bias_ray.files import write_frame, write_text
 from bias_ray.report.figures import _plt, safe_name, seeds_note
 from bias_ray.report.headline import report_metrics
 from bias_ray.report.stats import mean_ci_table, t_interval
@@ -67,11 +68,11 @@ def build_rounds_report(run_dir: Path, round_dirs: list[Path]) -> Path:
     out = Path(run_dir) / "rounds"
     out.mkdir(parents=True, exist_ok=True)
     table = rounds_table(round_dirs)
-    table.to_parquet(out / "results.parquet", index=False)
+    write_frame(table, out / "results.parquet")
     ok = table[table["error"].isna()] if "error" in table else table
     metrics = [m for m in report_metrics(ok) if m in ok and ok[m].notna().any()]
     summary = mean_ci_table(ok, metrics, by=CELL)
-    summary.to_csv(out / "summary.csv", index=False)
+    write_frame(summary, out / "summary.csv")
     figures = [plot_metric_vs_round(ok, m, out) for m in metrics]
     lines = [f"# {len(round_dirs)} rounds of self-augmentation", "",
              "Round k+1's generator is round k's carried student, merged (`rounds.carry`). Each round's own "
@@ -79,5 +80,5 @@ def build_rounds_report(run_dir: Path, round_dirs: list[Path]) -> Path:
              "## Mean over seeds, with the 95% t half-width", "",
              markdown_table(summary[CELL + ["n seeds"] + [c for m in metrics for c in (m, f"{m} ci")]]), ""]
     lines += [f"![{f.stem}]({f.name})" for f in figures]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "report.md", "\n".join(lines) + "\n")
     return out

@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from bias_ray.files import write_json
+
 GRID = ["bias_type", "bias_ratio", "mitigation", "seed"]
 RUN_SPEC = "spec.json"  # the resolved spec of the run's last `bias-ray run` / `sweep`, beside results.parquet
 
@@ -38,8 +40,7 @@ def record_spec(spec) -> Path:
     from bias_ray.spec import dump_spec
 
     path = spec.run_dir / RUN_SPEC
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dump_spec(spec), indent=2))
+    write_json(path, dump_spec(spec))
     return path
 
 

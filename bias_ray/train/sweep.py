@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from bias_ray.files import write_frame, write_json
 from bias_ray.mix import mix_counts
 from bias_ray.spec import GRID_AXES, MitigationSpec, SchedulerSpec, SpecError, SweepSpec, dump_spec
 from bias_ray.tracking import start_run, trial_callbacks, wandb_mode
@@ -424,9 +425,8 @@ def early_stop_summary(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def write_results(table: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(path, index=False)
-    table.to_csv(path.with_suffix(".csv"), index=False)
+    write_frame(table, path)  # atomically (bias_ray/files.py): a crash never leaves half a results table
+    write_frame(table, path.with_suffix(".csv"))
 
 
 def run_sweep(spec: SweepSpec, resume: bool = False, trainable=None, extra_callbacks: list | None = None,
@@ -448,6 +448,6 @@ def run_sweep(spec: SweepSpec, resume: bool = False, trainable=None, extra_callb
     table = results_table(grid, spec)
     write_results(table, spec.results_path)
     summary = early_stop_summary(table)
-    (spec.run_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(spec.run_dir / "sweep_summary.json", summary)
     log_grid_table(spec, table)
     return table
