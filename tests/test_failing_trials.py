@@ -1,5 +1,5 @@
-"""A trial that fails for its own reasons (issue 22): marked failed with its error, the others finish,
---resume retries only it, and a NaN or infinite loss stops a trial at once."""
+"""A trial that fails for its own reasons (issue 22): a NaN loss or running out of memory. It is marked failed with
+its error, the others finish, --resume retries only the failed ones, and a NaN loss stops a trial at once."""
 
 from __future__ import annotations
 
@@ -24,6 +24,14 @@ def counting_trainable(starts: Path, diverges: str = "token"):
         real = trainable_module.accumulate_gradients
         if config["mitigation"] == diverges:
             trainable_module.accumulate_gradients = lambda *args, **kwargs: float("nan")
+        if config["mitigation"] == "mask":  # a step that runs out of memory, as a too-large batch would
+
+            def out_of_memory(*args, **kwargs):
+                import torch
+
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+            trainable_module.accumulate_gradients = out_of_memory
         try:
             trainable_module.train_trial(config, spec_dict)
         finally:  # Tune reuses the actor for the next trial
@@ -38,7 +46,7 @@ def test_a_diverging_trial_fails_alone_with_its_error_and_resume_retries_only_it
                                                                                 ray_session):
     from bias_ray.report import build_report
 
-    spec, _ = ready_spec(tmp_path, tiny_model, data_root, bias_ratios=[0.5], mitigations=["none", "token"],
+    spec, _ = ready_spec(tmp_path, tiny_model, data_root, bias_ratios=[0.5], mitigations=["none", "token", "mask"],
                          resources={"max_failures": 0, "cpus_per_trial": 1, "max_concurrent_trials": 1},
                          tracking={"wandb": "disabled"})
     starts = tmp_path / "starts.txt"
@@ -47,6 +55,7 @@ def test_a_diverging_trial_fails_alone_with_its_error_and_resume_retries_only_it
     assert failed["error"].startswith("NonFiniteLoss: trial religion ratio=0.5 token seed=0: the training loss is "
                                       "nan at step 1; it stops here instead of training on"), failed["error"]
     assert "Lower training.learning_rate" in failed["error"]
+    assert table.loc["mask", "error"] == "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
     assert table.loc["none", "error"] is None or table.loc["none", "error"] != table.loc["none", "error"]
     assert table.loc["none", "steps_run"] == table.loc["none", "total_steps"]  # the other trial finished
     report = build_report(spec.run_dir)
@@ -54,4 +63,4 @@ def test_a_diverging_trial_fails_alone_with_its_error_and_resume_retries_only_it
     # --resume runs the failed trial again (it fails again: the loss is a function of its config) and not the other
     run_sweep(spec, resume=True, trainable=counting_trainable(starts))
     started = [json.loads(x) for x in starts.read_text().splitlines()]
-    assert started.count("none") == 1 and started.count("token") == 2
+    assert started.count("none") == 1 and started.count("token") == started.count("mask") == 2
