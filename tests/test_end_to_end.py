@@ -80,7 +80,7 @@ def test_micro_sweep_every_stage(tmp_path, tiny_model, data_root):
     assert re.search(r"- `religion`: under `none`, \d\.\d{3} \(n=1\) at ratio 0 and \d\.\d{3} \(n=1\) at ratio "
                      r"0\.5; the change, [+-]\d\.\d{3}, rests on 1 seed pair\(s\): not called an effect", md)
     harm = md[md.index("### Misalignment measures beside the harm"):]
-    assert "| bias_type | value_gap | group_js | mmd | change |" in harm and "\n| religion | " in harm
+    assert "| bias_type | value_gap | group_js | mmd | mmd_p | change |" in harm and "\n| religion | " in harm
     assert "s misalignment analysis" in md  # its compute
     assert proc.stdout.strip().splitlines()[-2:] == [
         f"report: {report / 'report.html'}",

@@ -144,7 +144,7 @@ def test_mean_alignment_is_the_squared_gap_of_the_mean_representations():
                            [[1.0, 1.0], [1.0, 1.0]]])  # augmented: (1, 1)
     mask = torch.tensor([[1, 1], [1, 0], [1, 1]])
     gap = mean_representation_gap(hidden, mask, torch.tensor([False, True, True]))
-    assert gap.item() == pytest.approx((2 - 3) ** 2 + (1 - 3) ** 2)
+    assert gap.item() == pytest.approx(((2 - 3) ** 2 + (1 - 3) ** 2) / 2)  # averaged over the H = 2 dimensions
     assert mean_representation_gap(hidden, mask, torch.tensor([False, False, False])) is None
     assert mean_representation_gap(hidden, mask, torch.tensor([True, True, True])) is None
 
