@@ -156,3 +156,16 @@ def test_the_shared_atomic_writes_leave_the_old_file_when_cut_short(tmp_path, mo
     with pytest.raises(OSError, match="No space left"):
         files.write_frame(pd.DataFrame({"a": [3]}), target)
     assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+
+
+def test_other_settings_stop_the_job_before_any_file_is_judged(tmp_path, tiny_model, data_root, ray_session):
+    from bias_ray.generate.pipeline import GenerationJobError
+
+    spec = null_spec(tmp_path, tiny_model, data_root)
+    out = generate(spec, progress=False)
+    shards = sorted(p.name for p in out.glob("shards/part-*.parquet"))
+    smaller = null_spec(tmp_path, tiny_model, data_root)
+    smaller.generation.samples_per_bias_type = 20  # half the indices would now lie outside the plan
+    with pytest.raises(GenerationJobError, match="other settings"):
+        generate(smaller, progress=False)
+    assert sorted(p.name for p in out.glob("shards/part-*.parquet")) == shards and not (out / "corrupt").exists()
