@@ -735,15 +735,6 @@ def _data_root_problem(root: Path, task: str) -> str | None:
     return None
 
 
-def _problem_lines(message: str, source: str) -> list[str]:
-    """A check's SpecError as the lines of a combined list (its ``source:`` prefix and heading dropped)."""
-    body = message.removeprefix(f"{source}: ")
-    lines = body.splitlines()
-    if len(lines) > 1 and lines[0].endswith(":"):  # a heading over "  - " items (check_models)
-        return [line.strip().removeprefix("- ") for line in lines[1:]]
-    return [body]
-
-
 def _raise_all(problems: list[str], source: str, heading: str = "the sweep spec cannot run") -> None:
     """One SpecError for every problem found: as it was for one, as a list for several."""
     if len(problems) == 1:
@@ -758,11 +749,11 @@ def check_paths(spec: SweepSpec, source: str = "spec") -> None:
     problems: list[str] = []
     if root_problem := _data_root_problem(spec.data.resolved_root, spec.data.task):
         problems.append(root_problem)
-    for check in (_check_task_data, lambda s, src: check_models(s, src, here=True)):
-        try:
-            check(spec, source)
-        except SpecError as err:
-            problems += _problem_lines(str(err), source)
+    try:
+        _check_task_data(spec, source)
+    except SpecError as err:
+        problems.append(str(err).removeprefix(f"{source}: "))
+    problems += model_checks(spec, here=True)[1]
     _raise_all(problems, source)
 
 
@@ -843,6 +834,15 @@ def check_models(spec: SweepSpec, source: str = "spec", here: bool = True) -> li
     in offline mode, are errors). Off (dry run, submission): those are noted as not checked.
     Returns one line per model, e.g. ``models.student: hub id owner/name (not checked: ...)``.
     """
+    notes, problems = model_checks(spec, here)
+    if problems:
+        raise SpecError("\n".join([f"{source}: the sweep spec's models cannot be loaded:",
+                                   *[f"  - {p}" for p in problems]]))
+    return notes
+
+
+def model_checks(spec: SweepSpec, here: bool = True) -> tuple[list[str], list[str]]:
+    """(a note per model, a problem per model that cannot be loaded), each starting with its field path."""
     from bias_ray.models.hub import check_source
 
     notes, problems = [], []
@@ -854,10 +854,8 @@ def check_models(spec: SweepSpec, source: str = "spec", here: bool = True) -> li
         found = check_source(value, spec.models.build_tiny_if_missing, here=here)
         notes.append(f"models.{field}: {found.note}")
         if found.problem:
-            problems.append(f"  - models.{field}: {found.problem}")
-    if problems:
-        raise SpecError("\n".join([f"{source}: the sweep spec's models cannot be loaded:", *problems]))
-    return notes
+            problems.append(f"models.{field}: {found.problem}")
+    return notes, problems
 
 
 def load_spec(path: str | Path, check_files: bool = True) -> SweepSpec:
