@@ -56,3 +56,28 @@ def write_frame(frame: Any, path: Path) -> None:
     else:
         frame.to_parquet(buffer, index=False)
     write_bytes(path, buffer.getvalue())
+
+
+def put_aside(src: Path, aside: Path, name: str, reason: dict[str, Any], copy: bool = False) -> Path:
+    """Move (or copy) a broken ``src`` into ``aside`` under a unique time-stamped ``name``, and add
+    ``reason`` (a JSON object; ``moved_to`` or ``copied_to`` is filled in) to ``aside/reasons.jsonl``.
+
+    What a resume found broken is kept for a person to look at, never read again, and said why."""
+    import shutil
+    import time
+
+    aside.mkdir(parents=True, exist_ok=True)
+    dest = aside / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{name}"
+    if copy:
+        shutil.copyfile(src, dest)
+    else:
+        os.replace(src, dest)
+    note_aside(aside, {**reason, ("copied_to" if copy else "moved_to"): dest.name})
+    return dest
+
+
+def note_aside(aside: Path, entry: dict[str, Any]) -> None:
+    """One line of ``aside/reasons.jsonl``."""
+    aside.mkdir(parents=True, exist_ok=True)
+    with open(aside / "reasons.jsonl", "a") as f:
+        f.write(json.dumps(entry) + "\n")

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+
+from bias_ray.files import put_aside
 
 log = logging.getLogger("bias_ray.generate")
 CORRUPT = "corrupt"
@@ -42,13 +42,8 @@ def shard_name(run_tag: str, seq: int, rows: int) -> str:
 
 def set_aside(path: Path, out: Path, reason: str) -> Path:
     """Move ``path`` into ``out/corrupt/`` (a unique name) and record why; returns where it went."""
-    folder = out / CORRUPT
-    folder.mkdir(parents=True, exist_ok=True)
-    rel = path.relative_to(out).as_posix().replace("/", "__")
-    dest = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{rel}"
-    os.replace(path, dest)
-    with open(folder / "reasons.jsonl", "a") as f:
-        f.write(json.dumps({"file": str(path.relative_to(out)), "moved_to": dest.name, "reason": reason}) + "\n")
+    rel = path.relative_to(out)
+    dest = put_aside(path, out / CORRUPT, rel.as_posix().replace("/", "__"), {"file": str(rel), "reason": reason})
     log.warning("%s: %s; moved to %s, its work is redone", path, reason, dest)
     return dest
 

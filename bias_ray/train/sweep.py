@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from bias_ray.files import write_frame, write_json
+from bias_ray.files import note_aside, write_frame, write_json
 from bias_ray.mix import mix_counts
 from bias_ray.spec import GRID_AXES, MitigationSpec, SchedulerSpec, SpecError, SweepSpec, dump_spec
 from bias_ray.tracking import start_run, trial_callbacks, wandb_mode
@@ -345,14 +345,13 @@ def set_aside_experiment_state(path: Path, reason: str) -> list[Path]:
     is a function of them), so the results equal those the lost state would have led to.
     """
     aside = path / "corrupt"
-    aside.mkdir(parents=True, exist_ok=True)
     moved = []
     for f in sorted(path.glob("experiment_state-*.json")) + sorted(path.glob("*.pkl")):
         dest = aside / f"{time.strftime('%Y%m%dT%H%M%S')}-{f.name}"
+        aside.mkdir(parents=True, exist_ok=True)
         f.replace(dest)
         moved.append(dest)
-    with open(aside / "reasons.jsonl", "a") as out:
-        out.write(json.dumps({"moved": [m.name for m in moved], "reason": reason}) + "\n")
+    note_aside(aside, {"moved": [m.name for m in moved], "reason": reason})  # one line for the state's files
     logging.getLogger("bias_ray.train").warning("the Tune experiment state under %s could not be restored (%s); "
                                                 "it was moved to %s and the grid runs anew", path, reason, aside)
     return moved

@@ -10,7 +10,6 @@ and notebooks run it in-process.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import os
@@ -25,6 +24,7 @@ import pandas as pd
 
 from bias_ray.data.custom import load_task_data
 from bias_ray.evaluate.metrics import compute_all
+from bias_ray.files import note_aside, put_aside
 from bias_ray.mix import STRATA, assemble_mix, mix_counts, mix_plan, reachable_ratio
 from bias_ray.models.precision import grad_scaler
 from bias_ray.spec import DataSpec, SpecError, SweepSpec, parse_spec
@@ -451,8 +451,6 @@ def load_state(path: Path, aside: Path, config: dict[str, Any]) -> dict[str, Any
     checkpoint per trial, so there is no older good one, and a trial is a function of its config and
     seed, so the redone trial ends where the lost one would have.
     """
-    import shutil
-
     import torch
 
     try:
@@ -461,14 +459,12 @@ def load_state(path: Path, aside: Path, config: dict[str, Any]) -> dict[str, Any
             raise ValueError("it lacks the model weights or the step")
         return state
     except Exception as err:
-        aside.mkdir(parents=True, exist_ok=True)
         cell = "-".join(str(config.get(k)) for k in ("bias_type", "bias_ratio", "mitigation", "seed"))
-        copy = aside / f"{time.strftime('%Y%m%dT%H%M%S')}-{cell}-{path.name}"
-        if path.exists():
-            shutil.copyfile(path, copy)
         reason = f"{type(err).__name__}: {str(err)[:200]}"
-        with open(aside / "reasons.jsonl", "a") as f:
-            f.write(json.dumps({"file": str(path), "copied_to": copy.name, "reason": reason}) + "\n")
+        if path.exists():
+            put_aside(path, aside, f"{cell}-{path.name}", {"file": str(path), "reason": reason}, copy=True)
+        else:
+            note_aside(aside, {"file": str(path), "reason": reason})
         logging.getLogger("bias_ray.train").warning("trial %s: checkpoint %s is broken (%s); it trains from the "
                                                     "start", cell, path, reason)
         return None
