@@ -605,11 +605,13 @@ def generate(spec: SweepSpec, progress: bool | None = None) -> Path:
         return out  # rows made elsewhere (bias_ray.generate.imported) stand in for this job: no generator needed
     plan, job = _plan_and_job(spec, out)
     _check_job(out, job)  # other settings stop here, before any file is judged by this plan
-    if check_folder(out, plan.total, plan if job_lost else None) and manifest:
-        set_aside(manifest_path, out, "files it counted were broken and set aside; the finalize rebuilds it")
-        manifest = {}
-    if manifest.get("status") == "complete" and _same_job(manifest, job):
+    finished = manifest.get("status") == "complete" and _same_job(manifest, job)
+    moved = check_folder(out, plan.total, deep=False) if finished else 0  # footers only: no column read
+    if finished and not moved:
         return out  # finished with these very settings: nothing to do
+    moved += check_folder(out, plan.total, plan if job_lost else None)
+    if moved and manifest:
+        set_aside(manifest_path, out, "files it counted were broken and set aside; the finalize rebuilds it")
     for stale in out.glob("*/.part-*.tmp-*"):  # half-written files of a killed run
         stale.unlink(missing_ok=True)
     done = committed_indices(out, plan.total)

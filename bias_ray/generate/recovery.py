@@ -62,16 +62,19 @@ def read_json(path: Path, out: Path) -> dict[str, Any] | None:
         return None
 
 
-def shard_problem(path: Path, total: int | None = None) -> str | None:
-    """Why a shard cannot be read as what it says it is, or None."""
+def shard_problem(path: Path, total: int | None = None, deep: bool = True) -> str | None:
+    """Why a shard cannot be read as what it says it is, or None. ``deep``: also read its index column
+    (a resume does; a finished job's check reads the footer and its row count alone)."""
     try:
-        meta = pq.ParquetFile(path).metadata
-        index = pq.read_table(path, columns=["index"]).column("index")
+        meta = pq.read_metadata(path)
+        index = pq.read_table(path, columns=["index"]).column("index") if deep else None
     except Exception as err:  # a torn footer, a truncated page, a file that is not Parquet
         return f"unreadable Parquet ({type(err).__name__}: {str(err)[:200]})"
     recorded = ROWS_IN_NAME.search(path.name)
     if recorded and int(recorded.group(1)) != meta.num_rows:
         return f"holds {meta.num_rows} rows where its name records {recorded.group(1)}"
+    if index is None:
+        return None
     if index.null_count or len(index) != meta.num_rows:
         return "its index column is incomplete"
     if total is not None:
@@ -81,8 +84,10 @@ def shard_problem(path: Path, total: int | None = None) -> str | None:
     return None
 
 
-def check_folder(out: Path, total: int | None = None, plan: Any = None) -> int:
+def check_folder(out: Path, total: int | None = None, plan: Any = None, deep: bool = True) -> int:
     """Set aside every broken shard and finalize output under ``out``; returns how many were.
+
+    ``deep`` off: footers and row counts only (metadata, no column read), for a finished job.
 
     ``plan`` (a :class:`~bias_ray.generate.prompts.PromptPlan`): also check each shard's sample ids
     against the plan's (used when ``job.json`` was lost, so the settings cannot vouch for the shards).
@@ -90,7 +95,7 @@ def check_folder(out: Path, total: int | None = None, plan: Any = None) -> int:
     moved = 0
     for folder in ("shards", "quarantine"):
         for path in sorted((out / folder).glob("part-*.parquet")) if (out / folder).is_dir() else []:
-            reason = shard_problem(path, total)
+            reason = shard_problem(path, total, deep)
             if reason is None and plan is not None:
                 table = pq.read_table(path, columns=["index", "sample_id"])
                 expected = plan.sample_ids(table.column("index").to_numpy().astype(np.int64))
