@@ -770,15 +770,14 @@ def _raw_file_problems(data: dict[str, Any]) -> list[str]:
         if field == "generator" and isinstance(data.get("generation"), dict) \
                 and data["generation"].get("engine") == "http":
             continue
-        path = Path(value).expanduser()
-        if not path.exists():
-            problems.append(f"models.{field}: {path} does not exist; give a local model folder (saved with "
-                            "save_pretrained), a hub id (owner/name), or set models.build_tiny_if_missing: true")
+        from bias_ray.models.hub import check_source
+
+        if (problem := check_source(value).problem) is not None:  # the words a valid spec's check uses
+            problems.append(f"models.{field}: {problem}")
     raw = data.get("data") if isinstance(data.get("data"), dict) else {}
     root = raw.get("root")
-    if isinstance(root, str) and not Path(root).expanduser().is_dir():
-        problems.append(f"data.root: folder {Path(root).expanduser().resolve()} does not exist; set data.root in "
-                        "the spec or BIAS_RAY_DATA to the folder holding bbq/, crows_pairs/ and toxigen/")
+    if isinstance(root, str) and (problem := _data_root_problem(Path(root).expanduser().resolve(), "")):
+        problems.append(problem)
     return problems
 
 
