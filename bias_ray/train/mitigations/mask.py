@@ -106,7 +106,8 @@ class MaskMitigation(Mitigation):
             if p.replacement == "mask":
                 return p.mask_text
             word = self.lexicon.neutral.get(m.group(0).lower(), p.fallback)
-            starts = not text[: m.start()].strip() or text[: m.start()].rstrip()[-1] in ".!?"
+            before = text[: m.start()].rstrip()
+            starts = not before or before[-1] in ".!?"
             return word[:1].upper() + word[1:] if starts else word
 
         return self.pattern.subn(repl, text)
