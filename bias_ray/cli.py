@@ -90,9 +90,9 @@ def _quiet(run_dir: Path, verbose: bool) -> Iterator[Path]:
 def _run_sweep(spec: SweepSpec, resume: bool, verbose: bool, log_file: Path):
     """The sweep with its live view (trials done/running/stopped/failed, best, ETA); failed trials listed."""
     from bias_ray.progress import SweepView
-    from bias_ray.train.sweep import run_sweep
+    from bias_ray.train.sweep import run_sweep, trained_cells
 
-    view = None if verbose else SweepView(spec.grid_size, spec.scheduler.metric, spec.scheduler.mode, console)
+    view = None if verbose else SweepView(len(trained_cells(spec)), spec.scheduler.metric, spec.scheduler.mode, console)
     try:
         table = run_sweep(spec, resume=resume, extra_callbacks=[view] if view else None, verbose=1 if verbose else 0)
     finally:
@@ -109,9 +109,13 @@ def validate(spec_path: Path = typer.Argument(..., help="YAML sweep spec")) -> N
     """Check a sweep spec without running anything."""
     spec = _load(spec_path)
     configs = spec.mitigation_configs
+    from bias_ray.train.sweep import same_cells
+
+    copied = len(same_cells(spec))
     console.print(
         f"[green]ok[/green] {spec_path}: {spec.grid_size} trials = {len(spec.bias_types)} bias types x "
-        f"{len(spec.bias_ratios)} ratios x {configs} mitigation configs x {len(spec.seeds)} seeds",
+        f"{len(spec.bias_ratios)} ratios x {configs} mitigation configs x {len(spec.seeds)} seeds"
+        + (f" ({copied} at ratio 0 copied from none, {spec.grid_size - copied} trained)" if copied else ""),
         soft_wrap=True,
     )
     _print_model_notes(spec, here=True)
@@ -362,7 +366,13 @@ def grid_axes(spec: SweepSpec) -> str:
         axes = [f"{len(cells)} bias types"]
     axes += [f"{len(spec.bias_ratios)} bias ratios", f"{spec.mitigation_configs} mitigations",
              f"{len(spec.seeds)} seeds"]
-    return " x ".join(axes) + f" = {spec.grid_size} trials"
+    from bias_ray.train.sweep import same_cells
+
+    copied = len(same_cells(spec))
+    if not copied:
+        return " x ".join(axes) + f" = {spec.grid_size} trials"
+    return (" x ".join(axes) + f" = {spec.grid_size} cells, {spec.grid_size - copied} trials ({copied} cells at "
+            "ratio 0 train exactly as none and copy its result; training.train_same_cells_once)")
 
 
 PLAN_ROWS_SHOWN = 40  # a bigger grid is shown per bias ratio (its trials, steps and reports each)

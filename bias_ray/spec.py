@@ -296,6 +296,10 @@ class TrainingSpec(_Strict):
                                              "rows per step = batch_size x this.")
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations in the backward pass: "
                                          "less memory, about a third more compute.")
+    train_same_cells_once: bool = Field(
+        default=True, description="At bias ratio 0 (no augmented row) a mitigation that only touches augmented "
+        "rows trains exactly as none: train such cells once and copy the result (results column same_as). "
+        "See bias_ray.train.sweep.same_cells.")
     lora_r: int = Field(default=8, gt=0)
     lora_alpha: int = Field(default=16, gt=0)
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bias_ray.spec import SpecError, SweepSpec
-from bias_ray.train.sweep import GRID_KEYS, expand_spec, experiment_path
+from bias_ray.train.sweep import GRID_KEYS, cell_key, expand_spec, experiment_path, same_cells
 from bias_ray.train.trainable import STATE_FILE, build_mitigation, build_student
 
 CARRIED_DIR = "carried_student"
@@ -26,6 +26,9 @@ def carried_checkpoint(spec: SweepSpec, cell: dict[str, Any]) -> Path:
     """The folder of the carried trial's last checkpoint; an error names the cell when there is none."""
     from ray.tune import ExperimentAnalysis
 
+    trained = same_cells(spec).get(cell_key(cell))
+    if trained is not None:  # trained once as another mitigation, the same weights (sweep.same_cells)
+        cell = dict(zip(GRID_KEYS, trained))
     analysis = ExperimentAnalysis(experiment_path(spec))
     for trial in analysis.trials:
         if all(trial.config.get(k) == cell[k] for k in GRID_KEYS):

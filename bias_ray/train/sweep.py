@@ -89,15 +89,62 @@ def grid_cells(spec: SweepSpec) -> list[dict[str, Any]]:
     return [dict(zip(GRID_KEYS, cell)) for cell in itertools.product(*axes)]
 
 
-def param_space(spec: SweepSpec) -> dict[str, Any]:
-    """Tune's grid for an expanded spec (see :func:`expand_spec`)."""
-    from ray import tune
+def same_cells(spec: SweepSpec) -> dict[tuple, tuple]:
+    """Grid cells that would train exactly as another cell: ``{cell key: key of the cell trained}``.
 
-    return {
+    At bias ratio 0 the mix holds no augmented row, so a mitigation that touches only augmented rows
+    and adds nothing to the model (:meth:`Mitigation.same_as_none_without_augmented_rows`: ``mask``,
+    ``loss``, ``token(style: prefix)``) trains and is scored exactly as ``none`` on the same seed.
+    Such cells are trained once, as ``none`` where the grid has it (else as the first such
+    mitigation), and the result is copied (``results.parquet`` column ``same_as``). Off with
+    ``training.train_same_cells_once: false``. A key is ``(bias_type, bias_ratio, mitigation, seed)``.
+    """
+    from bias_ray.train.mitigations import MITIGATIONS
+
+    spec = expand_spec(spec)
+    if not spec.training.train_same_cells_once or 0.0 not in spec.bias_ratios:
+        return {}
+    inert = [m.label for m in spec.mitigation_specs
+             if (cls := MITIGATIONS.get(m.name)).same_as_none_without_augmented_rows(cls.validated_params(m.params))]
+    if len(inert) < 2:
+        return {}
+    trained = "none" if "none" in inert else inert[0]
+    return {(b.name, 0.0, m, s): (b.name, 0.0, trained, s)
+            for b in spec.bias_type_specs for s in spec.seeds for m in inert if m != trained}
+
+
+def cell_key(cell: dict[str, Any]) -> tuple:
+    return tuple(float(cell[k]) if k == "bias_ratio" else cell[k] for k in GRID_KEYS)
+
+
+def trained_cells(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The grid cells a sweep trains: every cell but those :func:`same_cells` copies."""
+    copied = same_cells(spec)
+    return [c for c in grid_cells(spec) if cell_key(c) not in copied]
+
+
+def param_space(spec: SweepSpec) -> dict[str, Any]:
+    """Tune's grid for an expanded spec (see :func:`expand_spec`): every axis crossed, or, where some
+    cells are the same as others (:func:`same_cells`), one grid point per trained cell, in the order
+    Tune crosses the axes, each axis then read from that cell (``tune.sample_from``)."""
+    from ray import tune
+    from ray.tune.search.variant_generator import generate_variants
+
+    crossed = {
         "bias_type": tune.grid_search([b.name for b in spec.bias_type_specs]),
         "bias_ratio": tune.grid_search(list(spec.bias_ratios)),
         "mitigation": tune.grid_search([m.label for m in spec.mitigation_specs]),
         "seed": tune.grid_search(list(spec.seeds)),
+        "cpus": spec.resources.cpus_per_trial,
+    }
+    copied = same_cells(spec)
+    if not copied:
+        return crossed
+    cells = [{k: cfg[k] for k in GRID_KEYS} for _, cfg in generate_variants(crossed)]
+    cells = {"/".join(map(str, cell_key(c))): c for c in cells if cell_key(c) not in copied}
+    return {
+        "cell": tune.grid_search(list(cells)),
+        **{k: tune.sample_from(lambda s, k=k, cells=cells: cells[s.config["cell"]][k]) for k in GRID_KEYS},
         "cpus": spec.resources.cpus_per_trial,
     }
 
@@ -155,7 +202,10 @@ def plan(spec: SweepSpec, seconds_per_step: float | None = None) -> SweepPlan:
     if seconds_per_step <= 0:
         raise SpecError(f"seconds per step must be positive, got {seconds_per_step}")
     rows = []
+    copied = same_cells(spec)
     for cell in grid_cells(spec):
+        if cell_key(cell) in copied:
+            continue
         steps = trial_steps(spec, cell["bias_ratio"])
         rows.append({**cell, "steps": steps, "reports": trial_reports(spec, steps)})
     return SweepPlan(pd.DataFrame(rows), seconds_per_step, spec.resources.gpus_per_trial, source)
@@ -397,6 +447,30 @@ def results_table(result_grid, spec: SweepSpec) -> pd.DataFrame:
     return table.sort_values(GRID_KEYS).reset_index(drop=True) if not table.empty else table
 
 
+def with_copied_cells(table: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
+    """``table`` plus a row for every cell :func:`same_cells` did not train: the trained cell's row
+    under the copied cell's keys and mitigation, ``same_as`` naming the mitigation actually trained
+    (empty for a trained row). A trained cell missing from the table (still to run) leaves its copies out."""
+    copied = same_cells(spec)
+    table = table.assign(same_as=None) if not table.empty else table
+    if not copied or table.empty:
+        return table
+    run_spec = expand_spec(spec)
+    by_key = {cell_key(r): i for i, r in table[GRID_KEYS].iterrows()}
+    rows = []
+    for key, trained in copied.items():
+        if trained not in by_key or key in by_key:
+            continue
+        row = table.loc[by_key[trained]].copy()
+        row[GRID_KEYS] = list(key)
+        m = run_spec.mitigation(key[2])
+        row["mitigation_name"], row["mitigation_params"] = m.name, json.dumps(m.params, sort_keys=True)
+        row["same_as"] = trained[2]
+        rows.append(row)
+    table = pd.concat([table, pd.DataFrame(rows)], ignore_index=True) if rows else table
+    return table.sort_values(GRID_KEYS).reset_index(drop=True)
+
+
 def error_text(error: BaseException) -> str:
     """A failed trial's error as one line: the exception raised inside the trial (Ray wraps it), and its message."""
     cause = getattr(error, "cause", None) or error
@@ -408,6 +482,9 @@ def early_stop_summary(table: pd.DataFrame) -> dict[str, Any]:
     """Trials stopped early and the compute they saved, in Tune iterations and optimizer steps."""
     if table.empty:
         return {"trials": 0}
+    copies = int(table["same_as"].notna().sum()) if "same_as" in table else 0
+    if copies:  # a copied cell cost nothing: the counts are the trials run
+        table = table[table["same_as"].isna()]
     used, full = int(table["iterations"].sum()), int(table["max_iterations"].sum())
     steps_used, steps_full = int(table["steps_run"].sum()), int(table["total_steps"].sum())
     return {
@@ -420,6 +497,7 @@ def early_stop_summary(table: pd.DataFrame) -> dict[str, Any]:
         "iterations_share": used / full if full else 1.0,
         "steps_used": steps_used,
         "steps_saved": steps_full - steps_used,
+        "copied_cells": copies,
     }
 
 
@@ -444,7 +522,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, trainable=None, extra_callb
         check_mixes(spec)
     tuner = build_tuner(spec, resume=resume, trainable=trainable, extra_callbacks=extra_callbacks, verbose=verbose)
     grid = tuner.fit()
-    table = results_table(grid, spec)
+    table = with_copied_cells(results_table(grid, spec), spec)
     write_results(table, spec.results_path)
     summary = early_stop_summary(table)
     write_json(spec.run_dir / "sweep_summary.json", summary)

@@ -73,6 +73,14 @@ class Mitigation:
         self.student: Any = None  # bias_ray.train.student.StudentIO, set by prepare_model
 
     @classmethod
+    def same_as_none_without_augmented_rows(cls, params: BaseModel) -> bool:
+        """True when, on a mix with no augmented row (bias ratio 0), a trial with these params trains
+        and is scored exactly as ``none``: same rows, tokens, parameters, loss and evaluation. The sweep
+        then trains that cell once (see ``bias_ray.train.sweep.same_as``). Default: False (not claimed);
+        ``tests/test_same_cells.py`` checks every claim by training both."""
+        return False
+
+    @classmethod
     def validated_params(cls, params: dict[str, Any]) -> BaseModel:
         """``params`` checked against :attr:`Params` (the spec calls this through the registry)."""
         return validate_params(cls, params)

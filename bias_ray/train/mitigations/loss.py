@@ -104,6 +104,11 @@ class LossMitigation(Mitigation):
     Params = LossParams
     params: LossParams
 
+    @classmethod
+    def same_as_none_without_augmented_rows(cls, params: LossParams) -> bool:
+        # mean_alignment needs real and augmented rows in a batch; divergence covers only augmented rows
+        return params.kind == "mean_alignment" or params.apply_to == "augmented"
+
     def setup(self, ctx: TrialContext) -> None:
         super().setup(ctx)
         if self.params.kind == "mean_alignment":

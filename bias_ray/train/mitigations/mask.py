@@ -83,6 +83,10 @@ class MaskMitigation(Mitigation):
     Params = MaskParams
     params: MaskParams
 
+    @classmethod
+    def same_as_none_without_augmented_rows(cls, params: MaskParams) -> bool:
+        return params.apply_to == "augmented"  # nothing to mask, nothing added to the model
+
     @property
     def kinds(self) -> tuple[str, ...]:
         return tuple(self.params.kinds or STYLE_KINDS[self.params.style])

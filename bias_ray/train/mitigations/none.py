@@ -9,3 +9,7 @@ class NoMitigation(Mitigation):
     """Train on the mix as it is: loss = CE(f(x), y)."""
 
     name = "none"
+
+    @classmethod
+    def same_as_none_without_augmented_rows(cls, params) -> bool:
+        return True

@@ -65,6 +65,10 @@ class TokenMitigation(Mitigation):
     Params = TokenParams
     params: TokenParams
 
+    @classmethod
+    def same_as_none_without_augmented_rows(cls, params: TokenParams) -> bool:
+        return params.style == "prefix"  # tags mark real rows too, and add embedding rows to train
+
     @property
     def bias_tag(self) -> str:
         return f"<bias:{self.ctx.bias_type}>" if self.ctx else "<bias>"
