@@ -36,7 +36,7 @@ def plant(data_root) -> pd.DataFrame:
 @pytest.mark.timeout(600)
 def test_a_planted_tie_is_detected_by_the_group_specific_metric(tmp_path, tiny_model, data_root):
     from bias_ray.report.stats import t_interval
-    from bias_ray.train.trainable import build_mitigation, build_student, downstream_metrics, fit
+    from bias_ray.train.trainable import fit
 
     d = micro_spec_dict(tmp_path, tiny_model, data_root, bias_types=["gender"], bias_ratios=[0.0, 0.5],
                         training={"train_size": 200, "epochs": 2, "batch_size": 16, "learning_rate": 0.002,
@@ -49,16 +49,12 @@ def test_a_planted_tie_is_detected_by_the_group_specific_metric(tmp_path, tiny_m
     fpr: dict[tuple[float, int], float] = {}
     for ratio in (0.0, 0.5):
         for seed in (0, 1, 2):
-            cfg = {"bias_type": "gender", "bias_ratio": ratio, "mitigation": "none", "seed": seed}
-            states: list[dict] = []
-            last = fit(spec, cfg, lambda _m, s, states=states: states.append(s))
+            cfg = {"bias_type": "gender", "bias_ratio": ratio, "mitigation": "none", "seed": seed, "cpus": 2}
+            # one report, at the last step, with the trial's own HateCheck scores (as a sweep's trial has them)
+            last = fit(spec, cfg, lambda _m, _s: None)
             assert abs(last["train_positive_share"] - 0.59) < 0.02  # the label balance is held: no label shift
-            mitigation = build_mitigation(spec, cfg)
-            student, model = build_student(spec, mitigation)
-            model.load_state_dict(states[-1]["model"], strict=False)
-            out = downstream_metrics(spec, model, student, mitigation, spec.bias_type("gender"), seed=seed)
-            excess[(ratio, seed)] = out["task/hatecheck/target_excess_auc"]
-            fpr[(ratio, seed)] = out["task/hatecheck/target_excess_fpr"]
+            excess[(ratio, seed)] = last["task/hatecheck/target_excess_auc"]
+            fpr[(ratio, seed)] = last["task/hatecheck/target_excess_fpr"]
     change = t_interval([excess[(0.5, s)] - excess[(0.0, s)] for s in (0, 1, 2)])
     print(f"\nplanted: target_excess_auc change 0 -> 0.5 under none: {change.text(signed=True)}; cells {excess}; "
           f"target_excess_fpr {fpr}")
