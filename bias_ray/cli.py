@@ -379,6 +379,8 @@ PLAN_ROWS_SHOWN = 40  # a bigger grid is shown per bias ratio (its trials, steps
 
 
 def _print_plan(p, spec: SweepSpec) -> None:
+    from bias_ray.train.sweep import footprint
+
     trials = p.trials
     if len(trials) > PLAN_ROWS_SHOWN:
         trials = trials.groupby("bias_ratio", as_index=False).agg(
@@ -396,10 +398,10 @@ def _print_plan(p, spec: SweepSpec) -> None:
     console.print(
         f"grid size {len(p.trials)}; {p.total_steps} trial-steps at most ({p.trials['reports'].sum()} Tune reports); "
         f"at {p.seconds_per_step:g} s/step ({p.seconds_per_step_source}): {p.trial_hours:.2f} trial-hours, "
-        f"{p.gpu_hours:.2f} GPU-hours "
-        f"({r.gpus_per_trial:g} GPU x {r.workers_per_trial} worker(s) per trial); scheduler {spec.scheduler.name} "
+        f"{p.gpu_hours:.2f} GPU-hours ({r.gpus_per_trial:g} GPU per trial); scheduler {spec.scheduler.name} "
         "can only lower this"
     )
+    console.print(f"resources: {footprint(spec)}")
 
 
 @app.command()
@@ -420,7 +422,10 @@ def submit(
     except (SpecError, ValueError, ConnectionError, RuntimeError) as err:
         console.print(f"[red]{escape(str(err))}[/red]", highlight=False)
         raise typer.Exit(2) from None
+    from bias_ray.train.sweep import footprint
+
     console.print(f"[green]submitted[/green] {job_id} ({spec.name}); follow with `bias-ray logs {job_id} --follow`")
+    console.print(f"resources: {footprint(spec)}")
     if wait:
         final = cluster.wait(job_id, address=address)
         console.print(cluster.logs(job_id, address=address), highlight=False, markup=False)

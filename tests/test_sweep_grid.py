@@ -94,16 +94,22 @@ def test_scheduler_from_spec(tmp_path, name, cls):
         assert s._reduction_factor == 3 and s._brackets[0]._rungs[-1][0] == 2  # first rung at the grace period
 
 
-def test_trial_resources_dict_or_placement_group(tmp_path):
-    from ray.tune import PlacementGroupFactory
+def test_trial_resources_for_one_worker_or_a_train_run_of_several(tmp_path):
+    from bias_ray.train.distributed import scaling_config
+    from bias_ray.train.trainable import train_trial
 
-    assert sweep.trial_resources(spec_of(tmp_path, resources={"gpus_per_trial": 0.25})) == {"cpu": 1, "gpu": 0.25}
-    pg = sweep.trial_resources(spec_of(tmp_path, resources={"cpus_per_trial": 8, "gpus_per_trial": 4,
-                                                            "workers_per_trial": 4, "placement_strategy": "SPREAD"}))
-    assert isinstance(pg, PlacementGroupFactory)
-    assert pg.bundles == [{"CPU": 2.0, "GPU": 1.0}] * 4 and pg.strategy == "SPREAD"
-    one = sweep.trial_resources(spec_of(tmp_path, resources={"cpus_per_trial": 4, "gpus_per_trial": 2}))
-    assert one.bundles == [{"CPU": 4.0, "GPU": 2.0}]
+    one = spec_of(tmp_path, resources={"gpus_per_trial": 0.25})
+    assert sweep.trial_resources(one) == {"cpu": 1, "gpu": 0.25} and sweep.default_trainable(one) is train_trial
+    assert sweep.trial_resources(spec_of(tmp_path, resources={"cpus_per_trial": 4, "gpus_per_trial": 2})) == {
+        "cpu": 4, "gpu": 2}
+    # several workers: the trial holds nothing; its Train run reserves the workers' placement group
+    many = spec_of(tmp_path, resources={"cpus_per_trial": 8, "gpus_per_trial": 4, "workers_per_trial": 4,
+                                        "placement_strategy": "SPREAD"})
+    assert sweep.trial_resources(many) == {"cpu": 0, "memory": sweep.DRIVER_MEMORY}
+    assert sweep.default_trainable(many).__name__ == "TrialOnWorkers"
+    scaling = scaling_config(many)
+    assert scaling.num_workers == 4 and scaling.use_gpu and scaling.placement_strategy == "SPREAD"
+    assert scaling.resources_per_worker == {"CPU": 2.0, "GPU": 1.0}
     with pytest.raises(SpecError, match="whole GPUs per worker"):
         spec_of(tmp_path, resources={"gpus_per_trial": 3, "workers_per_trial": 2})
 

@@ -24,6 +24,7 @@ from bias_ray.mix import mix_counts
 from bias_ray.spec import GRID_AXES, MitigationSpec, SchedulerSpec, SpecError, SweepSpec, dump_spec
 from bias_ray.tracking import start_run, trial_callbacks, wandb_mode
 from bias_ray.train.checkpoint_repair import repair_missing_checkpoints
+from bias_ray.train.distributed import trial_on_workers_trainable
 from bias_ray.train.trainable import check_mixes, train_trial
 
 GRID_KEYS = list(GRID_AXES)
@@ -243,24 +244,41 @@ def build_scheduler(s: SchedulerSpec, max_t: int):
     return None
 
 
+DRIVER_MEMORY = 2**20  # bytes Tune reserves for a multi-worker trial's driver (its workers reserve the rest)
+
+
 def trial_resources(spec: SweepSpec):
-    """A resource dict for one-worker trials; a placement group for multi-GPU or multi-worker trials.
+    """What Tune reserves for one trial's process.
 
-    With ``workers_per_trial`` w the trial reserves w bundles of cpus/w CPUs and gpus/w GPUs,
-    placed by ``placement_strategy``; the trial's function runs in the first bundle and can start
-    Ray Train workers (or torch.distributed ranks) in the others. ``gpus_per_trial > 1`` with one
-    worker reserves that many GPUs on one node for the trial's process.
+    One worker: ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs (above 1, whole GPUs on one node for the
+    trial's process). ``workers_per_trial`` w > 1: nothing; the trial drives a Ray Train run whose w workers
+    reserve their own placement group of w bundles (cpus/w CPUs and gpus/w GPUs each, ``placement_strategy``),
+    and :func:`max_concurrent` keeps the trials that run at once within the cluster
+    (see :mod:`bias_ray.train.distributed`).
     """
-    from ray import tune
-
     r = spec.resources
-    if r.gpus_per_trial <= 1 and r.workers_per_trial == 1:
-        return {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial}
+    if r.workers_per_trial > 1:  # Tune refuses an empty request: a token of memory, no CPU
+        return {"cpu": 0, "memory": DRIVER_MEMORY}
+    return {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial}
+
+
+def footprint(spec: SweepSpec) -> str:
+    """What one trial spans and how many GPUs the grid holds at once, in words (the dry run and ``submit``)."""
+    r = spec.resources
     w = r.workers_per_trial
-    bundle = {"CPU": r.cpus_per_trial / w}
-    if r.gpus_per_trial:
-        bundle["GPU"] = r.gpus_per_trial / w
-    return tune.PlacementGroupFactory([dict(bundle) for _ in range(w)], strategy=r.placement_strategy)
+    if w == 1:
+        span = f"a trial is one process with {r.cpus_per_trial:g} CPU and {r.gpus_per_trial:g} GPU"
+    else:
+        parallel = "FSDP" if getattr(spec.training, "fsdp", False) else "data-parallel (gradients averaged)"
+        span = (f"a trial spans {w} Ray Train workers of {r.cpus_per_trial / w:g} CPU and {r.gpus_per_trial / w:g} "
+                f"GPU each ({r.cpus_per_trial:g} CPU, {r.gpus_per_trial:g} GPU in all; {parallel} over "
+                f"{'NCCL' if r.gpus_per_trial else 'gloo'}, {r.placement_strategy})")
+    if r.max_concurrent_trials:
+        at_once = (f"at most {r.max_concurrent_trials} trials at once: {r.max_concurrent_trials * r.gpus_per_trial:g} "
+                   "GPUs held")
+    else:
+        at_once = "as many trials at once as the cluster's free CPUs and GPUs fit (resources.max_concurrent_trials)"
+    return f"{span}; {at_once}"
 
 
 def max_concurrent(spec: SweepSpec) -> int:
@@ -333,6 +351,16 @@ def can_resume(path: str) -> bool:
     return tune.Tuner.can_restore(path) and any(Path(path).glob("experiment_state-*.json"))
 
 
+def default_trainable(spec: SweepSpec):
+    """One worker a trial: :func:`train_trial`; several: a Ray Train run driven from the trial."""
+    return train_trial if spec.resources.workers_per_trial == 1 else trial_on_workers_trainable()
+
+
+def trainable_options(spec: SweepSpec) -> dict:
+    """The default trainable's arguments beside the config and the spec (where Train keeps its runs)."""
+    return {} if spec.resources.workers_per_trial == 1 else {"train_storage": f"{experiment_path(spec)}-train-runs"}
+
+
 def build_tuner(spec: SweepSpec, resume: bool = False, trainable=None, extra_callbacks: list | None = None,
                 verbose: int = 1):
     """A new Tuner, or with ``resume`` the interrupted one restored (finished trials stay finished).
@@ -343,7 +371,8 @@ def build_tuner(spec: SweepSpec, resume: bool = False, trainable=None, extra_cal
 
     run_spec = expand_spec(spec)
     trainable = tune.with_resources(
-        tune.with_parameters(trainable or train_trial, spec_dict=dump_spec(run_spec)),
+        tune.with_parameters(trainable or default_trainable(spec), spec_dict=dump_spec(run_spec),
+                             **({} if trainable else trainable_options(spec))),
         trial_resources(spec),
     )
     path = experiment_path(spec)
@@ -363,7 +392,8 @@ def build_tuner(spec: SweepSpec, resume: bool = False, trainable=None, extra_cal
             max_concurrent_trials=max_concurrent(spec),
             # a finished (or early-stopped) trial's actor runs the next trial: no new process, no
             # re-import of torch/transformers/peft, and the real data parsed once per actor
-            reuse_actors=True,
+            # (a multi-worker trial's process is not reused: stopping it must end its Train run)
+            reuse_actors=spec.resources.workers_per_trial == 1,
         ),
         run_config=tune.RunConfig(
             name=spec.name,

@@ -28,6 +28,7 @@ from bias_ray.files import note_aside, put_aside
 from bias_ray.mix import STRATA, assemble_mix, mix_counts, mix_plan, reachable_ratio
 from bias_ray.models.precision import grad_scaler
 from bias_ray.spec import DataSpec, SpecError, SweepSpec, parse_spec
+from bias_ray.train.collective import LOCAL, Collective, split_step
 from bias_ray.train.mitigations import MITIGATIONS, Mitigation, TrialContext
 from bias_ray.train.student import StudentIO, model_inputs
 
@@ -247,14 +248,14 @@ def trial_device(spec: SweepSpec) -> str:
 Report = Callable[[dict[str, Any], dict[str, Any]], None]
 
 
-def build_mitigation(spec: SweepSpec, config: dict[str, Any]) -> Mitigation:
-    """The trial's mitigation, set up for its bias type."""
+def build_mitigation(spec: SweepSpec, config: dict[str, Any], collective: Collective = LOCAL) -> Mitigation:
+    """The trial's mitigation, set up for its bias type (and, on several workers, for their collectives)."""
     m_spec = spec.mitigation(config["mitigation"])
     mitigation = MITIGATIONS.get(m_spec.name)(**m_spec.params)
     bias = spec.bias_type(config["bias_type"])
     tr = spec.training
     mitigation.setup(TrialContext(bias_type=bias.name, groups=list(bias.groups), student_kind=tr.student_kind,
-                                    lexicon_name=bias.base_name))
+                                    lexicon_name=bias.base_name, collective=collective))
     return mitigation
 
 
@@ -282,7 +283,8 @@ class NonFiniteLoss(FloatingPointError):
     """A trial's training loss became NaN or infinite: the trial stops at once (its retries stop there too)."""
 
 
-def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str, Any] | None = None) -> dict:
+def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str, Any] | None = None,
+        collective: Collective = LOCAL) -> dict:
     """Train one grid cell, calling ``report(metrics, state)`` every ``eval_every`` steps and at the end.
 
     Uses ``config["cpus"]`` torch threads (default 1). ``state`` (as passed to ``report``) resumes
@@ -292,6 +294,11 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
     accumulated gradient. The learning rate follows ``training.lr_schedule`` (:func:`lr_factor`).
     The batch order is a function of (seed, epoch) only, so a resumed run
     sees the batches it would have seen. Returns the last metrics.
+
+    On several workers (``collective``, see :mod:`bias_ray.train.collective`) every worker runs this loop on
+    the same mix; a step's rows are dealt over them (trimmed to a multiple of the workers), the gradients
+    averaged, and rank 0 alone evaluates. Every worker calls ``report`` (Ray Train's report is a barrier);
+    the others pass empty metrics.
     """
     import torch
 
@@ -299,7 +306,7 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
     seed = int(config["seed"])
     torch.manual_seed(seed)
     np.random.seed(seed)
-    mitigation = build_mitigation(spec, config)
+    mitigation = build_mitigation(spec, config, collective)
     bias = spec.bias_type(config["bias_type"])
 
     clock = time.perf_counter()  # start-up parts, reported with every metric (bench/early_stop.py sums them)
@@ -315,7 +322,8 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
     model.to(student.device)
     startup["startup/model_s"] = time.perf_counter() - clock
     tr = spec.training
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tr.learning_rate)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=tr.learning_rate)
     scaler = grad_scaler(student.device, student.dtype)
     trainable_params = trainable_parameter_count(model)
 
@@ -328,11 +336,13 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
         if "scaler" in state:
             scaler.load_state_dict(state["scaler"])
         step = int(state["step"])
-        if "torch_rng" in state:  # dropout draws continue where they stopped: a resumed run is exact
+        if "torch_rng" in state and collective.is_local:  # dropout draws continue where they stopped: exact
             torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and student.device == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"])
     start_step = step
+    if not collective.is_local:  # the weights start alike on every worker; the dropout draws differ
+        torch.manual_seed(seed * 1_000_003 + collective.rank * 7_919 + step)
 
     started = time.time()
     losses: list[float] = []
@@ -342,10 +352,13 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
         epoch, offset = divmod(step, steps_per_epoch)
         order = np.random.default_rng(seed + epoch).permutation(len(train))
         rows = train.iloc[order[offset * tr.rows_per_step : (offset + 1) * tr.rows_per_step]]
+        if not collective.is_local:  # every worker needs a row of every micro-batch
+            rows = rows.iloc[: len(rows) - len(rows) % collective.world_size]
         for group in optimizer.param_groups:
             group["lr"] = tr.learning_rate * lr_factor(tr.lr_schedule, step, total_steps)
         optimizer.zero_grad()
-        losses.append(accumulate_gradients(model, student, mitigation, rows, tr.batch_size, scaler))
+        share = accumulate_gradients(model, student, mitigation, rows, tr.batch_size, scaler, collective)
+        losses.append(collective.average_gradients(trained, share))
         if not math.isfinite(losses[-1]) and not scaler.is_enabled():  # fp16's scaler skips such steps itself
             raise NonFiniteLoss(
                 f"trial {config['bias_type']} ratio={config['bias_ratio']} {config['mitigation']} seed={seed}: the "
@@ -356,6 +369,11 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
         scaler.update()
         step += 1
         if step % tr.eval_every == 0 or step == total_steps:
+            mitigation_stats = mitigation.merged_stats()  # every worker takes part
+            if not collective.is_leader:
+                losses = []
+                report({}, {})
+                continue
             metrics = evaluate_rows(model, student, test, bias.groups)
             if step == total_steps:
                 metrics.update(downstream_metrics(spec, model, student, mitigation, bias, seed))
@@ -371,7 +389,8 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
                 trial_wall_s=time.time() - started,
                 **startup,
                 trainable_params=trainable_params,
-                **mitigation.stats(),
+                **mitigation_stats,
+                **({} if collective.is_local else {"trial_workers": collective.world_size}),
             )
             losses = []
             trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -385,7 +404,7 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
 
 
 def accumulate_gradients(model, student: StudentIO, mitigation: Mitigation, rows: pd.DataFrame, micro_batch: int,
-                         scaler: Any = None) -> float:
+                         scaler: Any = None, collective: Collective = LOCAL) -> float:
     """Forward and backward ``rows`` (one optimizer step) in micro-batches of ``micro_batch`` rows.
 
     Micro-batch ``k`` of ``n_k`` rows adds the gradient of ``loss_k * n_k / N`` (``N = len(rows)``),
@@ -393,23 +412,37 @@ def accumulate_gradients(model, student: StudentIO, mitigation: Mitigation, rows
     when the loss is a mean over rows (classification, ``lm_loss: answer``; a token-mean LM loss
     weights rows slightly differently). Forward passes run under autocast in the student's dtype.
     Returns the step's loss (the same weighted mean).
+
+    On ``W`` workers ``rows`` are the whole step's rows and this worker takes its share of each micro-batch
+    (:func:`bias_ray.train.collective.split_step`). It back-propagates ``W * share``, with ``share = loss_k *
+    n_k / N + extra_k * c_k / N`` (``n_k`` its rows of micro-batch ``k``, ``c_k`` the micro-batch's rows on all
+    workers, ``extra_k`` its share of the mitigation's step-wide term), so the average of the workers'
+    gradients is the one-worker step's gradient; returns ``share`` (the shares sum to the step's loss).
     """
     from bias_ray.models.precision import autocast
 
     total, step_loss = len(rows), 0.0
-    for start in range(0, total, micro_batch):
-        part = rows.iloc[start : start + micro_batch]
+    w = collective.world_size
+    for positions, micro_rows in split_step(total, micro_batch, collective):
+        part = rows.iloc[positions]
         with autocast(student.device, student.dtype):
             batch = student.encode(part["text"].astype(str).tolist(), part["label"].tolist())
             batch = mitigation.transform_batch(batch, part)
             outputs = model(**model_inputs(batch), **mitigation.forward_kwargs())
             loss = outputs.loss
             extra = mitigation.extra_loss(model, batch, outputs, part)
-            if extra is not None:
-                loss = loss + extra
-            weighted = loss.float() * (len(part) / total)
+            if collective.is_local:
+                if extra is not None:
+                    loss = loss + extra
+                weighted = loss.float() * (len(part) / total)
+                share = weighted
+            else:
+                share = loss.float() * (len(part) / total)
+                if extra is not None:
+                    share = share + extra.float() * (micro_rows / total)
+                weighted = share * w
         (scaler.scale(weighted) if scaler is not None else weighted).backward()
-        step_loss += float(weighted.detach())
+        step_loss += float(share.detach())
     return step_loss
 
 
@@ -427,7 +460,8 @@ def train_trial(config: dict[str, Any], spec_dict: dict[str, Any], report: Repor
     """Tune function trainable for one grid cell (bias_ratio, bias_type, mitigation, seed).
 
     Resumes from ``tune.get_checkpoint()`` when Tune restarts a failed trial or a sweep. ``report``
-    replaces :func:`tune_report` (tests wrap it to inject a crash after a checkpoint).
+    replaces :func:`tune_report` (tests wrap it to inject a crash after a checkpoint). A trial on several
+    workers is :func:`bias_ray.train.distributed.trial_on_workers_trainable`.
     """
     from ray import tune
 

@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from bias_ray.train.collective import LOCAL, Collective
+
 
 class NoParams(BaseModel):
     """Parameters of a mitigation; subclasses list theirs as pydantic fields (unknown keys are errors)."""
@@ -23,6 +25,8 @@ class TrialContext:
     groups: list[str]
     student_kind: str = "seq_cls"
     lexicon_name: str = ""  # the lexicon file's name: the bias type without its framing (default: bias_type)
+    #: the trial's workers (one by default): batch statistics that span the step are summed over them
+    collective: Collective = LOCAL
 
     @property
     def lexicon_key(self) -> str:
@@ -65,6 +69,9 @@ class Mitigation:
     modules_to_save: list[str] = []
     #: Rows of the input embedding trained beside LoRA (peft's trainable tokens), set by ``prepare_model``.
     trainable_token_indices: list[int] = []
+    #: Counters that each worker of a multi-worker trial keeps for its own rows (summed by :meth:`merged_stats`);
+    #: every other statistic is the same on every worker (it comes from the whole mix or a step-wide value).
+    summed_stats: tuple[str, ...] = ()
 
     def __init__(self, **params: Any) -> None:
         self.params = validate_params(type(self), params)
@@ -117,3 +124,23 @@ class Mitigation:
 
     def stats(self) -> dict[str, float]:
         return {f"mitigation/{k}": v for k, v in self._stats.items()}
+
+    def merged_stats(self) -> dict[str, float]:
+        """:meth:`stats` over all the trial's workers: ``summed_stats`` summed, the rest as rank 0 has them.
+        Every worker calls it (a collective); one worker returns :meth:`stats` itself."""
+        collective = self.ctx.collective if self.ctx else LOCAL
+        if collective.is_local:
+            return self.stats()
+        per_rank = collective.gather(self.counters())
+        merged = dict(per_rank[0])
+        for key in (k for k in self.summed_stats if k in merged):
+            merged[key] = sum(s.get(key, 0.0) for s in per_rank)
+        return {f"mitigation/{k}": v for k, v in self.finish_merged(merged, per_rank).items()}
+
+    def counters(self) -> dict[str, float]:
+        """What a worker sends to :meth:`merged_stats`: its statistics, plus any private counter a share needs."""
+        return dict(self._stats)
+
+    def finish_merged(self, merged: dict[str, float], per_rank: list[dict[str, float]]) -> dict[str, float]:
+        """Recompute statistics derived from summed counters (a share) after :meth:`merged_stats` summed them."""
+        return merged

@@ -43,6 +43,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from bias_ray.lexicons import LexiconSource, load_lexicon, swap_groups, term_pattern
 from bias_ray.registry import MITIGATIONS
+from bias_ray.train.collective import LOCAL, Collective
 from bias_ray.train.mitigations.base import Mitigation, NoParams, TrialContext
 from bias_ray.train.student import model_inputs
 
@@ -70,17 +71,42 @@ class LossParams(NoParams):
         return self
 
 
-def mean_representation_gap(hidden: Any, attention_mask: Any, augmented: Any) -> Any | None:
+def mean_representation_gap(hidden: Any, attention_mask: Any, augmented: Any,
+                            collective: Collective = LOCAL) -> Any | None:
     """``||mean_R phi - mean_A phi||^2 / H`` for last-layer states ``hidden [B, T, H]`` (None without both kinds).
 
     ``phi(x_i) = sum_t m_it h_it / sum_t m_it`` with ``m`` the attention mask; ``augmented [B]`` boolean.
+    On several workers the means run over the micro-batch's rows on all of them: ``mean_R phi =
+    (sum_w sum_{i in R_w} phi_i) / sum_w |R_w|``, the sums all-reduced; the value is the same on every worker
+    and its gradient flows through this worker's rows.
     """
     m = attention_mask.unsqueeze(-1).to(hidden.dtype)
     phi = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-    if not bool(augmented.any()) or bool(augmented.all()):
+    if collective.is_local:
+        if not bool(augmented.any()) or bool(augmented.all()):
+            return None
+        gap = phi[~augmented].mean(0) - phi[augmented].mean(0)
+        return (gap.float() ** 2).mean()
+    import torch
+
+    sums = torch.stack([phi[~augmented].sum(0), phi[augmented].sum(0)]).float()  # [2, H]
+    counts = torch.stack([(~augmented).sum(), augmented.sum()]).float()
+    total = collective.all_sum(torch.cat([sums.detach().reshape(-1), counts]))
+    global_counts = total[-2:]
+    if bool((global_counts == 0).any()):
         return None
-    gap = phi[~augmented].mean(0) - phi[augmented].mean(0)
-    return (gap.float() ** 2).mean()
+    global_sums = sums + (total[:-2].view_as(sums) - sums.detach())  # the value of all, the gradient of ours
+    means = global_sums / global_counts[:, None]
+    return ((means[0] - means[1]) ** 2).mean()
+
+
+def worker_share(value: Any, collective: Collective) -> Any:
+    """A step-wide ``value`` that every worker computed alike, as this worker's share: ``value / W`` in value
+    (the shares sum to the value) and the full gradient through this worker's rows (the workers' gradients sum
+    to the value's gradient). One worker: ``value`` itself."""
+    if collective.is_local:
+        return value
+    return value.detach() / collective.world_size + (value - value.detach())
 
 
 def divergence(p: Any, q: Any, kind: str) -> Any:
@@ -103,6 +129,7 @@ class LossMitigation(Mitigation):
     name = "loss"
     Params = LossParams
     params: LossParams
+    summed_stats = ("rows",)  # each worker counts its own rows; the running means are of step-wide values
 
     @classmethod
     def same_as_none_without_augmented_rows(cls, params: LossParams) -> bool:
@@ -139,27 +166,44 @@ class LossMitigation(Mitigation):
                 texts.append(swapped)
         return keep, texts
 
-    def term(self, model: Any, batch: dict[str, Any], outputs: Any, rows: pd.DataFrame) -> Any | None:
-        """The mean divergence over S (a differentiable scalar), or None when S is empty."""
+    def term(self, model: Any, batch: dict[str, Any], outputs: Any, rows: pd.DataFrame) -> tuple[Any, float] | None:
+        """``(this worker's share, the value)`` of the mean divergence over S, or None when S is empty.
+
+        One worker: both are ``mean_{i in S} D_i``. Several: the mean runs over S on all workers, ``sum_w
+        sum_{i in S_w} D_i / sum_w |S_w|``; this worker's share is its own rows' part of that sum (the shares sum
+        to the value, their gradients to its gradient).
+        """
         import torch
 
+        collective = self.ctx.collective
         if self.params.reference == "counterfactual":
             keep, texts = self.counterfactuals(rows)
-            if not keep:
-                return None
-            cf = self.student.encode(texts)
-            other = self.student.class_logits(model(**model_inputs(cf)).logits, cf)
         else:
-            keep = self._rows(rows)
-            if not keep:
+            keep, texts = self._rows(rows), []
+        values = None
+        if keep:
+            if self.params.reference == "counterfactual":
+                cf = self.student.encode(texts)
+                other = self.student.class_logits(model(**model_inputs(cf)).logits, cf)
+            else:
+                with torch.no_grad(), model.disable_adapter():
+                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                other = self.student.class_logits(logits, batch)[keep]
+            p = torch.softmax(self.student.class_logits(outputs.logits, batch)[keep], -1)
+            q = torch.softmax(other, -1)
+            self._add("rows", len(keep))
+            values = divergence(p, q, self.params.divergence)
+        if collective.is_local:
+            if values is None:
                 return None
-            with torch.no_grad(), model.disable_adapter():
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            other = self.student.class_logits(logits, batch)[keep]
-        p = torch.softmax(self.student.class_logits(outputs.logits, batch)[keep], -1)
-        q = torch.softmax(other, -1)
-        self._add("rows", len(keep))
-        return divergence(p, q, self.params.divergence).mean()
+            mean = values.mean()
+            return mean, float(mean.detach())
+        local = values.sum() if values is not None else torch.zeros((), device=batch["input_ids"].device)
+        count, total = collective.all_sum(torch.stack([torch.tensor(float(len(keep)), device=local.device),
+                                                       local.detach().float()])).tolist()
+        if not count:
+            return None
+        return local / count, total / count
 
     def forward_kwargs(self) -> dict[str, Any]:
         return {"output_hidden_states": True} if self.params.kind == "mean_alignment" else {}
@@ -168,14 +212,15 @@ class LossMitigation(Mitigation):
         import torch
 
         augmented = torch.tensor(rows["is_augmented"].astype(bool).tolist(), device=batch["input_ids"].device)
-        value = mean_representation_gap(outputs.hidden_states[-1], batch["attention_mask"], augmented)
+        value = mean_representation_gap(outputs.hidden_states[-1], batch["attention_mask"], augmented,
+                                        self.ctx.collective)
         if value is None:
             return None
         d = float(value.detach())
         steps = self._stats["steps"] + 1
         self._stats.update(alignment=self._stats["alignment"] + (d - self._stats["alignment"]) / steps,
                            extra_loss=self.params.lam * d, steps=steps, rows=self._stats["rows"] + len(rows))
-        return self.params.lam * value if self.params.lam else None
+        return self.params.lam * worker_share(value, self.ctx.collective) if self.params.lam else None
 
     def extra_loss(self, model: Any, batch: dict[str, Any], outputs: Any, rows: pd.DataFrame) -> Any | None:
         import torch
@@ -186,10 +231,10 @@ class LossMitigation(Mitigation):
         if lam == 0:  # log only: no graph, and the RNG stream (dropout) is left as `none` would see it
             cuda = [batch["input_ids"].device] if batch["input_ids"].is_cuda else []
             with torch.no_grad(), torch.random.fork_rng(devices=cuda):
-                value = self.term(model, batch, outputs, rows)
+                found = self.term(model, batch, outputs, rows)
         else:
-            value = self.term(model, batch, outputs, rows)
-        d = float(value.detach()) if value is not None else 0.0
+            found = self.term(model, batch, outputs, rows)
+        value, d = found if found is not None else (None, 0.0)
         steps = self._stats["steps"] + 1
         self._stats.update(
             divergence=self._stats["divergence"] + (d - self._stats["divergence"]) / steps,

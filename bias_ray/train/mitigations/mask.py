@@ -137,6 +137,17 @@ class MaskMitigation(Mitigation):
                 "(Rust) tokenizers give; save the student with a tokenizer.json or use another mitigation"
             )
 
+    summed_stats = ("masked_tokens", "masked_rows", "seen_tokens")
+
+    def counters(self) -> dict[str, float]:
+        return {**self._stats, "seen_tokens": getattr(self, "_seen_tokens", 0.0)}
+
+    def finish_merged(self, merged: dict[str, float], per_rank: list[dict[str, float]]) -> dict[str, float]:
+        seen = merged.pop("seen_tokens", 0.0)
+        if "masked_share" in merged:
+            merged["masked_share"] = merged["masked_tokens"] / seen if seen else 0.0
+        return merged
+
     def mask_positions(self, batch: dict[str, Any], rows: pd.DataFrame) -> Any:
         """``(mask, applies)``: boolean ``[B, T]``, True where a token is masked (rule in the module
         docstring), and boolean ``[B]``, True for the rows the rule applies to."""
