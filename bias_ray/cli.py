@@ -541,7 +541,11 @@ def run(
     started = time.time()
     rounds = spec.rounds.count
     with _quiet(spec.run_dir, verbose) as log_file:
-        console.print(f"{spec.name}: {spec.grid_size} trials" + (f" x {rounds} rounds" if rounds > 1 else "")
+        from bias_ray.train.sweep import trained_cells
+
+        trials = len(trained_cells(spec))
+        size = f"{spec.grid_size} trials" if trials == spec.grid_size else f"{spec.grid_size} cells, {trials} trials"
+        console.print(f"{spec.name}: {size}" + (f" x {rounds} rounds" if rounds > 1 else "")
                       + f"; logs: {log_file}", highlight=False, soft_wrap=True)
         current = spec
         for k in range(1, rounds + 1):

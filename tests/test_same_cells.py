@@ -154,3 +154,20 @@ def test_a_live_sweep_trains_each_copied_cell_once_and_resumes_without_training_
     again = run_sweep(spec, resume=True, trainable=recording_trial, verbose=0)
     assert (spec.run_dir / "ran.txt").read_text().split() == ran  # nothing trained again
     assert len(again) == 12
+
+
+def test_the_report_counts_copied_cells_apart_from_the_compute_spent():
+    import pandas as pd
+
+    from bias_ray.report.summary import what_ran
+    from bias_ray.report.tables import compute_table
+
+    table = pd.DataFrame({
+        "bias_type": ["gender"] * 3, "bias_ratio": [0.0, 0.0, 0.5], "mitigation": ["none", "mask", "mask"],
+        "seed": [0, 0, 0], "steps_run": [10, 10, 10], "trial_wall_s": [5.0, 5.0, 7.0], "wall_time_s": [6.0, 6.0, 8.0],
+        "same_as": [None, "gender|0.0|none|0", None]})
+    per, totals = compute_table(table, None, None)
+    assert totals["trials"] == 2 and totals["copied_cells"] == 1
+    assert totals["steps_run"] == 20 and totals["trial_wall_s"] == 12.0 and totals["tune_wall_s"] == 14.0
+    grid = what_ran(table, None, None, totals, 0, 0)[0]
+    assert "3 cells, 2 trained (1 at ratio 0" in grid

@@ -66,6 +66,14 @@ def model_name(reference: Any) -> str:
     return text.split(marker, 1)[1] if marker in text else text
 
 
+def _cells(table: pd.DataFrame, totals: dict[str, float]) -> str:
+    copied = int(totals.get("copied_cells", 0))
+    if not copied:
+        return f"{len(table)} trials"
+    return (f"{len(table)} cells, {len(table) - copied} trained ({copied} at ratio 0 train exactly as another and "
+            "copy its result: `training.train_same_cells_once`)")
+
+
 def what_ran(table: pd.DataFrame, spec: dict[str, Any] | None, manifest: dict[str, Any] | None,
              totals: dict[str, float], failed: int, stopped: int) -> list[str]:
     """The grid, the models, the data, the seeds and the compute, one sentence each."""
@@ -73,7 +81,7 @@ def what_ran(table: pd.DataFrame, spec: dict[str, Any] | None, manifest: dict[st
     mits, seeds = sorted(table["mitigation"].unique()), sorted(table["seed"].unique())
     out = [f"Grid: {len(bts)} bias type(s) ({_list(bts)}) x {len(ratios)} bias ratio(s) "
            f"({_list(ratios, '{:g}'.format)}) x {len(mits)} mitigation config(s) ({_list(mits, '`{}`'.format)}) "
-           f"x {len(seeds)} seed(s) ({_list(seeds)}) = {len(table)} trials; {len(table) - failed} finished, "
+           f"x {len(seeds)} seed(s) ({_list(seeds)}) = {_cells(table, totals)}; {len(table) - failed} finished, "
            f"{failed} failed, {stopped} stopped early by the scheduler."]
     imported = bool(manifest and manifest.get("imported"))
     if spec:

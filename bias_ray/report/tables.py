@@ -13,7 +13,14 @@ from bias_ray.report.stats import row_intervals, t_interval
 
 def compute_table(table: pd.DataFrame, manifest: dict[str, Any] | None,
                   analysis_info: dict[str, Any] | None) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Trials, steps and trial wall time per bias type and mitigation; run totals with generation and analysis."""
+    """Trials, steps and trial wall time per bias type and mitigation; run totals with generation and analysis.
+
+    A cell copied from the trial that trained it (``same_as``, ratio 0) spent nothing: it is counted apart
+    (``copied_cells``), not in the trials, steps and seconds.
+    """
+    copied = table["same_as"].notna() if "same_as" in table else pd.Series(False, index=table.index)
+    n_copied = int(copied.sum())
+    table = table[~copied]
     agg = {"trials": ("seed", "size")}
     if "steps_run" in table:
         agg["steps"] = ("steps_run", "sum")
@@ -21,6 +28,8 @@ def compute_table(table: pd.DataFrame, manifest: dict[str, Any] | None,
         agg["trial_wall_s"] = ("trial_wall_s", "sum")
     per = table.groupby(["bias_type", "mitigation"]).agg(**agg).reset_index().round(2)
     totals = {"trials": float(len(table))}
+    if n_copied:
+        totals["copied_cells"] = float(n_copied)
     for col in ("steps_run", "trial_wall_s"):
         if col in table:
             totals[col] = float(table[col].sum())
