@@ -110,6 +110,12 @@ def test_trial_resources_for_one_worker_or_a_train_run_of_several(tmp_path):
     scaling = scaling_config(many)
     assert scaling.num_workers == 4 and scaling.use_gpu and scaling.placement_strategy == "SPREAD"
     assert scaling.resources_per_worker == {"CPU": 2.0, "GPU": 1.0}
+    # the dry run and `submit` say what a trial spans and how many GPUs the grid holds at once
+    capped = spec_of(tmp_path, resources={"cpus_per_trial": 8, "gpus_per_trial": 4, "workers_per_trial": 4,
+                                          "max_concurrent_trials": 3})
+    assert "spans 4 Ray Train workers of 2 CPU and 1 GPU each" in sweep.footprint(capped)
+    assert "at most 3 trials at once: 12 GPUs held" in sweep.footprint(capped)
+    assert sweep.footprint(one).startswith("a trial is one process with 1 CPU and 0.25 GPU")
     with pytest.raises(SpecError, match="whole GPUs per worker"):
         spec_of(tmp_path, resources={"gpus_per_trial": 3, "workers_per_trial": 2})
 

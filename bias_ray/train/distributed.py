@@ -2,12 +2,14 @@
 
 ``resources.workers_per_trial: N > 1`` trains each trial on ``N`` Ray Train workers, each with
 ``cpus_per_trial / N`` CPUs and ``gpus_per_trial / N`` GPUs, placed by ``placement_strategy`` in one placement
-group that Ray Train reserves (the Tune trial itself holds no resource, so the two never wait on each other).
+group that Ray Train reserves (the Tune trial itself holds no CPU or GPU, only a token of memory, so the two
+never wait on each other).
 It is Ray's pattern for Train inside Tune (Train V2): the Tune trial is the driver of a Train run.
 
 - Each worker runs :func:`bias_ray.train.trainable.fit` on the same mix, with its
   :class:`~bias_ray.train.collective.Collective`: a step's rows are dealt over the workers and the gradients
-  averaged (``training.fsdp: false``, data parallel), the loss mitigation's batch statistics and the
+  averaged (data parallel: every worker holds the whole student; FSDP is not built yet), the loss mitigation's
+  batch statistics and the
   mitigations' counters are global (see :mod:`bias_ray.train.collective`).
 - Rank 0 alone evaluates; every evaluation is one Ray Train report, with rank 0's metrics and checkpoint. A
   callback on the Train controller hands each report to the trial (a class trainable), which returns it to Tune

@@ -269,9 +269,9 @@ def footprint(spec: SweepSpec) -> str:
     if w == 1:
         span = f"a trial is one process with {r.cpus_per_trial:g} CPU and {r.gpus_per_trial:g} GPU"
     else:
-        parallel = "FSDP" if getattr(spec.training, "fsdp", False) else "data-parallel (gradients averaged)"
         span = (f"a trial spans {w} Ray Train workers of {r.cpus_per_trial / w:g} CPU and {r.gpus_per_trial / w:g} "
-                f"GPU each ({r.cpus_per_trial:g} CPU, {r.gpus_per_trial:g} GPU in all; {parallel} over "
+                f"GPU each ({r.cpus_per_trial:g} CPU, {r.gpus_per_trial:g} GPU in all; data-parallel, each worker "
+                f"holding the whole student, gradients averaged over "
                 f"{'NCCL' if r.gpus_per_trial else 'gloo'}, {r.placement_strategy})")
     if r.max_concurrent_trials:
         at_once = (f"at most {r.max_concurrent_trials} trials at once: {r.max_concurrent_trials * r.gpus_per_trial:g} "
