@@ -63,7 +63,7 @@ def test_a_generation_actor_killed_mid_batch_loses_and_repeats_nothing(tmp_path,
                                                                        ray_session):
     from bias_ray.generate.pipeline import _plan, generate
 
-    gen = {"samples_per_bias_type": 240, "batch_size": 8, "shard_rows": 8, "max_new_tokens": 24, "concurrency": 1}
+    gen = {"samples_per_bias_type": 120, "batch_size": 8, "shard_rows": 8, "max_new_tokens": 24, "concurrency": 1}
     spec = parse_spec(micro_spec_dict(tmp_path / "killed", tiny_model, data_root, generation=gen,
                                       tracking={"wandb": "disabled"}))
     out = spec.augmented_dir
