@@ -31,7 +31,7 @@ from typing import Any
 
 from bias_ray.spec import SweepSpec, parse_spec
 from bias_ray.train.collective import Collective
-from bias_ray.train.trainable import STATE_FILE, fit, load_state
+from bias_ray.train.trainable import STATE_FILE, cell_name, fit, load_state
 
 
 def worker_loop(loop_config: dict[str, Any]) -> None:
@@ -107,7 +107,7 @@ class TrainRun:
         from ray.util.queue import Queue
 
         scaling = scaling_config(spec)
-        self.cell = "-".join(str(config[k]) for k in ("bias_type", "bias_ratio", "mitigation", "seed"))
+        self.cell = cell_name(config)
         self._queue = Queue(actor_options={"num_cpus": 0})
         self._controller: Any = None
         self._failure: list[BaseException] = []

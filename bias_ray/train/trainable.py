@@ -477,6 +477,11 @@ def train_trial(config: dict[str, Any], spec_dict: dict[str, Any], report: Repor
     fit(spec, config, report or tune_report, state)
 
 
+def cell_name(config: dict[str, Any]) -> str:
+    """A trial's grid cell as one name, ``bias_type-bias_ratio-mitigation-seed`` (file names, logs, Train runs)."""
+    return "-".join(str(config.get(k)) for k in ("bias_type", "bias_ratio", "mitigation", "seed"))
+
+
 def load_state(path: Path, aside: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     """A trial's checkpointed state, or None (train from the start) when the file is broken.
 
@@ -493,7 +498,7 @@ def load_state(path: Path, aside: Path, config: dict[str, Any]) -> dict[str, Any
             raise ValueError("it lacks the model weights or the step")
         return state
     except Exception as err:
-        cell = "-".join(str(config.get(k)) for k in ("bias_type", "bias_ratio", "mitigation", "seed"))
+        cell = cell_name(config)
         reason = f"{type(err).__name__}: {str(err)[:200]}"
         if path.exists():
             put_aside(path, aside, f"{cell}-{path.name}", {"file": str(path), "reason": reason}, copy=True)
