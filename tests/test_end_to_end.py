@@ -1,4 +1,8 @@
-"""A micro sweep through every stage, as a user runs it: `bias-ray run SPEC`."""
+"""A micro sweep through every stage, as a user runs it: `bias-ray run SPEC`.
+
+The same run carries the secrets check (issue 22): fake W&B, HF and AWS keys in its environment appear in
+no file it writes (logs, job.json, manifest, shards, results, report, W&B's offline runs, Tune's files)
+and not in its output."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import micro_spec_dict
+from tests.test_secrets import FAKES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +31,7 @@ def test_micro_sweep_every_stage(tmp_path, tiny_model, data_root):
                            evaluation={"tasks": ["crows_pairs", "bbq"], "max_rows_per_task": 40})
     path = tmp_path / "micro.yaml"
     path.write_text(yaml.safe_dump(spec))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BIAS_RAY_PROGRESS": "0"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BIAS_RAY_PROGRESS": "0", **FAKES}
     proc = subprocess.run([sys.executable, "-m", "bias_ray.cli", "run", str(path)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=570)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -87,4 +92,13 @@ def test_micro_sweep_every_stage(tmp_path, tiny_model, data_root):
         "No headline figure: the results have no task/hatecheck/target_fpr column. Add hatecheck to the spec's "
         "evaluation.tasks to measure the HateCheck false-positive rate on non-hateful cases that target each bias "
         "type's groups."]
+    # no secret of the environment reached a file the run wrote, nor its output
+    files = [f for f in run.rglob("*") if f.is_file()]
+    assert len(files) > 20  # logs, job.json, manifest, shards, results, report, W&B's offline runs, Tune's files
+    for f in files:
+        data = f.read_bytes()
+        for name, value in FAKES.items():
+            assert value.encode() not in data, f"{name} in {f}"
+    for value in FAKES.values():
+        assert value not in shown
     print((report / "report.md").read_text()[:4000])
