@@ -45,6 +45,7 @@ def real_and_classifier(data_root):
     return load_toxigen(data_root), toxigen_classifier(str(data_root), default_encoder_path())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_planted_difference_is_found(real_and_classifier):
     """A set over-representing one group with hateful statements diverges more than one drawn like the real data."""

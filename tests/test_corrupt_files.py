@@ -122,6 +122,7 @@ def test_a_broken_trial_checkpoint_trains_from_the_start_and_is_kept_aside(tmp_p
     assert (tmp_path / "corrupt" / entry["copied_to"]).stat().st_size == 20 and entry["reason"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_a_broken_tune_state_is_set_aside_and_the_grid_runs_anew_to_the_same_results(tmp_path, tiny_model, data_root,
                                                                                     ray_session):

@@ -87,6 +87,7 @@ def test_a_truncated_or_foreign_file_is_named_with_the_fix(smollm2_gguf, tmp_pat
     assert check_source(str(smollm2_gguf)).problem is None
 
 
+@pytest.mark.slow
 def test_a_hub_gguf_file_loads_from_the_cache_offline(smollm2_gguf, smollm2_model, tmp_path, monkeypatch):
     home = tmp_path / "hf"
     monkeypatch.setenv("HF_HOME", str(home))

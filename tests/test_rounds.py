@@ -34,6 +34,7 @@ def test_rounds_need_a_student_that_can_write(tmp_path, tiny_model, data_root):
     assert two.models.generator == "/models/carried" and two.rounds.count == 1
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_two_rounds_run_resume_and_plot_every_metric_against_the_round(tmp_path, tiny_model, data_root):
     from transformers import AutoModelForCausalLM

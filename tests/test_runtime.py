@@ -39,6 +39,7 @@ print("RESULT " + json.dumps({
 """
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_local_workers_inherit_the_environment_and_ray_data_is_warm(tmp_path):
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "BIAS_RAY_MARK": "seen",
