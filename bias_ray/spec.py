@@ -300,6 +300,11 @@ class TrainingSpec(_Strict):
         default=True, description="At bias ratio 0 (no augmented row) a mitigation that only touches augmented "
         "rows trains exactly as none: train such cells once and copy the result (results column same_as). "
         "See bias_ray.train.sweep.same_cells.")
+    fsdp: bool = Field(
+        default=False, description="With resources.workers_per_trial > 1: shard the student's weights, gradients and "
+        "optimizer state over the trial's workers (torch FSDP2, fully_shard per transformer block), so a student "
+        "larger than one GPU trains; without it every worker holds the whole student (data parallel). See "
+        "bias_ray.train.collective.")
     lora_r: int = Field(default=8, gt=0)
     lora_alpha: int = Field(default=16, gt=0)
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
@@ -602,6 +607,18 @@ class SweepSpec(_Strict):
             raise ValueError(f"mitigations repeat: {labels}; list each config once")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds repeat: {self.seeds}; list each seed once")
+        return self
+
+    @model_validator(mode="after")
+    def _fsdp_needs_workers(self) -> SweepSpec:
+        if not self.training.fsdp:
+            return self
+        if self.resources.workers_per_trial < 2:
+            raise ValueError("training.fsdp shards the student over a trial's workers; set "
+                             "resources.workers_per_trial to 2 or more, or remove training.fsdp")
+        if self.models.dtype == "float16":
+            raise ValueError("training.fsdp with models.dtype float16 needs a sharded gradient scaler, which "
+                             "bias-ray does not build; use bfloat16 (or float32)")
         return self
 
     @model_validator(mode="after")

@@ -3,7 +3,9 @@
 The same global batch and seed on 2 workers must give the 1-worker trial's answer (the gradients are averaged,
 the loss mitigation's batch means are global), a killed worker must cost only the steps after the last
 checkpoint, and a trial that Tune stops must end its Train run. One trial tests all three: each Train run
-costs about 30 s of start-up on 2 cores.
+costs about 30 s of start-up on 2 cores. The trial shards its student (``training.fsdp``), the path with more
+to get wrong (every worker evaluates, the checkpoint is gathered); ``tests/test_fsdp.py`` runs ``fit`` on two
+workers both ways without Ray.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ pytestmark = [pytest.mark.slow]
 
 ALIGN = {"name": "loss", "params": {"kind": "mean_alignment", "lambda": 1.0}}
 # 96 rows, 16 a step: 6 optimizer steps, every step's rows split 8 + 8 over two workers
-TRAINING = {"train_size": 96, "epochs": 1, "batch_size": 16, "eval_every": 2}
+TRAINING = {"train_size": 96, "epochs": 1, "batch_size": 16, "eval_every": 2, "fsdp": True}
 TOLERANCE = 1e-5  # float sums in another order (the all-reduce), nothing more
 
 
@@ -31,6 +33,7 @@ def one_worker_fit(two_worker_spec_path, label: str) -> list[dict]:
 
     data = yaml.safe_load(two_worker_spec_path.read_text())
     data["resources"] = {**data["resources"], "workers_per_trial": 1, "cpus_per_trial": 1}
+    data["training"] = {**data["training"], "fsdp": False}
     spec = parse_spec(data, check_files=False)
     cfg = {"bias_type": "religion", "bias_ratio": 0.5, "mitigation": label, "seed": 0, "cpus": 1}
     reports: list[dict] = []

@@ -57,7 +57,7 @@ class LMScorer:
         counts = np.array([n for _, n in encoded], dtype=int)
         was_training = self.model.training
         self.model.eval()
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: a sharded (FSDP2) student could not train on afterwards
             for start in range(0, len(encoded), self.batch_size):
                 chunk = encoded[start : start + self.batch_size]
                 width = max(len(ids) for ids, _ in chunk)
@@ -88,7 +88,7 @@ class LMScorer:
         self.model.eval()
         out: list[str] = []
         try:
-            with torch.random.fork_rng(devices=[]), torch.inference_mode():
+            with torch.random.fork_rng(devices=[]), torch.no_grad():  # no_grad: see log_likelihoods
                 torch.manual_seed(seed)
                 for start in range(0, len(prompts), self.batch_size):
                     batch = [self.prompt_prefix + p for p in prompts[start : start + self.batch_size]]

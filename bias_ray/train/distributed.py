@@ -8,10 +8,11 @@ It is Ray's pattern for Train inside Tune (Train V2): the Tune trial is the driv
 
 - Each worker runs :func:`bias_ray.train.trainable.fit` on the same mix, with its
   :class:`~bias_ray.train.collective.Collective`: a step's rows are dealt over the workers and the gradients
-  averaged (data parallel: every worker holds the whole student; FSDP is not built yet), the loss mitigation's
-  batch statistics and the
-  mitigations' counters are global (see :mod:`bias_ray.train.collective`).
-- Rank 0 alone evaluates; every evaluation is one Ray Train report, with rank 0's metrics and checkpoint. A
+  averaged (data parallel: every worker holds the whole student), the loss mitigation's batch statistics and
+  the mitigations' counters are global (see :mod:`bias_ray.train.collective`). With ``training.fsdp`` the
+  student is sharded over the workers (FSDP2), for students larger than one GPU.
+- Rank 0 alone evaluates (sharded, all evaluate, since a sharded forward needs them all); every evaluation is
+  one Ray Train report, with rank 0's metrics and checkpoint (gathered in full when sharded). A
   callback on the Train controller hands each report to the trial (a class trainable), which returns it to Tune
   as one result and checkpoint, so Tune's schedulers (ASHA included) stop the trial like any other, a stopped
   trial aborts its Train run (workers and placement group freed at once), and a retried or resumed trial starts
@@ -43,8 +44,8 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
 
     quiet_libraries()
     context = ray.train.get_context()
-    collective = Collective(context.get_world_rank(), context.get_world_size())
     spec = parse_spec(loop_config["spec"], check_files=False)
+    collective = Collective(context.get_world_rank(), context.get_world_size(), sharded=spec.training.fsdp)
     config = loop_config["config"]
     if spec.resources.gpus_per_trial and torch.cuda.is_available():
         import ray.train.torch

@@ -269,10 +269,11 @@ def footprint(spec: SweepSpec) -> str:
     if w == 1:
         span = f"a trial is one process with {r.cpus_per_trial:g} CPU and {r.gpus_per_trial:g} GPU"
     else:
+        holding = ("FSDP, the student sharded over the workers, 1/" + str(w) + " of it on each"
+                   if spec.training.fsdp else "data-parallel, each worker holding the whole student")
         span = (f"a trial spans {w} Ray Train workers of {r.cpus_per_trial / w:g} CPU and {r.gpus_per_trial / w:g} "
-                f"GPU each ({r.cpus_per_trial:g} CPU, {r.gpus_per_trial:g} GPU in all; data-parallel, each worker "
-                f"holding the whole student, gradients averaged over "
-                f"{'NCCL' if r.gpus_per_trial else 'gloo'}, {r.placement_strategy})")
+                f"GPU each ({r.cpus_per_trial:g} CPU, {r.gpus_per_trial:g} GPU in all; {holding}, gradients "
+                f"averaged over {'NCCL' if r.gpus_per_trial else 'gloo'}, {r.placement_strategy})")
     if r.max_concurrent_trials:
         at_once = (f"at most {r.max_concurrent_trials} trials at once: {r.max_concurrent_trials * r.gpus_per_trial:g} "
                    "GPUs held")

@@ -171,7 +171,9 @@ def class_probabilities(model, student: StudentIO, texts: list[str], batch_size:
 
     model.eval()
     probs = []
-    with torch.inference_mode(), autocast(student.device, student.dtype):
+    # no_grad, not inference_mode: a sharded (FSDP2) student's weights, gathered in inference mode, could not
+    # train on afterwards
+    with torch.no_grad(), autocast(student.device, student.dtype):
         for i in range(0, len(texts), batch_size):
             batch = student.encode(texts[i : i + batch_size])
             logits = model(**model_inputs(batch)).logits
@@ -297,8 +299,9 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
 
     On several workers (``collective``, see :mod:`bias_ray.train.collective`) every worker runs this loop on
     the same mix; a step's rows are dealt over them (trimmed to a multiple of the workers), the gradients
-    averaged, and rank 0 alone evaluates. Every worker calls ``report`` (Ray Train's report is a barrier);
-    the others pass empty metrics.
+    averaged, and rank 0 alone evaluates (sharded, ``training.fsdp``, every worker evaluates, since a sharded
+    forward needs them all, and rank 0 reports). Every worker calls ``report`` (Ray Train's report is a
+    barrier); the others pass empty metrics.
     """
     import torch
 
@@ -319,10 +322,14 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
     clock = time.perf_counter()
     student, model = build_student(spec, mitigation)
     student.device = trial_device(spec)
-    model.to(student.device)
+    if collective.sharded:  # training.fsdp: block by block onto this worker's device, 1/W of each kept there
+        model = collective.shard(model, student.device)
+    else:
+        model.to(student.device)
     startup["startup/model_s"] = time.perf_counter() - clock
     tr = spec.training
     trained = [p for p in model.parameters() if p.requires_grad]
+    trained_names = [n for n, p in model.named_parameters() if p.requires_grad]  # the checkpoint's keys
     optimizer = torch.optim.AdamW(trained, lr=tr.learning_rate)
     scaler = grad_scaler(student.device, student.dtype)
     trainable_params = trainable_parameter_count(model)
@@ -331,8 +338,7 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
     total_steps = steps_per_epoch * tr.epochs
     step = 0
     if state:
-        model.load_state_dict(state["model"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
+        collective.load_trainable_state(model, optimizer, trained_names, state["model"], state["optimizer"])
         if "scaler" in state:
             scaler.load_state_dict(state["scaler"])
         step = int(state["step"])
@@ -370,13 +376,19 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
         step += 1
         if step % tr.eval_every == 0 or step == total_steps:
             mitigation_stats = mitigation.merged_stats()  # every worker takes part
+            if collective.is_leader or collective.every_worker_forwards:  # sharded: all run the forwards alike
+                metrics = evaluate_rows(model, student, test, bias.groups)
+                if step == total_steps:
+                    metrics.update(downstream_metrics(spec, model, student, mitigation, bias, seed))
+            if collective.sharded:
+                # every worker takes part
+                weights, optimizer_state = collective.trainable_state(model, optimizer, trained_names)
             if not collective.is_leader:
                 losses = []
                 report({}, {})
                 continue
-            metrics = evaluate_rows(model, student, test, bias.groups)
-            if step == total_steps:
-                metrics.update(downstream_metrics(spec, model, student, mitigation, bias, seed))
+            if not collective.sharded:
+                weights, optimizer_state = collective.trainable_state(model, optimizer, trained_names)
             metrics.update(
                 step=step,
                 start_step=start_step,
@@ -393,12 +405,11 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
                 **({} if collective.is_local else {"trial_workers": collective.world_size}),
             )
             losses = []
-            trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
             rng = {"torch_rng": torch.get_rng_state()}
             if student.device == "cuda":
                 rng["cuda_rng"] = torch.cuda.get_rng_state()
             extra_state = {"scaler": scaler.state_dict()} if scaler.is_enabled() else {}
-            report(metrics, {"model": trainable, "optimizer": optimizer.state_dict(), "step": step, **rng,
+            report(metrics, {"model": weights, "optimizer": optimizer_state, "step": step, **rng,
                              **extra_state})
     return metrics
 

@@ -193,6 +193,8 @@ class LossMitigation(Mitigation):
             q = torch.softmax(other, -1)
             self._add("rows", len(keep))
             values = divergence(p, q, self.params.divergence)
+        elif collective.every_worker_forwards:
+            values = self._idle_forward(model, batch, rows)
         if collective.is_local:
             if values is None:
                 return None
@@ -204,6 +206,20 @@ class LossMitigation(Mitigation):
         if not count:
             return None
         return local / count, total / count
+
+    def _idle_forward(self, model: Any, batch: dict[str, Any], rows: pd.DataFrame) -> Any:
+        """On a sharded student (FSDP) a worker whose rows have no counterfactual still runs the reference
+        forward that the others run, on its first row, since theirs all-gather weights from it; the result
+        counts zero times (an empty ``values``, still in the graph, so the backward pairs up too)."""
+        import torch
+
+        if self.params.reference == "counterfactual":
+            stand_in = self.student.encode([str(rows["text"].iloc[0])])
+            logits = model(**model_inputs(stand_in)).logits
+        else:
+            with torch.no_grad(), model.disable_adapter():
+                logits = model(input_ids=batch["input_ids"][:1], attention_mask=batch["attention_mask"][:1]).logits
+        return logits.reshape(-1)[:0].float()
 
     def forward_kwargs(self) -> dict[str, Any]:
         return {"output_hidden_states": True} if self.params.kind == "mean_alignment" else {}
