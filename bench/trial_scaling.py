@@ -10,7 +10,10 @@ On a 2-core machine, 2 workers of 1 CPU each against 1 worker of 2 CPUs measures
 (an all-reduce per step, two smaller matrix products), and 4 workers oversubscribe the cores; on GPUs (one
 GPU per worker) the same script measures real scaling: ``--gpus-per-worker 1``.
 
-    python bench/trial_scaling.py --student PATH [--workers 1 2 4] [--train-size 512] [--batch-size 32]
+``--fsdp`` shards the student over the workers of every W > 1 run (``training.fsdp``): each worker then also
+evaluates, and all-gathers every block's weights for its forward and backward.
+
+    python bench/trial_scaling.py --student PATH [--workers 1 2 4] [--train-size 512] [--batch-size 32] [--fsdp]
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def run(workers: int, args, work: Path, generator: Path) -> dict:
         "bias_types": ["gender"], "bias_ratios": [0.0], "mitigations": ["none"], "seeds": [0],
         "training": {"train_size": args.train_size, "epochs": 1, "batch_size": args.batch_size,
                      "eval_every": 10_000, "max_eval_rows": 64, "max_length": args.max_length,
-                     "student_kind": "seq_cls"},
+                     "student_kind": "seq_cls", "fsdp": bool(args.fsdp and workers > 1)},
         "evaluation": {"tasks": []},
         "resources": {"cpus_per_trial": cpus, "gpus_per_trial": args.gpus_per_worker * workers,
                       "workers_per_trial": workers, "max_concurrent_trials": 1},
@@ -55,7 +58,8 @@ def run(workers: int, args, work: Path, generator: Path) -> dict:
     wall = time.perf_counter() - started
     row = table.iloc[0]
     steps = float(row["step"] - row["start_step"])
-    return {"workers": workers, "steps": int(steps), "train_s": round(float(row["trial_wall_s"]), 2),
+    return {"workers": workers, "fsdp": bool(args.fsdp and workers > 1), "steps": int(steps),
+            "train_s": round(float(row["trial_wall_s"]), 2),
             "steps_per_s": round(steps / float(row["trial_wall_s"]), 3),
             "trial_wall_s": round(float(row["wall_time_s"]), 1),
             "sweep_wall_s": round(wall, 1), "error": row.get("error")}
@@ -72,6 +76,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32, help="the global batch (rows a step, over all workers)")
     ap.add_argument("--max-length", type=int, default=48)
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here too")
+    ap.add_argument("--fsdp", action="store_true", help="shard the student over the workers (training.fsdp)")
     args = ap.parse_args()
 
     from bias_ray.runtime import init_ray
@@ -90,7 +95,8 @@ def main() -> None:
     print(f"\n{args.student}: global batch {args.batch_size}, {args.train_size} rows, {args.cpus:g} CPUs a trial, "
           f"{args.gpus_per_worker:g} GPU a worker")
     for r in rows:
-        print(f"  {r['workers']} worker(s): {r['steps_per_s']:.3f} steps/s = {r['steps_per_s'] / base:.2f}x one worker "
+        label = f"{r['workers']} worker(s){' FSDP' if r['fsdp'] else ''}"
+        print(f"  {label}: {r['steps_per_s']:.3f} steps/s = {r['steps_per_s'] / base:.2f}x one worker "
               f"(training {r['train_s']} s; the trial {r['trial_wall_s']} s with its start-up)")
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
