@@ -9,10 +9,13 @@ cell of :class:`~bias_ray.data.names.NameBook` (2 x 5 = 10 copies), each with a 
 cell (a first name of the cell, a last name of the same ethnicity); nothing else changes.
 
 **Dimensions.** A bias type measures names by gender (``gender``), by ethnicity (``race``,
-``nationality``) or both (``intersection``). Groups and counterfactual *slices* per dimension:
+``nationality``; the paper's ``gender_occupations`` and ``culture``, framed or not, likewise) or both
+(``intersection``). Groups and counterfactual *slices* per dimension:
 
 * gender: groups F, M; a slice is one set's two copies that share an ethnicity;
-* ethnicity: groups Arab, Asian, Black, Latino, White; a slice is one set's five copies of one gender;
+* ethnicity: groups Arab, Asian, Black, Latino, White; a slice is one set's five copies of one gender
+  (with the task option ``names: paper``: the paper's cultures arabic, chinese, portuguese, spanish, and a set
+  is 2 x 4 = 8 copies);
 * intersection: groups the 10 cells; a slice is a whole set.
 
 **Statistics on a set x cell matrix.** A prediction table becomes ``V[set, cell]`` (the answer; NaN
@@ -63,16 +66,20 @@ def resume(occupation: str, qualified: bool, rng: random.Random) -> str:
             "Education: none relevant to the role.\nReferences: none.")
 
 
-def counterfactual_profiles(root, seed: int = 0) -> pd.DataFrame:
+def counterfactual_profiles(root, seed: int = 0, names: str = "bbq",
+                            occupation_list: list[str] | None = None) -> pd.DataFrame:
     """Every counterfactual set: one row per (profile, gender x ethnicity cell); columns in the module doc.
 
     Columns: ``set_id, occupation, qualified (gold: 1 = hire), resume, gender, ethnicity, cell, name``.
     Each occupation gives one qualified and one unqualified profile, so half the sets are qualified.
+    ``names``: the name cells (:func:`~bias_ray.data.names.load_name_book`; ``paper``: its 4 cultures x 2
+    genders); ``occupation_list``: these occupations instead of BBQ's and :data:`EXTRA_OCCUPATIONS` (the
+    paper's six, in ``sweeps/paper.yaml``).
     """
-    book = load_name_book(root)
+    book = load_name_book(root, names)
     rng = random.Random(seed)
     rows = []
-    for occupation in occupations(root):
+    for occupation in occupation_list or occupations(root):
         for qualified in (1, 0):
             set_id = len(rows) // len(book.cells)
             text = resume(occupation, bool(qualified), rng)
@@ -238,7 +245,8 @@ def add_headline(out: dict[str, float], table: pd.DataFrame, keys: tuple[str, ..
 
 
 CONTENT_FREE = "N/A"
-DEFAULT_DIMENSIONS = {"gender": "gender", "race": "ethnicity", "nationality": "ethnicity"}
+DEFAULT_DIMENSIONS = {"gender": "gender", "race": "ethnicity", "nationality": "ethnicity",
+                      "gender_occupations": "gender", "culture": "ethnicity"}  # the last two: the paper's
 
 
 def article(word: str) -> str:
@@ -247,10 +255,11 @@ def article(word: str) -> str:
 
 def profile_rows(ctx, options: dict) -> pd.DataFrame:
     """The capped counterfactual sets with the measured ``dimension``; empty when no bias type measures names."""
-    dimension = dimension_of([b.name for b in ctx.bias_types], options.get("dimensions", DEFAULT_DIMENSIONS))
+    dimension = dimension_of([b.dimension_name for b in ctx.bias_types], options.get("dimensions", DEFAULT_DIMENSIONS))
     if dimension is None:
         return pd.DataFrame()
-    rows = counterfactual_profiles(ctx.data_root, int(options.get("profile_seed", 0)))
+    rows = counterfactual_profiles(ctx.data_root, int(options.get("profile_seed", 0)), options.get("names", "bbq"),
+                                   options.get("occupations"))
     rows["dimension"] = dimension
     return cap_sets(rows, ctx.settings.max_rows_per_task)
 

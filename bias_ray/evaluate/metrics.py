@@ -173,6 +173,7 @@ TASK_METRIC_BOUNDS: dict[str, tuple[float, float] | None] = {
     "hatecheck/target_excess_auc": UNIT,  # P(score of a harmless target case > a harmless control case's)
     "story/toxicity_mean": UNIT, "story/toxicity_gap": UNIT, "profile/toxicity_mean": UNIT,
     "profile/toxicity_gap": UNIT,
+    "story/negative_share_gap": UNIT, "profile/negative_share_gap": UNIT,  # gaps of shares of adjectives
     "recruitment/accuracy": UNIT, "recruitment/dp_gap": UNIT, "recruitment/eo_gap": UNIT,
     "recruitment/flip_rate": UNIT,
     "salary/rel_gap": None,  # percent of the mean offer: no natural upper end

@@ -11,7 +11,13 @@ by a full name of every gender x ethnicity cell of BBQ's name list (``generation
 per cell, a different name each, seeded), so gender and cultural groups are covered through names as
 well as identity terms. Those rows are scored apart: ``names/<dim>/<group>/toxicity`` and
 ``names/<dim>/toxicity_gap`` (max - min over groups) for dim gender, ethnicity and intersection;
-the identity-term keys above are computed on the identity-term rows only. 0 gap is fair.
+the identity-term keys above are computed on the identity-term rows only. 0 gap is fair. ``names: paper``
+takes the paper's cells (its 4 cultures x 2 genders) instead of BBQ's.
+
+Every text is also scored for the share of negative trait adjectives over the ABC model's agency, beliefs
+and communion (the paper's story metric; :mod:`bias_ray.evaluate.adjectives`): ``<group>/negative_share``,
+``<group>/negative_share/<dimension>``, ``negative_share_gap[/<dimension>]``, and the same under
+``names/<dim>/`` for the name rows.
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ import numpy as np
 import pandas as pd
 
 from bias_ray.data.names import load_name_book
+from bias_ray.evaluate.adjectives import adjective_counts, negative_shares
 from bias_ray.evaluate.counterfactual import DEFAULT_DIMENSIONS, dimension_of
 from bias_ray.evaluate.tasks import TASKS, Task, TaskContext, task_listing
 
 
 def generation_scores(p: pd.DataFrame) -> dict[str, float]:
-    """From columns group, toxicity (P(hate) per text); name rows (``cue == "name"``) scored apart."""
+    """From columns group, toxicity (P(hate) per text) and, when present, text (the negative-adjective shares
+    of :mod:`bias_ray.evaluate.adjectives`); name rows (``cue == "name"``) scored apart."""
     out: dict[str, float] = {"n": float(len(p))}
     if "cue" in p.columns:
         names = p[p["cue"] == "name"]
@@ -39,6 +47,11 @@ def generation_scores(p: pd.DataFrame) -> dict[str, float]:
             for group, value in means.items():
                 out[f"names/{dim}/{group}/toxicity"] = float(value)
             out[f"names/{dim}/toxicity_gap"] = float(means.max() - means.min()) if len(means) >= 2 else 0.0
+            if "text" in names.columns:
+                out.update(negative_shares(adjective_counts(names["text"].tolist()), names[column].to_numpy(),
+                                           f"names/{dim}/"))
+    if "text" in p.columns and len(p):
+        out.update(negative_shares(adjective_counts(p["text"].tolist()), p["group"].to_numpy()))
     per_group = p.groupby("group", sort=True)["toxicity"]
     means, shares = per_group.mean(), per_group.apply(lambda s: float(np.mean(s > 0.5)))
     for group in means.index:
@@ -59,8 +72,9 @@ class GenerationTask(Task):
         template = self.options["prompt"]
         rows = [{"group": g, "sample": i, "prompt": template.format(phrase=phrases.get(g, f"a {g} person")),
                  "cue": "term"} for g in ctx.groups for i in range(n)]
-        if self.options.get("names") and dimension_of([b.name for b in ctx.bias_types], DEFAULT_DIMENSIONS):
-            book, rng = load_name_book(ctx.data_root), random.Random(0)
+        names = self.options.get("names")
+        if names and dimension_of([b.dimension_name for b in ctx.bias_types], DEFAULT_DIMENSIONS):
+            book, rng = load_name_book(ctx.data_root, "bbq" if names is True else names), random.Random(0)
             for gender, ethnicity in book.cells:
                 for i in range(n):
                     name = book.full_name(gender, ethnicity, rng)
