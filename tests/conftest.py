@@ -15,13 +15,6 @@ os.environ.setdefault("BIAS_RAY_PROGRESS", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
-def pytest_collection_modifyitems(config, items):
-    """Files that hold a slow test run first (file order otherwise kept): with two test processes
-    (pytest-xdist, ``--dist loadfile``) the many quick files then fill the end, not one long file alone."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
-
-
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     root = default_data_root()
