@@ -488,6 +488,21 @@ class AnalysisSpec(_Strict):
     """The misalignment analysis of augmented vs real data, which `bias-ray run` runs after generation."""
 
     enabled: bool = Field(default=True, description="Run `bias-ray analyze` inside `bias-ray run`; false skips it.")
+    group_probes: int = Field(
+        default=0, ge=0, description="Group data as the paper measures it: texts the generator writes per occupation "
+        "from a neutral prompt (no group named), per social dimension of the grid that the framings template "
+        "defines (gender_occupations, culture); their group shares per occupation. 0 skips. See "
+        "bias_ray/analysis/probes.py.")
+    probe_prompt: str = Field(
+        default="Write a short biography, in one paragraph, of a person who works as {slot}.",
+        description="The neutral prompt of the group probes; {slot} is an occupation with its article.")
+
+    @field_validator("probe_prompt")
+    @classmethod
+    def _has_slot(cls, v: str) -> str:
+        if "{slot}" not in v:
+            raise ValueError("analysis.probe_prompt must hold {slot}, where the occupation goes")
+        return v
 
 
 class CarrySpec(_Strict):

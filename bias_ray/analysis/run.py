@@ -119,7 +119,8 @@ def _plot(out: Path, per_type: dict[str, Comparison]) -> list[Path]:
 
 
 def analyze(spec, max_rows: int | None = 2000) -> Path:
-    """Run the three analyses for every bias type of ``spec`` and write them under ``<run_dir>/analysis``.
+    """Run the three analyses for every bias type of ``spec`` and write them under ``<run_dir>/analysis``; with
+    ``analysis.group_probes``, also the group shares of texts from neutral prompts (:mod:`.probes`).
 
     ``analysis.json`` records the wall time and the rows compared, for the report's compute section.
     """
@@ -152,6 +153,12 @@ def analyze(spec, max_rows: int | None = 2000) -> Path:
         return pd.concat([getattr(c, attr).assign(bias_type=b) for b, c in per_type.items()], ignore_index=True)
 
     summary = pd.DataFrame([{"bias_type": b, **c.summary} for b, c in per_type.items()])
+    if spec.analysis.group_probes:  # the paper's group data: shares that neutral prompts produce (probes.py)
+        from bias_ray.analysis.probes import run_group_probes
+
+        probe_tv = run_group_probes(spec, out)
+        if probe_tv:
+            summary["probe_tv"] = [probe_tv.get(spec.bias_type(b).dimension_name, np.nan) for b in summary["bias_type"]]
     write_frame(summary, out / "summary.csv")
     write_frame(stacked("values").rename(columns={"other_stance": "augmented_stance", "other_rows": "augmented_rows",
                                                   "other_share": "augmented_share"}), out / "values.csv")

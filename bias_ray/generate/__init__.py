@@ -3,15 +3,16 @@
 The stage's public surface for other stages: :func:`generate` runs the job,
 :func:`measure_generation` adds what the generator wrote to its manifest, :func:`load_augmented`
 reads a finished job's rows, :func:`import_augmented` lays out rows made elsewhere (a frame or
-files, streamed). They are imported on first use, so ``import bias_ray.generate`` stays light.
+files, streamed), :func:`generate_texts` answers prompts made elsewhere (the analysis' neutral probes).
+They are imported on first use, so ``import bias_ray.generate`` stays light.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["augmented_rows", "augmented_strata", "generate", "import_augmented", "is_imported", "load_augmented",
-           "measure_generation"]
+__all__ = ["augmented_rows", "augmented_strata", "generate", "generate_texts", "import_augmented", "is_imported",
+           "load_augmented", "measure_generation"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,6 +20,10 @@ def __getattr__(name: str) -> Any:
         from bias_ray.generate import imported
 
         return imported.import_augmented
+    if name == "generate_texts":
+        from bias_ray.generate import texts
+
+        return texts.generate_texts
     if name in __all__:
         from bias_ray.generate import pipeline
 

@@ -275,6 +275,15 @@ def _misalignment(page: Page, frame: pd.DataFrame, correlations: dict, headline:
     for p in analysis.images:
         page.image(p)
     page.table(analysis.summary, "misalignment")
+    if analysis.probes is not None:
+        page.heading("Group data from neutral prompts")
+        page.text("The share of each group among the texts the generator wrote from a prompt that names no group "
+                  "(`analysis.probe_prompt`), per occupation, over the texts whose identity words, pronouns or names "
+                  "point to one group (`assigned` of `texts`); `probe_tv` in the table above is the mean distance of "
+                  "these shares from parity (0 = parity, bias_ray/analysis/probes.py).")
+        wide = analysis.probes.pivot(index=["dimension", "slot", "texts", "assigned"], columns="group",
+                                     values="share").reset_index()
+        page.table(wide.round(3), "group-probes")
     return plot
 
 

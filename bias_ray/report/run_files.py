@@ -63,14 +63,16 @@ class Analysis:
     summary: pd.DataFrame | None
     images: list[Path] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)  # analysis.json: wall time, rows sampled
+    probes: pd.DataFrame | None = None  # group_probes.csv: group shares of texts from neutral prompts
 
 
 def read_analysis(run_dir: Path) -> Analysis:
     folder = run_dir / "analysis"
     if not (folder / "summary.csv").is_file():
         return Analysis(None)
+    probes = folder / "group_probes.csv"
     return Analysis(pd.read_csv(folder / "summary.csv"), sorted(folder.glob("misalignment_*.png")),
-                    _json(folder / "analysis.json") or {})
+                    _json(folder / "analysis.json") or {}, pd.read_csv(probes) if probes.is_file() else None)
 
 
 def analysis_enabled(spec: dict[str, Any] | None) -> bool:
