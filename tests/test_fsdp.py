@@ -32,7 +32,9 @@ RESUMED_KEYS = KEYS[:-1]
 
 def spec_dict(tmp_path: Path, tiny_model: Path, data_root: Path, workers: int, fsdp: bool) -> dict:
     d = micro_spec_dict(tmp_path, tiny_model, data_root, mitigations=[LOSS], bias_ratios=[0.1], training=TRAINING,
-                        resources={"cpus_per_trial": workers, "workers_per_trial": workers})
+                        resources={"cpus_per_trial": workers, "workers_per_trial": workers},
+                        # a downstream task at the last step: sharded, every worker runs its forwards
+                        evaluation={"tasks": ["hatecheck"], "task_options": {"hatecheck": {"max_rows": 40}}})
     d["training"]["fsdp"] = fsdp
     return d
 
@@ -125,6 +127,9 @@ def test_a_sharded_trial_gives_the_one_worker_answer_and_its_checkpoint_resumes_
             for key in keys:
                 assert g[key] == pytest.approx(w[key], rel=1e-4, abs=1e-5), (what, g["step"], key)
 
+    for run in ("ddp", "fsdp"):
+        for key in ("task/hatecheck/fpr", "task/hatecheck/fnr"):
+            assert found[run][-1][key] == pytest.approx(reference[-1][key], abs=1e-6), (run, key)
     same(found["ddp"], reference, "data parallel")
     same(found["fsdp"], reference, "sharded")
     # (the mitigation's mean divergence is a mean over the steps this process ran, on one worker as well)

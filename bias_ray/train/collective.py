@@ -135,8 +135,8 @@ class Collective:
             if self.is_leader:
                 weights[name] = full
         optimizer_state = optimizer.state_dict()  # by position, each value a shard like its parameter's
-        state = {i: {k: gathered(v) for k, v in sorted(held.items())}
-                 for i, held in sorted(optimizer_state["state"].items())}
+        state = {i: {k: gathered(v) for k, v in sorted(per_parameter.items())}
+                 for i, per_parameter in sorted(optimizer_state["state"].items())}
         if not self.is_leader:
             return {}, {}
         return weights, {"state": state, "param_groups": optimizer_state["param_groups"]}
