@@ -305,6 +305,9 @@ class TrainingSpec(_Strict):
         "optimizer state over the trial's workers (torch FSDP2, fully_shard per transformer block), so a student "
         "larger than one GPU trains; without it every worker holds the whole student (data parallel). See "
         "bias_ray.train.collective.")
+    finetune: Literal["lora", "full"] = Field(
+        default="lora", description="lora: LoRA adapters (lora_*) on a frozen student; full: every weight of the "
+        "student trains (all mitigations then train the same full set; loss with reference base needs LoRA).")
     lora_r: int = Field(default=8, gt=0)
     lora_alpha: int = Field(default=16, gt=0)
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
@@ -625,6 +628,16 @@ class SweepSpec(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _full_finetune_has_no_base(self) -> SweepSpec:
+        if self.training.finetune == "full":
+            base = [m.label for m in self.mitigation_specs if m.name == "loss" and m.params.get("reference") == "base"]
+            if base:
+                raise ValueError(f"{', '.join(base)}: the reference `base` is the student without its LoRA adapters, "
+                                 "which training.finetune: full does not have; use reference: counterfactual, or "
+                                 "finetune: lora")
+        return self
+
+    @model_validator(mode="after")
     def _fsdp_needs_workers(self) -> SweepSpec:
         if not self.training.fsdp:
             return self
@@ -634,6 +647,14 @@ class SweepSpec(_Strict):
         if self.models.dtype == "float16":
             raise ValueError("training.fsdp with models.dtype float16 needs a sharded gradient scaler, which "
                              "bias-ray does not build; use bfloat16 (or float32)")
+        if self.evaluation.in_trials:
+            listed = (yaml.safe_load((RESOURCES / "tasks.yaml").read_text()) or {}).get("tasks", {})
+            scored = [t for t in self.evaluation.tasks if (listed.get(t) or {}).get("kind") != "classifier"]
+            if scored:
+                raise ValueError(f"training.fsdp: the tasks {', '.join(scored)} score a language model, which a trial "
+                                 "builds as a merged copy of its student, and a sharded student cannot be copied whole "
+                                 "onto one worker; keep classifier tasks (hatecheck) in evaluation.tasks, or "
+                                 "set evaluation.in_trials: false")
         return self
 
     @model_validator(mode="after")

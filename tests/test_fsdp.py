@@ -40,7 +40,7 @@ def spec_dict(tmp_path: Path, tiny_model: Path, data_root: Path, workers: int, f
 
 
 def worker(rank: int, world: int, port: int, specs: dict[str, dict], out: str) -> None:
-    """One of two workers: each spec's fit from scratch; the sharded one again from its own step-2 checkpoint."""
+    """One of two workers: each spec's fit from scratch; the sharded LoRA one again from its step-2 checkpoint."""
     import os
 
     import torch.distributed as dist
@@ -72,7 +72,7 @@ def worker(rank: int, world: int, port: int, specs: dict[str, dict], out: str) -
 
         fit(spec, CELL, report, collective=collective)
         found[name] = reports
-        if spec.training.fsdp:
+        if name == "fsdp":
             found["fsdp_state_2"] = states.get(2)
             resumed: list[dict] = []
             fit(spec, CELL, lambda m, _s, resumed=resumed: resumed.append(dict(m)), _from_rank0(states.get(2)),
@@ -108,8 +108,10 @@ def test_a_sharded_trial_gives_the_one_worker_answer_and_its_checkpoint_resumes_
 
     one = spec_dict(tmp_path, tiny_model, data_root, workers=1, fsdp=False)
     write_augmented(one, planted_rows(data_root, n=60))
+    full = spec_dict(tmp_path, tiny_model, data_root, workers=2, fsdp=True)
+    full["training"]["finetune"] = "full"  # every weight trains, sharded
     specs = {"ddp": spec_dict(tmp_path, tiny_model, data_root, workers=2, fsdp=False),
-             "fsdp": spec_dict(tmp_path, tiny_model, data_root, workers=2, fsdp=True)}
+             "fsdp": spec_dict(tmp_path, tiny_model, data_root, workers=2, fsdp=True), "fsdp_full": full}
     mp.spawn(worker, args=(2, free_port(), specs, str(tmp_path)), nprocs=2, join=True)
     ranks = [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in (0, 1)]
     found = ranks[0]
@@ -131,6 +133,11 @@ def test_a_sharded_trial_gives_the_one_worker_answer_and_its_checkpoint_resumes_
         for key in ("task/hatecheck/fpr", "task/hatecheck/fnr"):
             assert found[run][-1][key] == pytest.approx(reference[-1][key], abs=1e-6), (run, key)
     same(found["ddp"], reference, "data parallel")
+    one_full = {**one, "training": {**one["training"], "finetune": "full"}}
+    full_reference: list[dict] = []
+    fit(parse_spec(one_full, check_files=False), CELL, lambda m, _s: full_reference.append(dict(m)))
+    assert full_reference[-1]["trainable_params"] > 10 * reference[-1]["trainable_params"]  # all, not LoRA's
+    same(found["fsdp_full"], full_reference, "sharded, full fine-tuning")
     same(found["fsdp"], reference, "sharded")
     # (the mitigation's mean divergence is a mean over the steps this process ran, on one worker as well)
     same(found["fsdp_resumed"], reference[1:], "sharded, resumed from its step-2 checkpoint", RESUMED_KEYS)
@@ -162,4 +169,15 @@ def test_fsdp_needs_two_workers_and_no_float16(tmp_path, tiny_model, data_root):
     d = spec_dict(tmp_path, tiny_model, data_root, workers=2, fsdp=True)
     d["models"]["dtype"] = "float16"
     with pytest.raises((SpecError, ValueError), match="use bfloat16"):
+        parse_spec(d, check_files=False)
+    d = spec_dict(tmp_path, tiny_model, data_root, workers=2, fsdp=True)
+    d["evaluation"] = {"tasks": ["hatecheck", "crows_pairs"]}
+    with pytest.raises((SpecError, ValueError), match="the tasks crows_pairs score a language model.*in_trials: false"):
+        parse_spec(d, check_files=False)
+    d["evaluation"]["in_trials"] = False
+    parse_spec(d, check_files=False)
+    d = spec_dict(tmp_path, tiny_model, data_root, workers=1, fsdp=False)
+    d["training"]["finetune"] = "full"
+    d["mitigations"] = [{"name": "loss", "params": {"reference": "base"}}]
+    with pytest.raises((SpecError, ValueError), match="reference `base` is the student without its LoRA adapters"):
         parse_spec(d, check_files=False)

@@ -58,7 +58,7 @@ def carry_student(spec: SweepSpec, out_dir: Path | None = None) -> Path:
     if missing:
         raise SpecError(f"rounds: the checkpoint of {cell} holds weights this student lacks: {sorted(missing)[:3]}")
     model.load_state_dict(state["model"], strict=False)
-    merged = model.merge_and_unload()
+    merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model  # finetune: full
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out, ignore_errors=True)  # not a finished folder (no config.json): never read, replaced
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))

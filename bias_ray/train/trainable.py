@@ -110,7 +110,8 @@ def check_planned_mixes(spec: SweepSpec, augmented_shares: dict[int, float]) -> 
 
 
 def build_student(spec: SweepSpec, mitigation: Mitigation) -> tuple[StudentIO, Any]:
-    """The student's IO (tokenizer, encoding, class logits) and its LoRA-wrapped model.
+    """The student's IO (tokenizer, encoding, class logits) and its LoRA-wrapped model (``training.finetune:
+    full``: the model itself, every weight trainable).
 
     ``training.student_kind``: ``seq_cls`` (a classification head on the student) or ``causal_lm``
     (classification-as-generation, see :mod:`bias_ray.train.student`). The base weights load in
@@ -144,6 +145,9 @@ def build_student(spec: SweepSpec, mitigation: Mitigation) -> tuple[StudentIO, A
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     mitigation.prepare_model(student, model)
+    if tr.finetune == "full":  # every weight trains, in float32 (master weights; autocast computes in dtype)
+        trainable_to_float32(model)
+        return student, model
     lora = LoraConfig(
         task_type=task,
         r=tr.lora_r,
@@ -221,7 +225,8 @@ def downstream_metrics(spec: SweepSpec, model, student: StudentIO, mitigation: M
     if all(entries.get(t, {}).get("kind") == "classifier" for t in ev.tasks):
         lm = None  # classifier tasks only: they run on `classify`; an encoder student has no LM to build
     elif spec.training.student_kind == "causal_lm":
-        lm = copy.deepcopy(model).merge_and_unload()
+        lm = copy.deepcopy(model)
+        lm = lm.merge_and_unload() if hasattr(lm, "merge_and_unload") else lm  # finetune: full has no adapter
     else:
         lm = causal_lm_from_classifier(model, spec.models.student, dtype=student.dtype)
     if lm is not None and student.dtype is not None:  # float32 trained modules join the base's dtype: one dtype
