@@ -118,7 +118,7 @@ def test_trial_resources_for_one_worker_or_a_train_run_of_several(tmp_path):
     assert sweep.footprint(one).startswith("a trial is one process with 1 CPU and 0.25 GPU")
     assert "data-parallel, each worker holding the whole student" in sweep.footprint(capped)
     sharded = spec_of(tmp_path, resources={"cpus_per_trial": 8, "gpus_per_trial": 4, "workers_per_trial": 4},
-                      training={"fsdp": True})
+                      training={"fsdp": True}, evaluation={"tasks": ["hatecheck"]})
     assert "FSDP, the student sharded over the workers, 1/4 of it on each" in sweep.footprint(sharded)
     with pytest.raises(SpecError, match="whole GPUs per worker"):
         spec_of(tmp_path, resources={"gpus_per_trial": 3, "workers_per_trial": 2})
