@@ -63,8 +63,9 @@ def test_http_engine_against_a_local_openai_server(tmp_path, tiny_model, data_ro
     with serve(tiny_model, api_key=secret, malformed_every=4) as (url, app):
         spec = parse_spec(micro_spec_dict(tmp_path, tiny_model, data_root, generation={
             "engine": "http", "endpoint": url, "api_key_env": "BR_TEST_API_KEY", "http_client": client,
-            # 40 samples: the server garbles the ~1 in 4 whose id hash is 0 mod 4; the ids are hashes, so with 16
-            # a run could have none (it happened once in CI rehearsal: (3/4)^16 = 1%); with 40, 1e-5
+            # 40 samples: the server garbles the ~1 in 4 whose id hash is 0 mod 4, and the ids name an http
+            # generator by its served name, here the session's temporary tiny-model folder, so they change every
+            # run; with 16 a run had none 1% of the time ((3/4)^16, seen once in a CI rehearsal), with 40 1e-5
             "samples_per_bias_type": 40, "batch_size": 4, "shard_rows": 4, "max_retries": 1},
             # W&B files are checked for the key in one variant; the other skips W&B to save time
             tracking={"wandb": "offline" if client == "ray_llm" else "disabled"}))
