@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bias_ray.lexicons import term_pattern
+
 LEXICON = Path(__file__).resolve().parent.parent / "resources" / "abc_adjectives.yaml"
 DIMENSIONS = ("agency", "beliefs", "communion")
 
@@ -32,10 +34,7 @@ def _patterns(path: str = str(LEXICON)) -> dict[tuple[str, str], re.Pattern[str]
     missing = [d for d in DIMENSIONS if not {"positive", "negative"} <= set(data.get(d) or {})]
     if missing:
         raise ValueError(f"{path}: dimensions {missing} need a positive and a negative list")
-    return {(d, pole): re.compile(r"\b(?:" + "|".join(re.escape(w) for w in sorted(data[d][pole], key=len,
-                                                                                     reverse=True)) + r")\b",
-                                  re.IGNORECASE)
-            for d in DIMENSIONS for pole in ("positive", "negative")}
+    return {(d, pole): term_pattern(data[d][pole]) for d in DIMENSIONS for pole in ("positive", "negative")}
 
 
 def adjective_counts(texts: list[str]) -> pd.DataFrame:

@@ -40,6 +40,7 @@ def generation_scores(p: pd.DataFrame) -> dict[str, float]:
     if "cue" in p.columns:
         names = p[p["cue"] == "name"]
         p = p[p["cue"] != "name"]
+        name_counts = adjective_counts(names["text"].tolist()) if "text" in names.columns else None
         for dim, column in (("gender", "gender"), ("ethnicity", "ethnicity"), ("intersection", "cell")):
             if names.empty:
                 break
@@ -47,9 +48,8 @@ def generation_scores(p: pd.DataFrame) -> dict[str, float]:
             for group, value in means.items():
                 out[f"names/{dim}/{group}/toxicity"] = float(value)
             out[f"names/{dim}/toxicity_gap"] = float(means.max() - means.min()) if len(means) >= 2 else 0.0
-            if "text" in names.columns:
-                out.update(negative_shares(adjective_counts(names["text"].tolist()), names[column].to_numpy(),
-                                           f"names/{dim}/"))
+            if name_counts is not None:
+                out.update(negative_shares(name_counts, names[column].to_numpy(), f"names/{dim}/"))
     if "text" in p.columns and len(p):
         out.update(negative_shares(adjective_counts(p["text"].tolist()), p["group"].to_numpy()))
     per_group = p.groupby("group", sort=True)["toxicity"]
