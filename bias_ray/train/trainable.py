@@ -385,15 +385,12 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
                 metrics = evaluate_rows(model, student, test, bias.groups)
                 if step == total_steps:
                     metrics.update(downstream_metrics(spec, model, student, mitigation, bias, seed))
-            if collective.sharded:
-                # every worker takes part
+            if collective.is_leader or collective.sharded:  # sharded, a gather: every worker takes part
                 weights, optimizer_state = collective.trainable_state(model, optimizer, trained_names)
             if not collective.is_leader:
                 losses = []
                 report({}, {})
                 continue
-            if not collective.sharded:
-                weights, optimizer_state = collective.trainable_state(model, optimizer, trained_names)
             metrics.update(
                 step=step,
                 start_step=start_step,
