@@ -95,6 +95,29 @@ def check_framings(template_path: str | Path, framings: list[str], bias_types: I
         raise ValueError("framings: " + "; ".join(dict.fromkeys(problems)))
 
 
+def _bare(text: str) -> str:
+    """An occupation as a class name: no article, spaces for underscores, lower case ("a software engineer" ->
+    "software engineer", Bias in Bios' "software_engineer" alike)."""
+    words = text.replace("_", " ").strip().lower().split()
+    return " ".join(words[1:] if len(words) > 1 and words[0] in ("a", "an", "the") else words)
+
+
+def slot_classes(template: dict[str, Any], dimension: str, classes: list[str]) -> dict[str, int]:
+    """A task of named classes (``data.labels``): each slot of ``dimension`` -> its class index in ``classes``.
+
+    The augmented row written about "a nurse" is a nurse's biography: its label is the class ``nurse``
+    (matched without article, case or underscores). A slot that names no class is an error naming both.
+    """
+    bare = {_bare(c): i for i, c in enumerate(classes)}
+    slots = template["dimensions"][dimension]["slot"]
+    unmatched = [s for s in slots if _bare(s) not in bare]
+    if unmatched:
+        raise ValueError(f"dimension {dimension!r} writes about {unmatched}, which name none of data.labels "
+                         f"({', '.join(classes)}); the augmented rows take the class of their slot, so list those "
+                         "classes in data.labels or give the template's dimension the task's classes as its `slot`")
+    return {s: bare[_bare(s)] for s in slots}
+
+
 def variants(template: dict[str, Any], framing: str, dimension: str, groups: list[str], group: str,
              stance: str) -> tuple[list[str], list[str]]:
     """Every instruction of one cell, with an id each: ``(ids, texts)``, in a fixed order.

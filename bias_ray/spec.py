@@ -129,6 +129,17 @@ class DataSpec(_Strict):
         default=False, description="file / huggingface: leave out bad rows (undecodable, empty text, label not "
         "0/1, empty group, repeated id) instead of stopping; their count per reason goes into the generation "
         "manifest (task_data.skipped_rows). Off: the first bad rows are named with the fix.")
+    labels: list[str] | None = Field(
+        default=None, description="file / huggingface: a task of named classes (the paper's Bias in Bios occupation "
+        "classification): the classes, in the order the student numbers them. A row's label is a class name, or an "
+        "integer that data.label_names names; rows of other classes are left out (counted in the manifest). The "
+        "augmented rows take the class of the occupation their framing writes about. Unset: labels 0/1.")
+    label_names: list[str] | None = Field(
+        default=None, description="With data.labels: the names of the data's integer labels, label i being "
+        "label_names[i] (LabHC/bias_in_bios numbers its 28 professions).")
+    group_names: dict[str, str] = Field(
+        default_factory=dict, description="The data's group values -> the bias types' group names, e.g. "
+        "{'0': men, '1': women} for Bias in Bios' gender column; values not listed stay as they are.")
 
     @field_validator("columns")
     @classmethod
@@ -149,6 +160,19 @@ class DataSpec(_Strict):
             raise ValueError(f"task {self.task} needs data.path (e.g. {example})")
         if self.task == "file" and Path(self.path).suffix.lower() not in (".parquet", ".pq", ".jsonl", ".csv"):
             raise ValueError(f"data.path {self.path}: unsupported file type; give a .parquet, .jsonl or .csv file")
+        if self.task == "toxigen" and (self.labels or self.label_names or self.group_names):
+            raise ValueError("data.labels, data.label_names and data.group_names are for task file or huggingface; "
+                             "ToxiGen's labels are neutral (0) and hate (1)")
+        if self.labels is not None:
+            if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels) or not all(x.strip() for x in
+                                                                                                self.labels):
+                raise ValueError(f"data.labels: give two or more distinct, non-empty class names (got {self.labels})")
+            unnamed = [x for x in self.labels if self.label_names and x not in self.label_names]
+            if unnamed:
+                raise ValueError(f"data.labels {unnamed} are not in data.label_names ({', '.join(self.label_names)})")
+        elif self.label_names:
+            raise ValueError("data.label_names names the data's integer labels for data.labels; list the classes "
+                             "to train on in data.labels (e.g. all of them)")
         return self
 
     @property
@@ -316,8 +340,9 @@ class TrainingSpec(_Strict):
     student_kind: Literal["seq_cls", "causal_lm"] = Field(
         default="seq_cls", description="Sequence classifier, or a causal LM writing the label (train/student.py)."
     )
-    label_words: list[str] = Field(
-        default=["neutral", "hate"], description="causal_lm: the words written for label 0 and label 1."
+    label_words: list[str] | None = Field(
+        default=None, description="causal_lm: the words written for label 0 and label 1 (default: neutral, hate); "
+        "with data.labels one per class, in its order (default: the class names)."
     )
     prompt_suffix: str = Field(default="\nAnswer:", description="causal_lm: text between the sample and its label.")
     lm_loss: Literal["answer", "full"] = Field(
@@ -331,10 +356,16 @@ class TrainingSpec(_Strict):
 
     @field_validator("label_words")
     @classmethod
-    def _two_distinct_words(cls, v: list[str]) -> list[str]:
-        if len(v) != 2 or len(set(v)) != 2 or not all(w.strip() for w in v):
-            raise ValueError(f"give two distinct non-empty label words, for label 0 then label 1 (got {v})")
+    def _distinct_words(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (len(v) < 2 or len(set(v)) != len(v) or not all(w.strip() for w in v)):
+            raise ValueError(f"give two distinct non-empty label words, for label 0 then label 1 (or one per class "
+                             f"of data.labels) (got {v})")
         return v
+
+    def words(self, classes: list[str] | None) -> list[str]:
+        """What a causal-LM student writes for each label: ``label_words``, else the classes' names, else
+        ``neutral``, ``hate``."""
+        return list(self.label_words or [c.replace("_", " ") for c in classes or []] or ["neutral", "hate"])
 
 
 class MitigationSpec(_Strict):
@@ -613,6 +644,33 @@ class SweepSpec(_Strict):
                                                     "dimension": b.dimension_name}))
         self.bias_types = crossed
         check_framings(self.generation.template, self.framings, self.bias_type_specs)
+        return self
+
+    @model_validator(mode="after")
+    def _named_classes_fit(self) -> SweepSpec:
+        """A task of named classes (``data.labels``): augmented rows take their slot's class, so they need
+        framings whose slots are classes; the student answers one of K words; classifier tasks need hate/not."""
+        from bias_ray.framings import read_template, slot_classes
+
+        classes = self.data.labels
+        words = self.training.label_words
+        if words is not None and len(words) != len(classes or [0, 1]):
+            need = f"one per class of data.labels ({len(classes)})" if classes else "two, for label 0 then label 1"
+            raise ValueError(f"training.label_words: {len(words)} given; give {need}")
+        if not classes:
+            return self
+        if not self.framings:
+            raise ValueError("data.labels (a task of named classes) labels each augmented row with the class its "
+                             "framing writes about (the occupation of a biography); list `framings:` in the spec")
+        template = read_template(self.generation.template)
+        for dimension in dict.fromkeys(b.dimension_name for b in self.bias_type_specs):
+            slot_classes(template, dimension, classes)
+        listed = (yaml.safe_load((RESOURCES / "tasks.yaml").read_text()) or {}).get("tasks", {})
+        hate = [t for t in self.evaluation.tasks if (listed.get(t) or {}).get("kind") == "classifier"]
+        if hate and self.evaluation.in_trials:
+            raise ValueError(f"evaluation.tasks {hate} score the trial's classifier as a hate classifier (label 1 = "
+                             "hate), and a task of named classes (data.labels) has none; remove them from "
+                             "evaluation.tasks")
         return self
 
     @model_validator(mode="after")

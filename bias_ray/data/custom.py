@@ -101,17 +101,18 @@ def read_file(path: Path, skip_bad: bool = False) -> pd.DataFrame:
         raise DataError(f"{path}: cannot read it as {kind}: {err}") from None
 
 
-def read_hf(name: str, config: str | None) -> pd.DataFrame:
+def read_hf(name: str, config: str | None, keep_splits: tuple[str, ...] | None = SPLITS,
+            field: str = "data.path") -> pd.DataFrame:
     """A Hugging Face dataset (hub id, or a local folder) with its ``train``/``test`` splits as ``split``.
 
     A folder written by ``save_to_disk`` is loaded as it is; anything else goes through
     ``datasets.load_dataset`` (the hub, or its cache when ``HF_DATASETS_OFFLINE=1``). Splits other
-    than train and test (e.g. validation) are left out.
+    than train and test (e.g. validation) are left out (``keep_splits=None``: every split is kept).
     """
     try:
         import datasets
     except ImportError:
-        raise DataError(f"data.path {name!r}: reading a Hugging Face dataset needs the `datasets` package; "
+        raise DataError(f"{field} {name!r}: reading a Hugging Face dataset needs the `datasets` package; "
                         "`pip install datasets` (or `pip install 'bias-ray[hf]'`)") from None
     try:
         folder = Path(name).expanduser()
@@ -120,29 +121,83 @@ def read_hf(name: str, config: str | None) -> pd.DataFrame:
         else:
             loaded = datasets.load_dataset(name, config)
     except Exception as err:
-        raise DataError(f"data.path {name!r}: cannot load the Hugging Face dataset: {err}") from None
+        hint = "" if folder.exists() else (
+            "; where the hub cannot be reached, save the dataset once where it can "
+            f"(`datasets.load_dataset({name!r}).save_to_disk('<folder>')`) and set {field} to that folder")
+        raise DataError(f"{field} {name!r}: cannot load the Hugging Face dataset: {err}{hint}") from None
     if isinstance(loaded, datasets.Dataset):
         return loaded.to_pandas()
-    kept = [s for s in loaded if s in SPLITS]
+    if keep_splits is None:
+        frames = [loaded[split].to_pandas().assign(split=split) for split in loaded]
+        return pd.concat(frames, ignore_index=True)
+    kept = [s for s in loaded if s in keep_splits]
     if not kept:
-        raise DataError(f"data.path {name!r}: the dataset has splits {sorted(loaded)}, none named train or test")
+        raise DataError(f"{field} {name!r}: the dataset has splits {sorted(loaded)}, none named train or test")
     frames = []
     for split in kept:
         frame = loaded[split].to_pandas()
         if "split" not in frame:
-            frame["split"] = split if len(kept) == len(SPLITS) else None  # only train: test_fraction splits it
+            frame["split"] = split if len(kept) == len(keep_splits) else None  # only train: test_fraction splits it
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 
+def class_indices(values: pd.Series, labels: list[str], label_names: list[str] | None) -> pd.Series:
+    """Each row's class index in ``labels``: -1 for a row of another class, NaN for a label that names none.
+
+    A label is a class name, or an integer ``i`` that ``label_names[i]`` names (Bias in Bios numbers its
+    professions). With ``label_names``, a name outside it is no label at all.
+    """
+    def one(value: Any) -> float:
+        if isinstance(value, str) and not value.strip().isdigit():
+            name = value.strip()
+            if label_names and name not in label_names:
+                return float("nan")
+        else:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                return float("nan")
+            if isinstance(value, bool) or not number.is_integer() or not label_names \
+                    or not 0 <= number < len(label_names):
+                return float("nan")
+            name = label_names[int(number)]
+        return float(labels.index(name)) if name in labels else -1.0
+    return values.map(one).astype(float)
+
+
+def read_table(source: str, config: str | None = None, split: str | None = None,
+               field: str = "path") -> pd.DataFrame:
+    """An evaluation set as a DataFrame: a .parquet/.jsonl/.csv file, or a Hugging Face dataset (hub id or a
+    ``save_to_disk`` folder). ``split``: keep the rows of that split where the data has several (a file
+    without a ``split`` column is all of it). Errors are :class:`DataError` naming the source and the fix."""
+    if Path(source).suffix.lower() in READERS:
+        try:
+            frame = read_file(Path(source).expanduser())
+        except DataError as err:
+            raise DataError(f"{field}: {err}") from None
+    else:
+        frame = read_hf(source, config, keep_splits=None, field=field)
+    if split and "split" in frame and frame["split"].notna().any():
+        if not (frame["split"] == split).any():
+            splits = ", ".join(sorted(map(str, frame["split"].unique())))
+            raise DataError(f"{field} {source!r}: no {split!r} rows; its splits: {splits}")
+        frame = frame[frame["split"] == split].reset_index(drop=True)
+    return frame
+
+
 def check_rows(raw: pd.DataFrame, where: str, test_fraction: float, columns: dict[str, str] | None = None,
-               source: str = "custom", skip_bad: bool = False) -> pd.DataFrame:
+               source: str = "custom", skip_bad: bool = False, labels: list[str] | None = None,
+               label_names: list[str] | None = None, group_names: dict[str, str] | None = None) -> pd.DataFrame:
     """Validate raw rows and return them in the loaders' schema (``id, text, label, group, bias_type, split, source``).
 
     ``columns`` maps our column names to the data's (e.g. ``{"text": "comment"}``). A bad row (an
     empty or non-text ``text``, a label other than 0/1, an empty group, a repeated id) is an error
     naming its file line (row number for Parquet and datasets) and the fix; with ``skip_bad`` such rows
     are left out and counted per reason in ``.attrs["skipped_rows"]`` (never by default).
+    ``labels`` (a task of named classes): a label is a class name or an integer ``label_names`` names, and
+    becomes its index in ``labels``; rows of other classes are left out (counted as ``other_class``).
+    ``group_names`` renames the data's group values (``{"0": "men"}``).
     """
     lines = raw.attrs.get(FILE_LINES)
     skipped: dict[str, int] = dict(raw.attrs.get(SKIPPED, {}))
@@ -183,12 +238,26 @@ def check_rows(raw: pd.DataFrame, where: str, test_fraction: float, columns: dic
     drop(bad, "empty_text", f"{where}: column {col('text')} is empty or not text in {_rows_shown(bad, lines)}; "
          "every row needs a non-empty text")
 
-    label = pd.to_numeric(df["label"].map(lambda v: int(v) if isinstance(v, bool) else v), errors="coerce")
-    bad = df.index[~label.isin([0, 1])]
-    values = sorted({repr(v) for v in df.loc[bad[:SHOWN], "label"]})
-    drop(bad, "bad_label", f"{where}: column {col('label')} must be 0 or 1; {_rows_shown(bad, lines)} hold "
-         f"{', '.join(values)}")
-    label = label.loc[df.index]
+    if labels:
+        label = class_indices(df["label"], labels, label_names)
+        bad = df.index[label.isna()]
+        values = sorted({repr(v) for v in df.loc[bad[:SHOWN], "label"]})
+        named = (f"a class name or an integer that data.label_names names ({len(label_names)} names)" if label_names
+                 else f"one of data.labels ({', '.join(labels)}), or an integer with data.label_names set")
+        drop(bad, "bad_label", f"{where}: column {col('label')} must be {named}; {_rows_shown(bad, lines)} hold "
+             f"{', '.join(values)}")
+        label = label.loc[df.index]
+        other = df.index[label < 0]
+        if len(other):  # not bad rows: the classes the study leaves out (Bias in Bios' 22 other professions)
+            skipped["other_class"] = skipped.get("other_class", 0) + len(other)
+            df, label = df.drop(index=other), label.drop(index=other)
+    else:
+        label = pd.to_numeric(df["label"].map(lambda v: int(v) if isinstance(v, bool) else v), errors="coerce")
+        bad = df.index[~label.isin([0, 1])]
+        values = sorted({repr(v) for v in df.loc[bad[:SHOWN], "label"]})
+        drop(bad, "bad_label", f"{where}: column {col('label')} must be 0 or 1; {_rows_shown(bad, lines)} hold "
+             f"{', '.join(values)}")
+        label = label.loc[df.index]
 
     bad = df.index[df["group"].isna() | (df["group"].astype(str).str.strip() == "")]
     drop(bad, "empty_group", f"{where}: column {col('group')} is empty in {_rows_shown(bad, lines)}; name the "
@@ -204,6 +273,10 @@ def check_rows(raw: pd.DataFrame, where: str, test_fraction: float, columns: dic
         raise DataError(f"{where}: no row is left after leaving out bad rows ({skipped})")
     text, group = df["text"], df["group"]
     label = label.loc[df.index]
+    if labels and label.nunique() < 2:
+        raise DataError(f"{where}: column {col('label')} holds {label.nunique()} of data.labels' classes "
+                        f"({', '.join(labels)}); a classifier needs two or more: check data.labels (and "
+                        "data.label_names) against the data")
     if label.nunique() < 2:
         raise DataError(f"{where}: column {col('label')} is {int(label.iloc[0])} in every row; a classifier needs both "
                         "labels (0 and 1)")
@@ -234,6 +307,8 @@ def check_rows(raw: pd.DataFrame, where: str, test_fraction: float, columns: dic
         for g in entry["groups"]:
             groups_to_type.setdefault(g, name)
     group = group.astype(str).str.strip()
+    if group_names:
+        group = group.map(lambda g: group_names.get(g, g))
     if "bias_type" in df:
         bias_type = df["bias_type"].astype(str)
     else:
@@ -248,9 +323,9 @@ def check_rows(raw: pd.DataFrame, where: str, test_fraction: float, columns: dic
 
 def read_task_data(task: str, *, root: Path | str, path: str | None = None, hf_config: str | None = None,
                    columns: dict[str, str] | None = None, test_fraction: float = 0.3,
-                   skip_bad: bool = False) -> pd.DataFrame:
-    """The fine-tuning task's rows (train and test) in the loaders' schema, validated (``skip_bad``: see
-    :func:`check_rows`)."""
+                   skip_bad: bool = False, **classes: Any) -> pd.DataFrame:
+    """The fine-tuning task's rows (train and test) in the loaders' schema, validated (``skip_bad``, and
+    ``classes``: ``labels``, ``label_names`` and ``group_names``, see :func:`check_rows`)."""
     if task == "toxigen":
         return load_toxigen(root, test_fraction)
     if not path:
@@ -258,10 +333,10 @@ def read_task_data(task: str, *, root: Path | str, path: str | None = None, hf_c
     if task == "file":
         file = Path(path).expanduser()
         return check_rows(read_file(file, skip_bad), str(file), test_fraction, columns, source=file.stem,
-                          skip_bad=skip_bad)
+                          skip_bad=skip_bad, **classes)
     if task == "huggingface":
         return check_rows(read_hf(path, hf_config), f"data.path {path!r}", test_fraction, columns,
-                          source=f"hf:{path}", skip_bad=skip_bad)
+                          source=f"hf:{path}", skip_bad=skip_bad, **classes)
     raise DataError(f"unknown data.task {task!r}; allowed: {', '.join(TASKS)}")
 
 
@@ -269,7 +344,9 @@ def load_task_data(data: Any) -> pd.DataFrame:
     """:func:`read_task_data` for a spec's ``data`` section (a :class:`bias_ray.spec.DataSpec`)."""
     return read_task_data(data.task, root=data.resolved_root, path=data.path, hf_config=data.hf_config,
                           columns=data.columns, test_fraction=data.test_fraction,
-                          skip_bad=getattr(data, "skip_bad_rows", False))
+                          skip_bad=getattr(data, "skip_bad_rows", False), labels=getattr(data, "labels", None),
+                          label_names=getattr(data, "label_names", None),
+                          group_names=getattr(data, "group_names", None))
 
 
 def task_data_summary(data: Any) -> dict[str, Any] | None:
@@ -286,6 +363,9 @@ def data_identity(data: Any, by_path: bool = False) -> str:
     or a file's SHA-256 (its bytes, wherever it lies: the same file in another folder or checkout
     gives the same sample ids). ``by_path``: the identity of jobs written before, which named a
     file by its path, size and mtime; kept so that those jobs resume with their own ids."""
+    # the classes and group names re-label the same rows: they name the data too (absent, ids stay as before)
+    classes = [x for x in (getattr(data, "labels", None), getattr(data, "label_names", None),
+                           sorted((getattr(data, "group_names", None) or {}).items())) if x]
     if data.task == "file":
         path = Path(data.path)
         if by_path:
@@ -293,7 +373,7 @@ def data_identity(data: Any, by_path: bool = False) -> str:
             return stable_id("file", data.path, stat.st_size, stat.st_mtime_ns, sorted(data.columns.items()))
         with open(path, "rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
-        return stable_id("file-sha256", digest, sorted(data.columns.items()))
+        return stable_id("file-sha256", digest, sorted(data.columns.items()), *classes)
     if data.task == "huggingface":
-        return stable_id("huggingface", data.path, data.hf_config, sorted(data.columns.items()))
+        return stable_id("huggingface", data.path, data.hf_config, sorted(data.columns.items()), *classes)
     return "toxigen"

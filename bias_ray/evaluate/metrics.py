@@ -89,8 +89,26 @@ def ppr_gap(y_true, y_pred, groups) -> float:
     return _gap(per_group_rate(y_true, y_pred, groups, "ppr"))
 
 
-def compute_all(y_true, y_pred, groups, names: Sequence[str] | None = None) -> dict[str, float]:
-    return {n: METRICS.get(n)(y_true, y_pred, groups) for n in (names or METRICS.names())}
+@METRICS.register("accuracy_gap")
+def accuracy_gap(y_true, y_pred, groups) -> float:
+    """Largest difference across groups in accuracy, ``max_g acc_g - min_g acc_g`` (Bias in Bios: per gender)."""
+    return _gap(per_group_accuracy(y_true, y_pred, groups))
+
+
+def per_group_accuracy(y_true, y_pred, groups) -> dict[str, float]:
+    """Accuracy within each group, ``acc_g = mean(y_pred == y_true | group g)``."""
+    y_true, y_pred, g = _arrays(y_true, y_pred, groups)
+    return {str(name): float(np.mean(y_true[g == name] == y_pred[g == name])) for name in np.unique(g)}
+
+
+# A binary task (label 1 = the positive class, e.g. hate) gets the rate gaps; a task of named classes
+# (data.labels, e.g. Bias in Bios' occupations) has no positive class: its gap is the accuracy gap.
+BINARY_METRICS = ("accuracy", "macro_f1", "fpr_gap", "fnr_gap", "ppr_gap")
+MULTICLASS_METRICS = ("accuracy", "macro_f1", "accuracy_gap")
+
+
+def compute_all(y_true, y_pred, groups, names: Sequence[str] = BINARY_METRICS) -> dict[str, float]:
+    return {n: METRICS.get(n)(y_true, y_pred, groups) for n in names}
 
 
 # What "better" means for a metric, in one place. Trial-level metrics are listed here; a downstream
@@ -104,6 +122,7 @@ METRIC_DIRECTIONS: dict[str, str] = {
     "fpr_gap": "zero",
     "fnr_gap": "zero",
     "ppr_gap": "zero",
+    "accuracy_gap": "zero",
 }
 
 
@@ -160,6 +179,7 @@ METRIC_BOUNDS: dict[str, tuple[float, float] | None] = {
     "fpr_gap": UNIT,
     "fnr_gap": UNIT,
     "ppr_gap": UNIT,
+    "accuracy_gap": UNIT,
 }
 TASK_METRIC_BOUNDS: dict[str, tuple[float, float] | None] = {
     "bbq/accuracy": UNIT, "bbq/accuracy_ambig": UNIT, "bbq/accuracy_disambig": UNIT,
@@ -179,6 +199,9 @@ TASK_METRIC_BOUNDS: dict[str, tuple[float, float] | None] = {
     "salary/rel_gap": None,  # percent of the mean offer: no natural upper end
     "salary/spread_mean": None,  # dollars
     "salary/spread_nonzero": UNIT,
+    "global_opinions/similarity_mean": UNIT, "global_opinions/similarity_gap": UNIT,  # 1 - a JS distance
+    "cultural_sets/macro_f1": UNIT, "cultural_sets/direct/macro_f1": UNIT, "cultural_sets/indirect/macro_f1": UNIT,
+    "cultural_sets/direct_minus_indirect": SIGNED_UNIT,
 }
 
 

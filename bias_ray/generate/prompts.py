@@ -23,7 +23,7 @@ import yaml
 
 from bias_ray.data.custom import data_identity, load_task_data
 from bias_ray.data.loaders import load_bbq_template_statements, load_crows_pairs, load_toxigen, stable_id
-from bias_ray.framings import check_framed_template, is_framed, variants
+from bias_ray.framings import check_framed_template, is_framed, slot_classes, variants
 from bias_ray.generate.seeded_draws import choose
 from bias_ray.models.identity import model_identity
 from bias_ray.spec import RESOURCES, SweepSpec
@@ -58,7 +58,15 @@ def planned_label_shares(spec: SweepSpec) -> dict[int, float]:
     """The label shares a job will write, before it runs: ``generation.stances`` weights summed per the
     template's stance label (the filters may drop rows unevenly, so the finished job's can differ a little).
     A stance the template lacks is left out here; :func:`make_plan` refuses it by name."""
-    stances = load_template(spec.generation.template)["stances"]
+    template = load_template(spec.generation.template)
+    if spec.data.labels and is_framed(template):  # every row takes its slot's class; slots are drawn evenly
+        shares = {}
+        for bias in spec.bias_type_specs:
+            classes = list(slot_classes(template, bias.dimension_name, spec.data.labels).values())
+            for y in classes:
+                shares[y] = shares.get(y, 0.0) + 1 / len(classes) / len(spec.bias_type_specs)
+        return shares
+    stances = template["stances"]
     known = {s: w for s, w in spec.generation.stances.items() if s in stances}
     shares: dict[int, float] = {}
     for stance, weight in known.items():
@@ -126,6 +134,7 @@ class _Cells:
     groups: pa.Array
     stances: pa.Array
     labels: np.ndarray
+    line_labels: np.ndarray  # each pool line's own label (slot classes), -1 where the cell's label holds
     pool_start: np.ndarray  # cell -> where its seed pool starts in ``lines`` / ``seed_ids``
     pool_size: np.ndarray
     # every pool's seeds, pools one after another, then "" (where a row has fewer seeds than the block's most)
@@ -148,6 +157,8 @@ class PromptPlan:
     fingerprint: str
     chat: bool = False  # the prompt is a chat's user turn (generate/chat.py), not an open line to continue
     generator_identity: str = ""  # the generator as the fingerprint names it (job.json's model_identity)
+    # a task of named classes (data.labels): (bias type, group, stance) -> each variant's class, its slot's
+    pool_labels: dict[tuple, list[int]] | None = None
 
     @property
     def total(self) -> int:
@@ -199,6 +210,8 @@ class PromptPlan:
                            + [""], pa.string()),
             seed_ids=pa.array([i for key in pool_keys for i in self.pools[key][0]] + [""], pa.string()),
             later_seed_ids=pa.array([f",{i}" for key in pool_keys for i in self.pools[key][0]] + [""], pa.string()),
+            line_labels=np.array([y for key in pool_keys for y in (self.pool_labels or {}).get(
+                key, [-1] * len(self.pools[key][0]))] + [-1], dtype=np.int64),
         )
 
     def _ids(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, bytes]:
@@ -256,7 +269,10 @@ class PromptPlan:
         columns = {
             "sample_id": self._hex_ids(digests), "index": pa.array(indices), "prompt": prompt,
             "bias_type": cells.bias_types.take(cell_at), "group": cells.groups.take(cell_at),
-            "stance": cells.stances.take(cell_at), "label": pa.array(cells.labels[cell]), "seed_ids": seed_ids,
+            # label: the stance's, or (data.labels) the class of the drawn variant's slot
+            "stance": cells.stances.take(cell_at),
+            "label": pa.array(cells.line_labels[at[:, 0]] if self.pool_labels else cells.labels[cell]),
+            "seed_ids": seed_ids,
             "template_id": pa.array([str(self.template["id"])], pa.string()).take(one),
             "template_version": pa.array([int(self.template["version"])], pa.int64()).take(one),
         }
@@ -378,19 +394,23 @@ def _framed_plan(spec: SweepSpec, template: dict[str, Any]) -> PromptPlan:
     segments, start = [], 0
     groups: dict[str, list[str]] = {}
     pools: dict[tuple, tuple[list[str], list[str]]] = {}
+    pool_labels: dict[tuple, list[int]] = {}
     for bias in spec.bias_type_specs:
         groups[bias.name] = list(bias.groups)
+        classes = slot_classes(template, bias.dimension_name, spec.data.labels) if spec.data.labels else None
         for stance, count in _stance_counts(gen.stances, gen.samples_per_bias_type).items():
             if count:
                 segments.append((start, bias.name, stance, count))
                 start += count
             for group in bias.groups:
-                pools[(bias.name, group, stance)] = variants(template, bias.framing, bias.dimension_name,
-                                                             list(bias.groups), group, stance)
+                key = (bias.name, group, stance)
+                pools[key] = variants(template, bias.framing, bias.dimension_name, list(bias.groups), group, stance)
+                if classes:  # a variant's id is framing|slot|subject[|other]
+                    pool_labels[key] = [classes[vid.split("|")[1]] for vid in pools[key][0]]
     generator = generator_identity(spec)
     return PromptPlan(template=template, segments=segments, groups=groups, pools=pools, few_shot=1, seed=gen.seed,
                       fingerprint=settings_fingerprint(spec, template, generator=generator), chat=gen.chat,
-                      generator_identity=generator)
+                      generator_identity=generator, pool_labels=pool_labels or None)
 
 
 def build_prompts(spec: SweepSpec, seed_rows: pd.DataFrame | None = None,

@@ -22,6 +22,8 @@ HEADLINE_CANDIDATES = {
                                  "groups",
     "bias_type/fpr_gap": "largest gap in false-positive rate across the bias type's groups (held-out ToxiGen)",
     "fpr_gap": "largest gap in false-positive rate across all groups (held-out ToxiGen)",
+    # a task of named classes (data.labels, Bias in Bios): no positive class, so no false-positive rate
+    "bias_type/accuracy_gap": "largest gap in accuracy across the bias type's groups (held-out task data)",
 }
 HEADLINE_FIGURE_METRIC = "task/hatecheck/target_fpr"
 # target_fpr - other_fpr: a label-balance shift moves every group's false alarms alike and cancels out of it
@@ -30,7 +32,7 @@ CONTROL_METRIC = "task/hatecheck/other_fpr"  # the HateCheck groups the augmente
 # the same comparison by rank, free of the classifier's threshold (0.5 = no group-specific bias); first where present
 AUC_METRIC = "task/hatecheck/target_excess_auc"
 GROUP_METRICS = (AUC_METRIC, GROUP_METRIC)
-DEFAULT_METRICS = ["macro_f1", "accuracy", "bias_type/fpr_gap", "bias_type/ppr_gap"]
+DEFAULT_METRICS = ["macro_f1", "accuracy", "bias_type/fpr_gap", "bias_type/ppr_gap", "bias_type/accuracy_gap"]
 UTILITY_METRIC = "macro_f1"
 DESCRIPTIONS = {**HEADLINE_CANDIDATES, "macro_f1": "macro-F1 on held-out ToxiGen",
                 "accuracy": "accuracy on held-out ToxiGen",

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from bias_ray.data.custom import load_task_data
-from bias_ray.evaluate.metrics import compute_all
+from bias_ray.evaluate.metrics import BINARY_METRICS, MULTICLASS_METRICS, compute_all, per_group_accuracy
 from bias_ray.files import note_aside, put_aside
 from bias_ray.mix import STRATA, assemble_mix, mix_counts, mix_plan, reachable_ratio
 from bias_ray.models.precision import grad_scaler
@@ -127,10 +127,12 @@ def build_student(spec: SweepSpec, mitigation: Mitigation) -> tuple[StudentIO, A
     tokenizer = AutoTokenizer.from_pretrained(spec.models.student)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    student = StudentIO(tr.student_kind, tokenizer, tr.max_length, tr.label_words, tr.prompt_suffix, tr.lm_loss)
+    student = StudentIO(tr.student_kind, tokenizer, tr.max_length, tr.words(spec.data.labels), tr.prompt_suffix,
+                        tr.lm_loss)
     dtype = load_dtype(spec.models.dtype)
-    if tr.student_kind == "seq_cls":
-        model = AutoModelForSequenceClassification.from_pretrained(spec.models.student, num_labels=2, dtype=dtype)
+    if tr.student_kind == "seq_cls":  # a head of 2 (0/1) or of the K named classes (data.labels)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            spec.models.student, num_labels=len(spec.data.labels or [0, 1]), dtype=dtype)
         task = TaskType.SEQ_CLS
     else:
         model = AutoModelForCausalLM.from_pretrained(spec.models.student, dtype=dtype)
@@ -191,16 +193,26 @@ def predict(model, student: StudentIO, texts: list[str], batch_size: int = 64) -
     return class_probabilities(model, student, texts, batch_size).argmax(-1)
 
 
-def evaluate_rows(model, student: StudentIO, test: pd.DataFrame, groups: list[str]) -> dict[str, float]:
-    """Task metrics on all test rows; fairness gaps across the bias type's groups and across all."""
+def evaluate_rows(model, student: StudentIO, test: pd.DataFrame, groups: list[str],
+                  named_classes: bool = False) -> dict[str, float]:
+    """Task metrics on all test rows; fairness gaps across the bias type's groups and across all.
+
+    A 0/1 task gets the rate gaps (FPR, FNR, positive predictions); a task of named classes
+    (``named_classes``, data.labels: Bias in Bios' occupations) the accuracy gap, and each group of the
+    test rows its accuracy (``accuracy/<group>``, the paper's accuracy per gender, in every grid cell:
+    a culture cell's student is still read by gender on Bias in Bios).
+    """
     y_pred = predict(model, student, test["text"].astype(str).tolist())
     y_true = test["label"].to_numpy()
     g = test["group"].to_numpy()
-    out = compute_all(y_true, y_pred, g)
+    names = MULTICLASS_METRICS if named_classes else BINARY_METRICS
+    out = compute_all(y_true, y_pred, g, names)
     in_type = np.isin(g, groups)
     if in_type.sum():
-        for name, value in compute_all(y_true[in_type], y_pred[in_type], g[in_type]).items():
+        for name, value in compute_all(y_true[in_type], y_pred[in_type], g[in_type], names).items():
             out[f"bias_type/{name}"] = value
+    if named_classes:
+        out.update({f"accuracy/{group}": value for group, value in per_group_accuracy(y_true, y_pred, g).items()})
     return out
 
 
@@ -321,7 +333,8 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
     train, test = trial_data(spec, bias.name, float(config["bias_ratio"]), seed)
     startup = {"startup/data_s": time.perf_counter() - clock}
     realised_ratio = float(train["is_augmented"].mean())
-    positive_share = float(train["label"].mean())  # the mix's label balance (training.mix_labels)
+    # the mix's label balance (training.mix_labels); a task of named classes has no positive label
+    positive_share = float("nan") if spec.data.labels else float(train["label"].mean())
     train = mitigation.transform_train(train)
     test = mitigation.transform_eval(test)
     clock = time.perf_counter()
@@ -382,7 +395,7 @@ def fit(spec: SweepSpec, config: dict[str, Any], report: Report, state: dict[str
         if step % tr.eval_every == 0 or step == total_steps:
             mitigation_stats = mitigation.merged_stats()  # every worker takes part
             if collective.is_leader or collective.every_worker_forwards:  # sharded: all run the forwards alike
-                metrics = evaluate_rows(model, student, test, bias.groups)
+                metrics = evaluate_rows(model, student, test, bias.groups, bool(spec.data.labels))
                 if step == total_steps:
                     metrics.update(downstream_metrics(spec, model, student, mitigation, bias, seed))
             if collective.is_leader or collective.sharded:  # sharded, a gather: every worker takes part
