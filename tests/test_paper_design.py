@@ -208,3 +208,28 @@ def test_the_paper_spec_dry_runs_the_papers_grid(tmp_path, monkeypatch):
             "x 3 seeds = 720 cells, 612 trials (108 cells at ratio 0 train exactly as none and copy its result")\
         in text
     assert "paper: 612 trials (dry run), per bias ratio" in text
+
+
+def test_the_paper_specs_name_bias_in_bios_and_the_culture_half(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from bias_ray.cli import app
+    from bias_ray.spec import load_spec
+
+    sweeps = Path(__file__).resolve().parent.parent / "sweeps"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.chdir(tmp_path)
+    paper = load_spec(sweeps / "paper.yaml", check_files=False)
+    assert (paper.data.task, paper.data.path) == ("huggingface", "LabHC/bias_in_bios")
+    assert paper.data.labels == ["architect", "dentist", "nurse", "painter", "professor", "software_engineer"]
+    assert paper.data.label_names[13] == "nurse" and paper.data.group_names == {"0": "men", "1": "women"}
+    assert "hatecheck" not in paper.evaluation.tasks and "global_opinions" in paper.evaluation.tasks
+    culture = load_spec(sweeps / "paper_culture.yaml", check_files=False)
+    assert culture.training.learning_rate == 1e-6 and culture.framings == SIX
+    assert len(culture.evaluation.task_options["cultural_sets"]["sets"]) == 4
+    out = CliRunner().invoke(app, ["sweep", str(sweeps / "paper_culture.yaml"), "--dry-run"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "6 framings x 1 bias types (culture) x 5 bias ratios x 4 mitigations x 3 seeds = 360 cells, 306 trials" \
+        in " ".join(out.output.split())

@@ -93,6 +93,11 @@ class Task(ABC):
     def score(self, predictions: pd.DataFrame) -> dict[str, float]:
         """Metrics (keys without the ``task/<name>/`` prefix) from a prediction table."""
 
+    def check(self, ctx: TaskContext) -> list[str]:
+        """Problems with the task's data, found before any work (a set that is not on this machine); none by
+        default: the built-in tasks read ``data.root``, which the spec checks."""
+        return []
+
     def run(self, lm, ctx: TaskContext) -> dict[str, float]:
         rows = self.rows(ctx)
         if rows.empty:
@@ -190,6 +195,16 @@ def run_tasks(
     return out
 
 
+def check_task_data(spec: SweepSpec) -> list[str]:
+    """Every problem of the spec's tasks' own data (:meth:`Task.check`), before any work starts."""
+    ctx = _context(spec, None, None, 0)
+    problems = []
+    for name in spec.evaluation.tasks:
+        problems += build_task(name, spec.evaluation.task_options.get(name)).check(ctx)
+    return problems
+
+
 _import_task_modules()
 
-__all__ = ["TASKS", "Classify", "Task", "TaskContext", "build_task", "cap_rows", "run_tasks", "task_listing"]
+__all__ = ["TASKS", "Classify", "Task", "TaskContext", "build_task", "cap_rows", "check_task_data", "run_tasks",
+           "task_listing"]
