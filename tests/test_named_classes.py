@@ -151,3 +151,22 @@ def test_a_trial_learns_k_classes_and_reports_accuracy_per_gender(tmp_path, tiny
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["bias_type/accuracy_gap"] == pytest.approx(abs(metrics["accuracy/men"] - metrics["accuracy/women"]))
     assert "fpr_gap" not in metrics and np.isnan(metrics["train_positive_share"])
+
+
+def test_the_report_of_a_named_class_task_heads_with_the_accuracy_gap(tmp_path):
+    from bias_ray.report import build_report, final_lines
+    from bias_ray.report.build import HEADLINE_GAP_FIGURE
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"bias_type": "gender_occupations.contrastive-single-explicit", "bias_ratio": ratio, "mitigation": mit,
+             "seed": seed, "macro_f1": 0.6 - 0.1 * ratio, "accuracy": 0.6, "accuracy/men": 0.6 + 0.2 * ratio,
+             "accuracy/women": 0.6, "bias_type/accuracy_gap": 0.05 + 0.2 * ratio * (mit == "none") + 0.01 * seed,
+             "steps_run": 10, "total_steps": 10, "stopped_early": False, "error": None, "trial_wall_s": 5.0,
+             "wall_time_s": 6.0, "trial_path": str(run / "tune" / "x")}
+            for ratio in (0.0, 0.5) for mit in ("none", "token(style=prefix)") for seed in (0, 1, 2)]
+    pd.DataFrame(rows).to_parquet(run / "results.parquet")
+    out = build_report(run)
+    page = (out / "report.md").read_text()
+    assert "Headline fairness metric: `bias_type/accuracy_gap`" in page and "add `hatecheck`" not in page
+    assert final_lines(out)[1] == f"headline figure: {out / HEADLINE_GAP_FIGURE}"

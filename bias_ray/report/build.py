@@ -30,6 +30,7 @@ import bias_ray.report.summary as summary
 import bias_ray.report.tables as tables
 from bias_ray.files import write_text
 from bias_ray.report.headline import (
+    ACCURACY_GAP_METRIC,
     AUC_METRIC,
     DESCRIPTIONS,
     GROUP_METRIC,
@@ -46,12 +47,14 @@ from bias_ray.report.page import Page
 from bias_ray.report.stats import difference_in_differences, format_mean_ci, mean_ci_table, paired_differences
 
 HEADLINE_FIGURE = "headline_hatecheck.png"  # headline_figure_metric(): target_excess_auc, _fpr, else target_fpr
+HEADLINE_GAP_FIGURE = "headline_accuracy_gap.png"  # a task of named classes (Bias in Bios): no HateCheck
 FIGURE_TITLES = {
     AUC_METRIC: "P(a non-hateful HateCheck case about the bias type's groups scores above one about a control "
                 "group): 0.5 is no group-specific bias",
     GROUP_METRIC: "HateCheck false-positive rate on non-hateful cases targeting the bias type's groups minus that on "
                   "the other groups (target - control)",
     HEADLINE_FIGURE_METRIC: "HateCheck false-positive rate, non-hateful cases targeting the bias type's groups",
+    ACCURACY_GAP_METRIC: "Largest gap in accuracy between the bias type's groups (held-out task data)",
 }
 HATECHECK_MISSING = (f"No headline figure: the results have no `{HEADLINE_FIGURE_METRIC}` column. Add `hatecheck` "
                      "to the spec's evaluation.tasks to measure the HateCheck false-positive rate on non-hateful "
@@ -68,9 +71,9 @@ SECTIONS = [("summary", "Summary"), ("headline", "Headline"), ("wins", "Which mi
 
 def final_lines(out: Path) -> list[str]:
     """What the CLI prints last: where the report and the headline figure are (or why there is none)."""
-    figure = out / HEADLINE_FIGURE
+    figure = next((out / f for f in (HEADLINE_FIGURE, HEADLINE_GAP_FIGURE) if (out / f).is_file()), None)
     return [f"report: {out / 'report.html'}",
-            f"headline figure: {figure}" if figure.is_file() else HATECHECK_MISSING.replace("`", "")]
+            f"headline figure: {figure}" if figure else HATECHECK_MISSING.replace("`", "")]
 
 
 def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: str = "disabled",
@@ -113,7 +116,8 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
     figure_paths: list[Path] = []
     figure_metric = headline_figure_metric(ok) if len(ok) else None
     if figure_metric:
-        figure_paths.append(figures.plot_metric_vs_ratio(ok, figure_metric, out, filename=HEADLINE_FIGURE,
+        filename = HEADLINE_GAP_FIGURE if figure_metric == ACCURACY_GAP_METRIC else HEADLINE_FIGURE
+        figure_paths.append(figures.plot_metric_vs_ratio(ok, figure_metric, out, filename=filename,
                                                          title=FIGURE_TITLES[figure_metric]))
         page.image(figure_paths[-1])
     else:

@@ -85,7 +85,7 @@ def plot_metric_vs_ratio(table: pd.DataFrame, metric: str, out: Path, title: str
             ax.errorbar(xs, means, yerr=bars, marker="o", capsize=3, label=str(mit))
         if sub[metric].isna().all():  # e.g. a task without data for this bias type
             ax.text(0.5, 0.5, "no data for this bias type", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(bt)
+        ax.set_title(str(bt).replace(".", "\n", 1), fontsize=10)  # a framed cell: bias type, then its framing
         ax.set_xlabel("bias ratio (augmented share)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"{metric}\n({BETTER_WORDS[metric_direction(metric)]})", fontsize=9)

@@ -32,6 +32,8 @@ CONTROL_METRIC = "task/hatecheck/other_fpr"  # the HateCheck groups the augmente
 # the same comparison by rank, free of the classifier's threshold (0.5 = no group-specific bias); first where present
 AUC_METRIC = "task/hatecheck/target_excess_auc"
 GROUP_METRICS = (AUC_METRIC, GROUP_METRIC)
+# a task of named classes (data.labels, Bias in Bios) has no hate classifier to test: its gap in accuracy per group
+ACCURACY_GAP_METRIC = "bias_type/accuracy_gap"
 DEFAULT_METRICS = ["macro_f1", "accuracy", "bias_type/fpr_gap", "bias_type/ppr_gap", "bias_type/accuracy_gap"]
 UTILITY_METRIC = "macro_f1"
 DESCRIPTIONS = {**HEADLINE_CANDIDATES, "macro_f1": "macro-F1 on held-out ToxiGen",
@@ -90,12 +92,13 @@ def group_metric(table: pd.DataFrame) -> str | None:
 
 
 def headline_figure_metric(table: pd.DataFrame) -> str | None:
-    """What the headline figure plots: the first of :data:`GROUP_METRICS`, else :data:`HEADLINE_FIGURE_METRIC`, else
-    None (no figure).
+    """What the headline figure plots: the first of :data:`GROUP_METRICS`, else :data:`HEADLINE_FIGURE_METRIC`,
+    else (a task of named classes) :data:`ACCURACY_GAP_METRIC`, else None (no figure).
 
     The group-specific part first, so the figure cannot show a label-balance shift as group bias.
     """
-    return next((m for m in (*GROUP_METRICS, HEADLINE_FIGURE_METRIC) if has_values(table, m)), None)
+    return next((m for m in (*GROUP_METRICS, HEADLINE_FIGURE_METRIC, ACCURACY_GAP_METRIC) if has_values(table, m)),
+                None)
 
 
 @dataclass(frozen=True)

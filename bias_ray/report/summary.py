@@ -265,7 +265,9 @@ def findings(table: pd.DataFrame, paired: pd.DataFrame, headline: str | None,
                 "nothing to summarise."]
     direction = metric_direction(headline)
     intro = f"Headline fairness metric: `{headline}`, the {DESCRIPTIONS[headline]}; {BETTER_WORDS[direction]}."
-    if headline != HEADLINE_FIGURE_METRIC:
+    if headline == "bias_type/accuracy_gap":  # a task of named classes: no hate classifier for HateCheck to test
+        intro += " The fine-tuning task has named classes (data.labels), so its gap is in accuracy per group."
+    elif headline != HEADLINE_FIGURE_METRIC:
         intro += (f" HateCheck's `{HEADLINE_FIGURE_METRIC}` is not in the results; add `hatecheck` to "
                   "evaluation.tasks for it.")
     out.append(intro)
