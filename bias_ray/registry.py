@@ -1,14 +1,16 @@
 """Name -> object registries for engines, mitigations, tasks and metrics.
 
-Adding a plug-in is one file: define the class or function and decorate it with
-``@REGISTRY.register("name")``. A registry can name its *home*, the package that imports its
-plug-in modules; the first lookup imports that home, so code that only checks names (the spec)
-needs nothing but this light module and never imports the plug-in packages itself.
+Adding a plug-in is one file: define the class or function in a module of the registry's *home*
+package and decorate it with ``@REGISTRY.register("name")``. The home imports every module of its
+own folder (:func:`import_plugins`), so no list of modules is kept by hand. The first lookup imports
+the home, so code that only checks names (the spec) needs nothing but this light module and never
+imports the plug-in packages itself.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -63,6 +65,20 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def import_plugins(package: str, skip: tuple[str, ...] = ("base",)) -> list[str]:
+    """Import every module of ``package`` (a plug-in home) but ``skip``, so each registers its plug-ins.
+
+    Plug-in modules import their heavy libraries lazily (vLLM, torch), so importing them all is cheap.
+    Returns the modules imported, in name order.
+    """
+    home = importlib.import_module(package)
+    names = sorted(m.name for m in pkgutil.iter_modules(home.__path__) if m.name not in skip
+                   and not m.name.startswith("_"))
+    for name in names:
+        importlib.import_module(f"{package}.{name}")
+    return names
 
 
 # The plug-in registries the spec checks names against; each package re-exports its own.
