@@ -18,17 +18,19 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "bias_ray"
 STAGES = ("generate", "train", "evaluate", "report", "analysis")
 # stage -> stages it may use. Only through the other stage's package (its public surface, e.g.
-# `from bias_ray.generate import load_augmented`), except evaluate, a library of metrics and scorers.
+# `from bias_ray.generate import generate_texts`), except evaluate, a library of metrics and scorers.
+# The augmented data is read through bias_ray.augmented (a shared layer), not through generate.
 ALLOWED = {
     "generate": {"evaluate"},  # the stance classifier measures what the generator wrote
     "evaluate": set(),
     "report": {"evaluate"},
-    "train": {"generate", "evaluate"},
-    "analysis": {"generate", "evaluate"},
+    "train": {"evaluate"},
+    "analysis": {"generate", "evaluate"},  # the neutral probes are answered by the generator (generate_texts)
 }
 LIBRARY_STAGES = {"evaluate"}  # may be imported module by module
 # layers below the stages: they may import none of them
-SHARED = ("spec", "catalog", "registry", "tracking", "runtime", "mix", "data", "models", "progress", "lexicons")
+SHARED = ("spec", "catalog", "registry", "tracking", "runtime", "mix", "data", "models", "progress", "lexicons",
+          "augmented")
 
 
 def _modules() -> dict[str, Path]:

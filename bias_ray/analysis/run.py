@@ -125,9 +125,9 @@ def analyze(spec, max_rows: int | None = 2000) -> Path:
     ``analysis.json`` records the wall time and the rows compared, for the report's compute section.
     """
     started = time.perf_counter()
+    from bias_ray.augmented import load_augmented
     from bias_ray.data.custom import load_task_data
     from bias_ray.evaluate.classifier import toxigen_classifier
-    from bias_ray.generate import load_augmented
 
     real_all = load_task_data(spec.data)  # the real data the generator drew its seeds from
     real_all = real_all[real_all["split"] == "train"]
