@@ -69,7 +69,7 @@ def check_student_tasks(spec: SweepSpec) -> None:
     They score the student as a causal LM (``models/heads.py`` says why an encoder cannot be one
     without a random head). Classifier tasks (HateCheck) run on any student.
     """
-    from bias_ray.evaluate.listing import lm_tasks
+    from bias_ray.catalog import lm_tasks
     from bias_ray.models.heads import has_lm_head
 
     if not spec.evaluation.in_trials or spec.training.student_kind == "causal_lm":

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bias_ray.evaluate.metrics import compute_all
 from bias_ray.files import note_aside, put_aside
+from bias_ray.measures.metrics import compute_all
 from bias_ray.mix import STRATA, assemble_mix, mix_counts, mix_plan
 from bias_ray.mix.checks import real_rows
 from bias_ray.models.precision import grad_scaler
@@ -165,9 +165,9 @@ def downstream_metrics(spec: SweepSpec, model, student: StudentIO, mitigation: M
         return {}
     import copy
 
+    from bias_ray.catalog import task_listing
     from bias_ray.evaluate import run_tasks
-    from bias_ray.evaluate.listing import task_listing
-    from bias_ray.evaluate.lm import causal_lm_from_classifier
+    from bias_ray.measures.lm import causal_lm_from_classifier
 
     entries = task_listing()["tasks"]
     if all(entries.get(t, {}).get("kind") == "classifier" for t in ev.tasks):
