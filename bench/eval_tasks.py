@@ -33,7 +33,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from bias_ray.evaluate import run_tasks
-    from bias_ray.evaluate.classifier import toxigen_classifier
+    from bias_ray.measures.classifier import toxigen_classifier
     from bias_ray.models import build_tiny_model
     from bias_ray.runtime import quiet_libraries
     from bias_ray.spec import EvaluationSpec, default_data_root

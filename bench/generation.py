@@ -167,15 +167,9 @@ def stage_costs(spec, rows: int) -> dict[str, float]:
     """CPU seconds per row of each stage the pipeline runs, called as it calls them, in one process."""
     import pyarrow as pa
 
+    from bias_ray.augmented.store import SHARD_ROW_GROUP_ROWS, atomic_write_parquet
     from bias_ray.generate.engines.null_engine import null_generate
-    from bias_ray.generate.pipeline import (
-        SHARD_ROW_GROUP_ROWS,
-        _atomic_write_parquet,
-        _plan,
-        _postprocess,
-        _prompt_batch,
-        block_size,
-    )
+    from bias_ray.generate.pipeline import _plan, _postprocess, _prompt_batch, block_size
 
     gen = spec.generation
     plan = _plan(spec)
@@ -199,7 +193,7 @@ def stage_costs(spec, rows: int) -> dict[str, float]:
         clock = time.process_time()
         for start in range(0, table.num_rows, gen.shard_rows):
             good = table.slice(start, gen.shard_rows).drop_columns(["engine_error", "generated_text"])
-            _atomic_write_parquet(good, Path(folder) / f"part-{start}.parquet", SHARD_ROW_GROUP_ROWS)
+            atomic_write_parquet(good, Path(folder) / f"part-{start}.parquet", SHARD_ROW_GROUP_ROWS)
         cpu["shard write"] += time.process_time() - clock
     return {name: seconds / table.num_rows for name, seconds in cpu.items()}
 

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bias_ray.generate.pipeline import SHARD_ROW_GROUP_ROWS, UNSTATS_COLUMNS
+from bias_ray.augmented.store import SHARD_ROW_GROUP_ROWS, UNSTATS_COLUMNS
 from bias_ray.spec import default_data_root, parse_spec
 
 BIAS_TYPES = ["gender", "race", "religion", "nationality", "disability", "sexual_orientation"]

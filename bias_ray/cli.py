@@ -45,7 +45,7 @@ def _load(spec_path: Path, here: bool = True, planned_mix: bool = True) -> Sweep
         if here and planned_mix and spec.training.mix_labels == "real" \
                 and not (spec.augmented_dir / "manifest.json").exists():
             from bias_ray.generate.prompts import planned_label_shares
-            from bias_ray.train.trainable import check_planned_mixes
+            from bias_ray.mix.checks import check_planned_mixes
 
             check_planned_mixes(spec, planned_label_shares(spec))  # the finished job's own: sweep's check_mixes
         return spec
@@ -55,7 +55,7 @@ def _load(spec_path: Path, here: bool = True, planned_mix: bool = True) -> Sweep
 
 
 def _prepare_models(spec: SweepSpec) -> None:
-    from bias_ray.generate import is_imported
+    from bias_ray.augmented import is_imported
     from bias_ray.models.ensure import prepare_models
 
     # a hub id is resolved here once (models/hub.py), before any work; an imported set needs no generator
@@ -577,8 +577,9 @@ def run(
 def _run_stages(spec: SweepSpec, verbose: bool, log_file: Path) -> Path:
     """One round: generate -> analyze -> sweep -> report; each stage resumes what a killed run left."""
     from bias_ray.analysis import analyze as run_analysis
+    from bias_ray.augmented import is_imported
     from bias_ray.generate import generate as run_generation
-    from bias_ray.generate import is_imported, measure_generation
+    from bias_ray.generate import measure_generation
     from bias_ray.report import build_report, record_spec
     from bias_ray.tracking import wandb_mode
 

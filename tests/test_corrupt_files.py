@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-import bias_ray.generate.pipeline as pipeline
+import bias_ray.augmented.store as store
 from bias_ray.generate.pipeline import _plan, generate
 from bias_ray.spec import parse_spec
 from bias_ray.train.trainable import STATE_FILE, load_state
@@ -94,10 +94,10 @@ def test_a_write_cut_short_leaves_the_old_file_and_no_half_file_is_read(tmp_path
             raise OSError(28, "No space left on device")  # the disk filled before the rename
         return real_replace(src, dst)
 
-    monkeypatch.setattr(pipeline.os, "replace", dies_on_the_fourth_commit)
+    monkeypatch.setattr(store.os, "replace", dies_on_the_fourth_commit)
     with pytest.raises(OSError, match="No space left"):
         generate(spec, progress=False)
-    monkeypatch.setattr(pipeline.os, "replace", real_replace)
+    monkeypatch.setattr(store.os, "replace", real_replace)
     assert list(out.glob("shards/.part-*.tmp-*"))  # the half-written file stayed under its temporary name
     assert not (out / "manifest.json").exists()
     generate(spec, progress=False)
@@ -105,9 +105,9 @@ def test_a_write_cut_short_leaves_the_old_file_and_no_half_file_is_read(tmp_path
     assert not list(out.rglob(".part-*.tmp-*"))
     # a JSON write cut short keeps the previous file whole
     manifest = (out / "manifest.json").read_text()
-    monkeypatch.setattr(pipeline.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    monkeypatch.setattr(store.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(5, "I/O error")))
     with pytest.raises(OSError):
-        pipeline._atomic_write_json(out / "manifest.json", {"status": "half"})
+        store.atomic_write_json(out / "manifest.json", {"status": "half"})
     assert (out / "manifest.json").read_text() == manifest
 
 

@@ -7,7 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from bias_ray.generate.pipeline import AUGMENTED_COLUMNS, GenerationJobError, generate, load_augmented
+from bias_ray.augmented import AUGMENTED_COLUMNS, load_augmented
+from bias_ray.generate.pipeline import GenerationJobError, generate
 from bias_ray.spec import parse_spec
 from tests.conftest import micro_spec_dict
 from tests.openai_server import serve

@@ -145,7 +145,8 @@ def test_vllm_config_is_built_from_the_spec(tmp_path, data_root):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_vllm_processor_generates(tmp_path, data_root, tiny_model, ray_session):
-    from bias_ray.generate.pipeline import generate, load_augmented
+    from bias_ray.augmented import load_augmented
+    from bias_ray.generate.pipeline import generate
 
     spec = parse_spec(micro_spec_dict(tmp_path, tiny_model, data_root,
                                       generation={"engine": "vllm", "samples_per_bias_type": 16, "batch_size": 8,

@@ -11,10 +11,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from bias_ray.augmented import ROW_DIRECTORY, augmented_strata, is_imported, load_augmented
 from bias_ray.cli import app
 from bias_ray.generate import imported
 from bias_ray.generate.imported import ImportRowsError, import_augmented
-from bias_ray.generate.pipeline import ROW_DIRECTORY, augmented_strata, generate, is_imported, load_augmented
+from bias_ray.generate.pipeline import generate
 from bias_ray.spec import parse_spec
 from bias_ray.train.trainable import trial_data
 from tests.conftest import micro_spec_dict

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from bias_ray.mix.checks import check_mixes, real_rows
 from bias_ray.spec import SpecError
 from bias_ray.train.sweep import run_sweep
-from bias_ray.train.trainable import _real_rows, check_mixes, fit, trial_data
+from bias_ray.train.trainable import fit, trial_data
 from tests.sweep_helpers import ready_spec
 
 
@@ -16,7 +17,7 @@ def test_a_trial_mix_keeps_the_real_label_shares(tmp_path, tiny_model, data_root
     spec, _ = ready_spec(tmp_path, tiny_model, data_root, bias_ratios=[0.25],
                          training={"train_size": 120, "mix_labels": "real"})
     check_mixes(spec)  # 0.25 is reachable: no error
-    real = _real_rows(spec.data.model_dump_json())
+    real = real_rows(spec.data.model_dump_json())
     real_share = real[real["split"] == "train"]["label"].mean()
     train, _ = trial_data(spec, "religion", 0.25, seed=0)
     assert len(train) == 120 and int(train["is_augmented"].sum()) == 30

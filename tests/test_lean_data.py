@@ -15,16 +15,17 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from bias_ray.generate import pipeline
-from bias_ray.generate.pipeline import (
+from bias_ray.augmented import (
     JOB_CONSTANTS,
+    ROW_DIRECTORY,
     SHARD_COLUMNS,
-    _finalize,
     augmented_rows,
     augmented_strata,
-    generate,
+    iter_kept_batches,
     load_augmented,
 )
+from bias_ray.generate import pipeline
+from bias_ray.generate.pipeline import _finalize, generate
 from bias_ray.generate.quality import find_duplicates
 from bias_ray.mix import mix
 from bias_ray.spec import parse_spec
@@ -82,8 +83,8 @@ def _finished(spec, rows, shard_rows=97, quarantine=None, rows_per_pass=1_000_00
     total = len(rows) + (0 if quarantine is None else len(quarantine))
     job = {"engine": "null", "model": "m", "sampling": {"temperature": 1.0}, "template_id": "t", "template_version": 2}
     if monkeypatch is not None:
-        real = pipeline._stream_duplicates
-        monkeypatch.setattr(pipeline, "_stream_duplicates",
+        real = pipeline.stream_duplicates
+        monkeypatch.setattr(pipeline, "stream_duplicates",
                             lambda parts, hashes, dest: real(parts, hashes, dest, rows_per_pass=rows_per_pass))
     return out, _finalize(spec, SimpleNamespace(total=total), job, {})
 
@@ -118,16 +119,16 @@ def test_row_directory_lists_each_kept_row_once_where_it_lies(tmp_path, data_roo
     rows = _shard_frame(1200, seed=4)
     out, _ = _finished(spec, rows)
     full = _old_full_read(out)
-    directory = pq.read_table(out / pipeline.ROW_DIRECTORY).to_pandas()
+    directory = pq.read_table(out / ROW_DIRECTORY).to_pandas()
     want = full.sort_values(["bias_type", "index"]).reset_index(drop=True)
     assert len(full) < len(rows[rows["drop_reason"] == ""])  # duplicates were dropped, and are not listed
     pd.testing.assert_frame_equal(directory[["index", "bias_type", "label", "group"]],
                                   want[["index", "bias_type", "label", "group"]], check_dtype=False)
-    parts = json.loads(pq.read_schema(out / pipeline.ROW_DIRECTORY).metadata[b"parts"])
+    parts = json.loads(pq.read_schema(out / ROW_DIRECTORY).metadata[b"parts"])
     for row in directory.sample(40, random_state=0).itertuples():  # each location holds its row
         group = pq.ParquetFile(out / "shards" / parts[row.part]).read_row_group(row.row_group, columns=["index"])
         assert row.index in group.column("index").to_pylist()
-    assert pq.ParquetFile(out / pipeline.ROW_DIRECTORY).metadata.num_row_groups >= len(BIAS_GROUPS)
+    assert pq.ParquetFile(out / ROW_DIRECTORY).metadata.num_row_groups >= len(BIAS_GROUPS)
 
 
 def test_finalize_refuses_a_job_with_lost_or_repeated_samples(tmp_path, data_root):
@@ -143,9 +144,9 @@ def test_finalize_refuses_a_job_with_lost_or_repeated_samples(tmp_path, data_roo
 
 def _without_directory(out: Path, keep: bool) -> None:
     """Jobs finalized before the row directory existed are read from their shards alone."""
-    assert (out / pipeline.ROW_DIRECTORY).is_file()
+    assert (out / ROW_DIRECTORY).is_file()
     if not keep:
-        (out / pipeline.ROW_DIRECTORY).unlink()
+        (out / ROW_DIRECTORY).unlink()
 
 
 @pytest.mark.parametrize("directory", [True, False])
@@ -166,7 +167,7 @@ def test_filtered_reads_give_the_full_reads_rows(tmp_path, data_root, directory)
         assert got["text"].tolist() == want.set_index("index").loc[picked, "text"].tolist()
     assert load_augmented(spec, "gender", ["text"])["sample_id"].tolist() == full.loc[
         full["bias_type"] == "gender", "sample_id"].tolist()
-    streamed = pd.concat(pipeline.iter_kept_batches(out, ["sample_id", "text"], batch_rows=64), ignore_index=True)
+    streamed = pd.concat(iter_kept_batches(out, ["sample_id", "text"], batch_rows=64), ignore_index=True)
     assert sorted(streamed["sample_id"]) == sorted(full["sample_id"])
     everything = load_augmented(spec)  # a full read gives the per-job constants back as columns
     assert everything["sample_id"].tolist() == full["sample_id"].tolist()
@@ -271,7 +272,7 @@ def test_an_import_is_laid_out_like_a_generated_job(tmp_path, data_root):
     parts = sorted((out / "shards").glob("part-*.parquet"))
     assert [p.name for p in parts] == [f"{IMPORT_PART_PREFIX}{k:06d}.parquet" for k in range(3)]
     assert pq.ParquetFile(parts[0]).metadata.num_row_groups > 0
-    directory = pq.read_table(out / pipeline.ROW_DIRECTORY).to_pandas()
+    directory = pq.read_table(out / ROW_DIRECTORY).to_pandas()
     want = rows.assign(index=range(len(rows))).sort_values(["bias_type", "index"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(directory[["index", "bias_type", "label", "group"]],
                                   want[["index", "bias_type", "label", "group"]], check_dtype=False)

@@ -1,10 +1,10 @@
-"""Group-fairness metrics of evaluate.metrics, by hand on a small fixed prediction set."""
+"""Group-fairness metrics of measures.metrics, by hand on a small fixed prediction set."""
 
 from __future__ import annotations
 
 import pytest
 
-from bias_ray.evaluate.metrics import METRICS, compute_all, per_group_rate
+from bias_ray.measures.metrics import METRICS, compute_all, per_group_rate
 
 Y = [0, 0, 1, 1, 0, 0, 1, 1]
 P = [1, 0, 1, 1, 0, 0, 0, 1]

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from bias_ray.data.custom import DataError, check_rows, class_indices
-from bias_ray.evaluate.metrics import accuracy_gap, per_group_accuracy
+from bias_ray.measures.metrics import accuracy_gap, per_group_accuracy
 from bias_ray.spec import SpecError, parse_spec
 from tests.conftest import micro_spec_dict
 
@@ -134,7 +134,8 @@ def test_augmented_rows_take_the_class_of_their_slot(tmp_path, tiny_model, data_
 
 @pytest.mark.timeout(600)
 def test_a_trial_learns_k_classes_and_reports_accuracy_per_gender(tmp_path, tiny_model, data_root, ray_session):
-    from bias_ray.generate import generate, load_augmented
+    from bias_ray.augmented import load_augmented
+    from bias_ray.generate import generate
     from bias_ray.train.trainable import fit, trial_data
 
     spec = parse_spec(bios_spec(tmp_path, tiny_model, data_root, bias_ratios=[0.25],

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bias_ray.evaluate.metrics import TASK_METRIC_BOUNDS, metric_bounds
+from bias_ray.measures.metrics import TASK_METRIC_BOUNDS, metric_bounds
 from bias_ray.report.figures import error_bars
 from bias_ray.report.headline import inheritance
 from bias_ray.report.stats import (

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bias_ray.evaluate.metrics import METRIC_DIRECTIONS, metric_direction, shortfall
+from bias_ray.measures.metrics import METRIC_DIRECTIONS, metric_direction, shortfall
 from bias_ray.report.figures import NEUTRAL, heatmap_colours
 from bias_ray.report.headline import headline_metric, inheritance
 from bias_ray.report.misalignment import finding, misalignment_vs_harm, rank_correlations

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bias_ray.generate.pipeline import _plan_and_job, generate, load_augmented
+from bias_ray.augmented import load_augmented
+from bias_ray.generate.pipeline import _plan_and_job, generate
 from bias_ray.generate.prompts import load_template, make_plan, settings_fingerprint
 from bias_ray.models import identity
 from bias_ray.models.identity import folder_digest, model_identity

@@ -48,7 +48,7 @@ def test_planted_control_is_the_quickstart_with_only_hateful_rows(tmp_path, data
     raw = yaml.safe_load((QUICKSTART.parent / "planted.yaml").read_text())
     raw["output_dir"], raw["data"]["root"] = str(tmp_path / "run"), str(data_root)
     from bias_ray.generate.prompts import planned_label_shares
-    from bias_ray.train.trainable import check_planned_mixes
+    from bias_ray.mix.checks import check_planned_mixes
 
     spec = parse_spec(raw)
     check_planned_mixes(spec, planned_label_shares(spec))  # an all-hateful plan reaches ratio 0.5 with labels held
@@ -62,9 +62,9 @@ def test_label_balanced_recipe_is_the_tiny_model_quickstart_with_the_label_balan
     raw = yaml.safe_load((QUICKSTART.parent / "label_balanced.yaml").read_text())
     raw["output_dir"], raw["data"]["root"] = str(tmp_path / "run"), str(data_root)
     spec = parse_spec(raw)
-    from bias_ray.train.trainable import _real_rows
+    from bias_ray.mix.checks import real_rows
 
-    real = _real_rows(spec.data.model_dump_json())
+    real = real_rows(spec.data.model_dump_json())
     assert max(spec.bias_ratios) <= real[real["split"] == "train"]["label"].mean()  # an all-hateful job reaches it
 
 
@@ -166,7 +166,7 @@ def test_validate_command_exit_codes(tmp_path, data_root):
 
 def test_cpu_study_is_the_quickstart_over_two_bias_types_four_ratios_and_five_seeds(tmp_path, data_root):
     from bias_ray.generate.prompts import planned_label_shares
-    from bias_ray.train.trainable import check_planned_mixes
+    from bias_ray.mix.checks import check_planned_mixes
 
     study = yaml.safe_load((QUICKSTART.parent / "cpu_study.yaml").read_text())
     quick = yaml.safe_load(QUICKSTART.read_text())

@@ -117,7 +117,7 @@ def test_run_tasks_on_tiny_lm_and_trained_classifier(tiny_model, data_root):
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    from bias_ray.evaluate.lm import causal_lm_from_classifier
+    from bias_ray.measures.lm import causal_lm_from_classifier
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     clf = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
@@ -166,7 +166,7 @@ def test_cap_spreads_rows_evenly_and_is_deterministic(data_root):
 def test_lm_scorer_prefix_and_training_mode(tiny_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bias_ray.evaluate.lm import LMScorer
+    from bias_ray.measures.lm import LMScorer
 
     model, tok = AutoModelForCausalLM.from_pretrained(tiny_model), AutoTokenizer.from_pretrained(tiny_model)
     model.train()

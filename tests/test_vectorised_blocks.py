@@ -228,7 +228,8 @@ def test_filters_on_an_array_whose_offsets_do_not_start_at_zero():
 def test_postprocess_on_arrow_batches(tmp_path):
     import pyarrow as pa
 
-    from bias_ray.generate.pipeline import SHARD_COLUMNS, _postprocess
+    from bias_ray.augmented import SHARD_COLUMNS
+    from bias_ray.generate.pipeline import _postprocess
     from bias_ray.generate.quality import clean_generation, drop_reason
     from bias_ray.spec import QualitySpec
 

@@ -23,8 +23,8 @@ from bias_ray.analysis.distribution import (
 )
 from bias_ray.analysis.group_data import js_divergence, kl_divergence, representation
 from bias_ray.analysis.values import value_summary, value_table
-from bias_ray.evaluate.encoder import encode
 from bias_ray.files import write_frame, write_json
+from bias_ray.measures.encoder import encode
 
 
 @dataclass
@@ -125,9 +125,9 @@ def analyze(spec, max_rows: int | None = 2000) -> Path:
     ``analysis.json`` records the wall time and the rows compared, for the report's compute section.
     """
     started = time.perf_counter()
+    from bias_ray.augmented import load_augmented
     from bias_ray.data.custom import load_task_data
-    from bias_ray.evaluate.classifier import toxigen_classifier
-    from bias_ray.generate import load_augmented
+    from bias_ray.measures.classifier import toxigen_classifier
 
     real_all = load_task_data(spec.data)  # the real data the generator drew its seeds from
     real_all = real_all[real_all["split"] == "train"]

@@ -1,4 +1,8 @@
-"""Evaluation: group-fairness metrics, downstream tasks (``run_tasks``) and the stance classifier."""
+"""Evaluation: the downstream task harness (``run_tasks``; the tasks in :mod:`bias_ray.evaluate.tasks`).
+
+The instruments the tasks score with (metrics, encoder, stance classifier, LM scorer) are in
+:mod:`bias_ray.measures`, a layer below the stages; the task listing is :func:`bias_ray.catalog.task_listing`.
+"""
 
 from __future__ import annotations
 

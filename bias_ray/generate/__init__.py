@@ -1,9 +1,10 @@
 """Generation: seed data + prompt templates per bias type -> augmented data (Ray Data).
 
 The stage's public surface for other stages: :func:`generate` runs the job,
-:func:`measure_generation` adds what the generator wrote to its manifest, :func:`load_augmented`
-reads a finished job's rows, :func:`import_augmented` lays out rows made elsewhere (a frame or
-files, streamed), :func:`generate_texts` answers prompts made elsewhere (the analysis' neutral probes).
+:func:`measure_generation` adds what the generator wrote to its manifest, :func:`import_augmented`
+lays out rows made elsewhere (a frame or files, streamed), :func:`generate_texts` answers prompts
+made elsewhere (the analysis' neutral probes). The data they write is read through
+:mod:`bias_ray.augmented`, not through this stage.
 They are imported on first use, so ``import bias_ray.generate`` stays light.
 """
 
@@ -11,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["augmented_rows", "augmented_strata", "generate", "generate_texts", "import_augmented", "is_imported",
-           "load_augmented", "measure_generation"]
+__all__ = ["generate", "generate_texts", "import_augmented", "measure_generation"]
 
 
 def __getattr__(name: str) -> Any:

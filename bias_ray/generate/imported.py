@@ -9,7 +9,8 @@ as the sample id when given (else a hash of source, text, group and bias type), 
 kept when given (else ``unknown``), other columns ride along.
 
 The rows are read in batches and written as a generated job's shards (``part-imported-*``, small
-row groups), the row directory and the manifest, last. Memory holds one shard, the reader's
+row groups), the row directory and the manifest, last, in the store's format
+(:mod:`bias_ray.augmented.store`). Memory holds one shard, the reader's
 buffers and about 36 bytes a row (an id hash and the row directory): 10M rows from Parquet
 files import in 35-44 s and +738-762 MiB (``bench/trial_data.py --imported-rows N --import-from
 parquet``). An import cut short, or one that found bad rows, leaves no manifest; the next import
@@ -32,19 +33,17 @@ import pyarrow.fs as pafs
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from bias_ray.data.loaders import stable_id
-from bias_ray.generate.pipeline import (
+from bias_ray.augmented.store import (
     ROW_DIRECTORY,
     SHARD_ROW_GROUP_ROWS,
-    _atomic_write_json,
-    _atomic_write_parquet,
-    _parts,
-    _RowDirectory,
-    _stream_duplicates,
-    _text_hashes,
+    RowDirectory,
+    atomic_write_json,
+    atomic_write_parquet,
     is_imported,
+    part_files,
 )
-from bias_ray.generate.quality import drop_reasons
+from bias_ray.data.loaders import stable_id
+from bias_ray.generate.quality import drop_reasons, stream_duplicates, text_hashes
 from bias_ray.spec import QualitySpec, SweepSpec
 
 # shards named apart from a generation job's, sized like a large job's
@@ -313,7 +312,7 @@ class _Shards:
         self.out, self.shard_rows, self.dedup = out, shard_rows, dedup
         self.pending: list[pa.Table] = []
         self.buffered = self.written = 0
-        self.directory = _RowDirectory()
+        self.directory = RowDirectory()
         self.id_hashes: list[np.ndarray] = []
         self.kept_text_hashes: list[np.ndarray] = []  # with dedup: per shard, its kept rows' text hashes
         self.dropped: dict[str, int] = {}
@@ -343,12 +342,12 @@ class _Shards:
         shard, rest = table.slice(0, rows), table.slice(rows)
         self.pending, self.buffered = ([rest] if rest.num_rows else []), rest.num_rows
         part = self.out / "shards" / f"{IMPORT_PART_PREFIX}{self.written:06d}.parquet"
-        _atomic_write_parquet(shard, part, SHARD_ROW_GROUP_ROWS)
+        atomic_write_parquet(shard, part, SHARD_ROW_GROUP_ROWS)
         self.directory.add_shard(shard, part, pq.read_metadata(part))
-        self.id_hashes.append(_text_hashes(shard.column("sample_id")))
+        self.id_hashes.append(text_hashes(shard.column("sample_id")))
         if self.dedup:
             kept = pc.equal(shard.column("drop_reason"), "")
-            self.kept_text_hashes.append(_text_hashes(pc.filter(shard.column("text"), kept)))
+            self.kept_text_hashes.append(text_hashes(pc.filter(shard.column("text"), kept)))
         for item in pc.value_counts(shard.column("drop_reason")).to_pylist():
             if item["values"]:
                 self.dropped[item["values"]] = self.dropped.get(item["values"], 0) + int(item["counts"])
@@ -366,9 +365,9 @@ def _repeated_ids(out: Path, hashes: list[np.ndarray]) -> list[str]:
     if not len(candidates):
         return []
     seen: dict[str, int] = {}
-    for part in _parts(out / "shards"):
+    for part in part_files(out / "shards"):
         ids = pq.read_table(part, columns=["sample_id"]).column("sample_id")
-        hit = np.isin(_text_hashes(ids), candidates)
+        hit = np.isin(text_hashes(ids), candidates)
         if hit.any():
             for sample_id in ids.filter(pa.array(hit)).to_pylist():
                 seen[sample_id] = seen.get(sample_id, 0) + 1
@@ -425,7 +424,7 @@ def import_augmented(spec: SweepSpec, rows: Rows, source: str = "imported", shar
                                   "from source, text, group and bias type, so drop exact repeats)")
         duplicate_index = np.zeros(0, dtype=np.int64)
         if shards.dedup:
-            duplicate_index = _stream_duplicates(_parts(out / "shards"), shards.kept_text_hashes,
+            duplicate_index = stream_duplicates(part_files(out / "shards"), shards.kept_text_hashes,
                                                  out / "duplicates.parquet")
         shards.directory.write(out / ROW_DIRECTORY, duplicate_index)
     except BaseException:
@@ -437,7 +436,7 @@ def import_augmented(spec: SweepSpec, rows: Rows, source: str = "imported", shar
 
         logging.getLogger("bias_ray.generate").warning("import: kept out %s bad rows (--skip-bad-rows)",
                                                        {k: v for k, v in shards.dropped.items() if k.startswith("bad")})
-    _atomic_write_json(out / "manifest.json", {
+    atomic_write_json(out / "manifest.json", {
         "status": "complete", "imported": True, "rows": read, "kept": read - dropped - len(duplicate_index),
         "dropped": shards.dropped, "duplicates": len(duplicate_index),
         "filters": quality.model_dump(mode="json") if quality else None, "engine": source,
@@ -458,7 +457,7 @@ def imported_counts(out: Path) -> dict[str, int]:
 
 def _clear_unfinished_import(out: Path) -> None:
     """Remove what an import cut short left (no manifest yet); refuse to touch a generation job's shards."""
-    parts = _parts(out / "shards")
+    parts = part_files(out / "shards")
     generated = [p.name for p in parts if not p.name.startswith(IMPORT_PART_PREFIX)]
     if generated:
         raise FileExistsError(f"{out} holds an unfinished generation job ({len(generated)} shards); finish it with "

@@ -7,7 +7,7 @@ For the kept rows ``K`` of a cell (row filters passed, exact duplicates removed)
 
 The identity terms are the bias type's lexicon (``bias_ray/resources/lexicons``, matched on word
 boundaries, case-insensitively, by the same matcher the mask and loss mitigations use); ``P_clf``
-is the stance classifier (:func:`bias_ray.evaluate.classifier.toxigen_classifier`, logistic
+is the stance classifier (:func:`bias_ray.measures.classifier.toxigen_classifier`, logistic
 regression on MiniLM embeddings of the ToxiGen train split). A group without lexicon terms has
 ``names_group_share`` None. Shards are read one at a time, only the columns needed.
 
@@ -83,7 +83,7 @@ def generator_measures(spec: SweepSpec, out: Path | None = None, classifier: Any
     no_terms: set[tuple[str, str, str]] = set()
     for frame in _kept_rows(out):
         if classifier is None:
-            from bias_ray.evaluate.classifier import toxigen_classifier
+            from bias_ray.measures.classifier import toxigen_classifier
 
             ev = spec.evaluation
             classifier = toxigen_classifier(str(spec.data.resolved_root), ev.encoder, ev.classifier_epochs,

@@ -2,7 +2,7 @@
 
 Likelihood and generation tasks (CrowS-Pairs, BBQ, recruitment, stories) score the student as a causal
 LM. A sequence-classification student is turned into one by copying its trained body into the
-checkpoint's own causal LM (``evaluate/lm.py``); an encoder such as MiniLM has none, and
+checkpoint's own causal LM (``measures/lm.py``); an encoder such as MiniLM has none, and
 ``AutoModelForCausalLM`` would load it with a *randomly initialised* head and score noise without
 an error. So the run refuses such a pairing before it starts (``train.sweep.check_student_tasks``).
 """

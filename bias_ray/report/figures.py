@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bias_ray.evaluate.metrics import metric_bounds, metric_direction
+from bias_ray.measures.metrics import metric_bounds, metric_direction
 from bias_ray.report.headline import BETTER_WORDS
 from bias_ray.report.stats import Bounds, t_interval
 
@@ -62,7 +62,7 @@ def plot_metric_vs_ratio(table: pd.DataFrame, metric: str, out: Path, title: str
                          filename: str | None = None) -> Path:
     """One panel per bias type; x = bias ratio, y = mean over seeds, error bar = 95% t-interval (none for n=1).
 
-    Bars are cut at the metric's range (:func:`~bias_ray.evaluate.metrics.metric_bounds`); a note under
+    Bars are cut at the metric's range (:func:`~bias_ray.measures.metrics.metric_bounds`); a note under
     the panels says so when any was.
     """
     plt = _plt()

@@ -18,7 +18,7 @@ and highest (``r_hi``) bias ratio, with the 95% t-interval over seeds (:mod:`bia
   ``[shortfall(none, r_hi) - shortfall(m, r_hi)] - [shortfall(none, 0) - shortfall(m, 0)]`` among those whose
   verdict is ``better`` (the improvement's 95% CI excludes 0 on the favourable side: lower for a
   lower-is-better metric, toward 0 for a closer-to-0 one such as target_excess_fpr, see
-  :func:`~bias_ray.evaluate.metrics.shortfall`), shown with its DiD and CI; else ``none distinguishable``.
+  :func:`~bias_ray.measures.metrics.shortfall`), shown with its DiD and CI; else ``none distinguishable``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Inheritance is the change of a metric from the lowest bias ratio (0: real data only) to the
 highest under the baseline mitigation, paired by seed; *harm* is that change signed so that
 positive means worse (``shortfall(at highest) - shortfall(at lowest)``, see
-:func:`bias_ray.evaluate.metrics.shortfall`).
+:func:`bias_ray.measures.metrics.shortfall`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bias_ray.evaluate.metrics import metric_bounds, metric_direction, shortfall
+from bias_ray.measures.metrics import metric_bounds, metric_direction, shortfall
 from bias_ray.report.stats import Interval, difference_bounds, t_interval, verdict
 
 # First one with data is the headline: HateCheck's targeted-group FPR when the sweep ran HateCheck.
@@ -50,7 +50,7 @@ BETTER_WORDS = {"higher": "higher is better", "lower": "lower is better", "zero"
 
 def task_metrics(table: pd.DataFrame) -> list[str]:
     """The ``task/<task>/<metric>`` columns to plot: each listed task's ``report_metrics``, in listing order."""
-    from bias_ray.evaluate.listing import task_listing
+    from bias_ray.catalog import task_listing
 
     out = []
     for name, entry in task_listing()["tasks"].items():

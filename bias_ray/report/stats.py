@@ -16,7 +16,7 @@ ratio 0 takes the second out, per seed ``s``::
 
 then mean ± 95% t-interval over the seeds that have all four cells.
 
-Where a metric has a range (:func:`bias_ray.evaluate.metrics.metric_bounds`, e.g. [0, 1] for a rate),
+Where a metric has a range (:func:`bias_ray.measures.metrics.metric_bounds`, e.g. [0, 1] for a rate),
 interval ends are cut at it and marked ``clipped`` (the mean is never changed): the range itself for
 a value, ``±(high - low)`` for a difference of two values, ``±2 (high - low)`` for a
 difference-in-differences of four.
@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from bias_ray.evaluate.metrics import metric_bounds, metric_direction, shortfall
+from bias_ray.measures.metrics import metric_bounds, metric_direction, shortfall
 
 LEVEL = 0.95
 CELL = ["bias_type", "mitigation", "bias_ratio"]

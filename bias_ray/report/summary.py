@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bias_ray.evaluate.metrics import metric_direction
+from bias_ray.measures.metrics import metric_direction
 from bias_ray.report.headline import (
     AUC_METRIC,
     BETTER_WORDS,

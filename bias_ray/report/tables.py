@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bias_ray.evaluate.metrics import metric_bounds
+from bias_ray.measures.metrics import metric_bounds
 from bias_ray.report.stats import row_intervals, t_interval
 
 

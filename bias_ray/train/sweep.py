@@ -21,11 +21,12 @@ import pandas as pd
 
 from bias_ray.files import note_aside, write_frame, write_json
 from bias_ray.mix import mix_counts
+from bias_ray.mix.checks import check_mixes
 from bias_ray.spec import GRID_AXES, MitigationSpec, SchedulerSpec, SpecError, SweepSpec, dump_spec
 from bias_ray.tracking import start_run, trial_callbacks, wandb_mode
 from bias_ray.train.checkpoint_repair import repair_missing_checkpoints
 from bias_ray.train.distributed import trial_on_workers_trainable
-from bias_ray.train.trainable import check_mixes, train_trial
+from bias_ray.train.trainable import train_trial
 
 GRID_KEYS = list(GRID_AXES)
 
@@ -68,7 +69,7 @@ def check_student_tasks(spec: SweepSpec) -> None:
     They score the student as a causal LM (``models/heads.py`` says why an encoder cannot be one
     without a random head). Classifier tasks (HateCheck) run on any student.
     """
-    from bias_ray.evaluate.listing import lm_tasks
+    from bias_ray.catalog import lm_tasks
     from bias_ray.models.heads import has_lm_head
 
     if not spec.evaluation.in_trials or spec.training.student_kind == "causal_lm":

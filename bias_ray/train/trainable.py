@@ -9,7 +9,6 @@ and notebooks run it in-process.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -22,25 +21,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bias_ray.data.custom import load_task_data
-from bias_ray.evaluate.metrics import BINARY_METRICS, MULTICLASS_METRICS, compute_all, per_group_accuracy
 from bias_ray.files import note_aside, put_aside
-from bias_ray.mix import STRATA, assemble_mix, mix_counts, mix_plan, reachable_ratio
+from bias_ray.measures.metrics import BINARY_METRICS, MULTICLASS_METRICS, compute_all, per_group_accuracy
+from bias_ray.mix import STRATA, assemble_mix, mix_counts, mix_plan
+from bias_ray.mix.checks import real_rows
 from bias_ray.models.precision import grad_scaler
-from bias_ray.spec import DataSpec, SpecError, SweepSpec, parse_spec
+from bias_ray.spec import SweepSpec, parse_spec
 from bias_ray.train.collective import LOCAL, Collective, split_step
 from bias_ray.train.mitigations import MITIGATIONS, Mitigation, TrialContext
 from bias_ray.train.student import StudentIO, model_inputs
 
 STATE_FILE = "trial_state.pt"
-
-
-@functools.lru_cache(maxsize=4)
-def _real_rows(data_json: str) -> pd.DataFrame:
-    """The real rows (ToxiGen, or the user's data: ``data.task``), parsed once per worker process: a
-    reused trial actor does not parse them again. Keyed by the data section's JSON (pydantic models
-    are not hashable)."""
-    return load_task_data(DataSpec.model_validate_json(data_json))
 
 
 def trial_data(spec: SweepSpec, bias_type: str, ratio: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -50,9 +41,9 @@ def trial_data(spec: SweepSpec, bias_type: str, ratio: float, seed: int) -> tupl
     then the texts of the rows the seeded mix drew. The draw is the one :func:`bias_ray.mix.mix`
     makes over the full augmented frame, so the mix is the same as reading everything.
     """
-    from bias_ray.generate import augmented_rows, augmented_strata
+    from bias_ray.augmented import augmented_rows, augmented_strata
 
-    real = _real_rows(spec.data.model_dump_json())
+    real = real_rows(spec.data.model_dump_json())
     real_train = real[real["split"] == "train"]
     tr = spec.training
     counts = mix_counts(ratio, tr.train_size, tr.mix_mode)
@@ -64,49 +55,6 @@ def trial_data(spec: SweepSpec, bias_type: str, ratio: float, seed: int) -> tupl
     if spec.training.max_eval_rows:
         test = test.sample(n=min(len(test), spec.training.max_eval_rows), random_state=0)
     return train, test.reset_index(drop=True)
-
-
-def _real_train_rows(spec: SweepSpec) -> pd.DataFrame:
-    real = _real_rows(spec.data.model_dump_json())
-    return real[real["split"] == "train"]
-
-
-def check_mixes(spec: SweepSpec) -> None:
-    """Plan every (bias type, ratio) mix before a trial starts, so an impossible one (a ratio that
-    ``training.mix_labels: real`` cannot reach) stops the sweep once, with its reason, instead of failing
-    every trial at that ratio. Seed 0 stands for all: the per-label counts of a draw do not depend on the seed."""
-    from bias_ray.generate import augmented_strata
-
-    real_train = _real_train_rows(spec)
-    tr = spec.training
-    for bias_type in (b.name for b in spec.bias_type_specs):
-        strata = None
-        for ratio in spec.bias_ratios:
-            if not mix_counts(ratio, tr.train_size, tr.mix_mode).augmented:
-                continue
-            strata = augmented_strata(spec, bias_type) if strata is None else strata
-            try:
-                mix_plan(real_train, strata, ratio, tr.train_size, tr.mix_mode, 0, tr.mix_labels)
-            except ValueError as err:
-                raise SpecError(f"bias type {bias_type!r}: {err}") from None
-
-
-def check_planned_mixes(spec: SweepSpec, augmented_shares: dict[int, float]) -> None:
-    """Before generation: can ``training.mix_labels: real`` reach every ratio with the label shares the job
-    is planned to write? Saves generating (hours, at scale) for a sweep that :func:`check_mixes` would stop."""
-    real_shares = _real_train_rows(spec)["label"].value_counts().to_dict()
-    limit = reachable_ratio(real_shares, augmented_shares)
-    too_high = [r for r in spec.bias_ratios if r > limit]
-    if too_high:
-        def shares(d: dict) -> str:
-            total = sum(d.values())
-            return ", ".join(f"label {k}: {v / total:.2f}" for k, v in sorted(d.items()))
-
-        raise SpecError(
-            f"bias_ratios: {too_high} cannot be reached with training.mix_labels: real. The generation plan writes "
-            f"{shares(augmented_shares)} (generation.stances and the template's labels) and the real training rows "
-            f"hold {shares(real_shares)}, so a mix that keeps the real label shares reaches at most ratio "
-            f"{limit:.3f}. Lower the ratios, add stances of the other label, or use training.mix_labels: pooled")
 
 
 def build_student(spec: SweepSpec, mitigation: Mitigation) -> tuple[StudentIO, Any]:
@@ -229,9 +177,9 @@ def downstream_metrics(spec: SweepSpec, model, student: StudentIO, mitigation: M
         return {}
     import copy
 
+    from bias_ray.catalog import task_listing
     from bias_ray.evaluate import run_tasks
-    from bias_ray.evaluate.listing import task_listing
-    from bias_ray.evaluate.lm import causal_lm_from_classifier
+    from bias_ray.measures.lm import causal_lm_from_classifier
 
     entries = task_listing()["tasks"]
     if all(entries.get(t, {}).get("kind") == "classifier" for t in ev.tasks):

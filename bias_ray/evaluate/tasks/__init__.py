@@ -1,7 +1,7 @@
 """The downstream task registry: one module per task, listed in ``resources/tasks.yaml``.
 
 A task turns the real data into rows (``rows``), gets the model's answers for them
-(``predict``, through :class:`~bias_ray.evaluate.lm.LMScorer`, or for a task of kind ``classifier``
+(``predict``, through :class:`~bias_ray.measures.lm.LMScorer`, or for a task of kind ``classifier``
 through the trial's trained classifier, ``TaskContext.classify``), and scores the answers
 (``score``, a pure function of a prediction table so it can be tested on fixed predictions).
 :func:`run_tasks` runs a list of tasks on a causal LM and returns flat ``task/<task>/<metric>`` keys.
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bias_ray.evaluate.listing import TASKS_FILE, lm_tasks, task_listing
+from bias_ray.catalog import TASKS_FILE, lm_tasks, task_listing
 from bias_ray.registry import TASKS
 from bias_ray.spec import BiasType, EvaluationSpec, SweepSpec, bias_type_catalog, default_data_root
 
@@ -51,7 +51,7 @@ class TaskContext:
     def classifier(self):
         """The stance classifier (trained on first use, cached per process)."""
         if self._classifier is None:
-            from bias_ray.evaluate.classifier import toxigen_classifier
+            from bias_ray.measures.classifier import toxigen_classifier
 
             s = self.settings
             self._classifier = toxigen_classifier(str(self.data_root), s.encoder, s.classifier_epochs,
@@ -174,7 +174,7 @@ def run_tasks(
     LM (see the task's docstring); with one and only classifier tasks, ``model`` and ``tokenizer`` may be None.
     The model is left in the train/eval mode it came in, and the caller's RNG is untouched.
     """
-    from bias_ray.evaluate.lm import LMScorer
+    from bias_ray.measures.lm import LMScorer
 
     ctx = _context(spec_or_settings, bias_types, data_root, seed)
     ctx.classify, ctx.score = classify, score

@@ -27,8 +27,8 @@ import pandas as pd
 
 from bias_ray.data.bbq_templates import TEMPLATE_CATEGORIES, load_bbq_from_templates
 from bias_ray.data.loaders import load_bbq
-from bias_ray.evaluate.metrics import accuracy
 from bias_ray.evaluate.tasks import TASKS, Task, TaskContext
+from bias_ray.measures.metrics import accuracy
 
 
 def unknown_index(answer_groups: list[str]) -> int:

@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 
 from bias_ray.data.custom import DataError, read_table
-from bias_ray.evaluate.metrics import macro_f1
 from bias_ray.evaluate.tasks import TASKS, Task, TaskContext, cap_rows
 from bias_ray.evaluate.tasks.toxigen import zero_shot_hate_labels
+from bias_ray.measures.metrics import macro_f1
 
 RELATIONS = ("direct", "indirect")
 FIELD = "evaluation.task_options.cultural_sets.sets"

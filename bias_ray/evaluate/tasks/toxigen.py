@@ -2,7 +2,7 @@
 
 The LM answers a yes/no question by log-likelihood. Its answer is calibrated against the same
 question about a content-free statement (Zhao et al. 2021), so a model that merely prefers the
-word " yes" is not scored as flagging everything. Metrics reuse ``evaluate.metrics``: accuracy,
+word " yes" is not scored as flagging everything. Metrics reuse ``measures.metrics``: accuracy,
 macro-F1 and the largest gaps across groups in false-positive, false-negative and
 positive-prediction rate; plus per-group accuracy.
 """
@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from bias_ray.data.loaders import load_toxigen
-from bias_ray.evaluate.metrics import accuracy, compute_all
 from bias_ray.evaluate.tasks import TASKS, Task, TaskContext
+from bias_ray.measures.metrics import accuracy, compute_all
 
 CONTENT_FREE = "N/A"
 

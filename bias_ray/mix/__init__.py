@@ -1,4 +1,8 @@
-"""Mixing real and augmented data so the bias ratio is exactly the augmented share of the mix."""
+"""Mixing real and augmented data so the bias ratio is exactly the augmented share of the mix.
+
+The arithmetic of a mix (counts, the stratified seeded draw, the reachable ratio); the checks that a
+sweep's mixes can be drawn, before trials or generation start, are in :mod:`bias_ray.mix.checks`.
+"""
 
 from __future__ import annotations
 

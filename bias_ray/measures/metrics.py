@@ -135,7 +135,7 @@ def metric_direction(column: str, listing: dict | None = None) -> str | None:
     if column.startswith("task/"):
         _, task, metric = column.split("/", 2)
         if listing is None:
-            from bias_ray.evaluate.listing import task_listing
+            from bias_ray.catalog import task_listing
 
             listing = task_listing()
         entry = listing.get("tasks", {}).get(task) or {}

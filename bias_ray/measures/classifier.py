@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bias_ray.evaluate.encoder import encode, resolve_encoder
-from bias_ray.evaluate.metrics import accuracy, macro_f1
+from bias_ray.measures.encoder import encode, resolve_encoder
+from bias_ray.measures.metrics import accuracy, macro_f1
 from bias_ray.runtime import cache_dir
 
 
@@ -80,10 +80,10 @@ def toxigen_classifier(data_root: str, encoder: str, epochs: int = 300, l2: floa
                        test_fraction: float = 0.3) -> StanceClassifier:
     """Train on the ToxiGen train split (or load the cached fit); held-out accuracy, macro-F1 in ``.metrics``."""
     from bias_ray.data.loaders import load_toxigen
-    from bias_ray.evaluate.encoder import _load
+    from bias_ray.measures.encoder import load_encoder
 
     encoder = resolve_encoder(encoder)
-    _load(encoder)  # a clear error for a missing encoder before anything else
+    load_encoder(encoder)  # a clear error for a missing encoder before anything else
     path = cache_dir() / f"stance-{_cache_key(data_root, encoder, epochs, l2, test_fraction)}.npz"
     if path.is_file():
         saved = np.load(path)

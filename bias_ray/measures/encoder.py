@@ -12,7 +12,7 @@ import numpy as np
 
 
 @cache
-def _load(path: str):
+def load_encoder(path: str):
     from transformers import AutoModel, AutoTokenizer
 
     from bias_ray.runtime import quiet_libraries
@@ -46,7 +46,7 @@ def encode(texts: list[str], path: str, batch_size: int = 64, max_length: int = 
     import torch
 
     path = resolve_encoder(path)
-    tokenizer, model = _load(str(path))
+    tokenizer, model = load_encoder(str(path))
     key = str(path)
     todo = [t for t in dict.fromkeys(texts) if (key, t) not in _MEMO]
     fresh: dict[str, np.ndarray] = {}
