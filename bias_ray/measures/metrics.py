@@ -11,10 +11,37 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from bias_ray.catalog import task_listing
 from bias_ray.registry import Registry
 
 Metric = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
 METRICS: Registry[Metric] = Registry("metric")
+
+# What "better" means for a metric, and the range its values live in, declared once where the metric is
+# (a trial-level metric: :func:`metric`; a downstream task's: its resources/tasks.yaml entry, ``better``
+# and ``bounds``). The report reads both through :func:`metric_direction` and :func:`metric_bounds`.
+#   higher: larger is better (accuracy)        lower: smaller is better (a false-positive rate)
+#   zero:   closer to 0 is better (a gap)      half:  closer to 0.5 is better (a stereotype preference)
+# Bounds: the report cuts a 95% interval at them (a t-interval over 3 seeds of a share can reach below 0 or
+# above 1) and says so. Rates, shares, accuracies, F1 and max - min gaps of rates lie in [0, 1]; signed
+# scores (BBQ's s_dis and s_amb, a difference of two rates) in [-1, 1]; None = no natural range.
+DIRECTIONS = ("higher", "lower", "zero", "half")
+UNIT = (0.0, 1.0)
+SIGNED_UNIT = (-1.0, 1.0)
+METRIC_DIRECTIONS: dict[str, str] = {}
+METRIC_BOUNDS: dict[str, tuple[float, float] | None] = {}
+
+
+def metric(name: str, better: str, bounds: tuple[float, float] | None = UNIT) -> Callable[[Metric], Metric]:
+    """Register a trial-level metric with what is better for it and its range (one place for all three)."""
+    if better not in DIRECTIONS:
+        raise ValueError(f"metric {name!r}: better={better!r}; allowed: {', '.join(DIRECTIONS)}")
+    register = METRICS.register(name)
+
+    def decorator(fn: Metric) -> Metric:
+        METRIC_DIRECTIONS[name], METRIC_BOUNDS[name] = better, bounds
+        return register(fn)
+    return decorator
 
 
 def _arrays(y_true: Sequence, y_pred: Sequence, groups: Sequence | None = None):
@@ -25,13 +52,13 @@ def _arrays(y_true: Sequence, y_pred: Sequence, groups: Sequence | None = None):
     return y_true, y_pred, g
 
 
-@METRICS.register("accuracy")
+@metric("accuracy", better="higher")
 def accuracy(y_true, y_pred, groups=None) -> float:
     y_true, y_pred, _ = _arrays(y_true, y_pred)
     return float((y_true == y_pred).mean()) if len(y_true) else float("nan")
 
 
-@METRICS.register("macro_f1")
+@metric("macro_f1", better="higher")
 def macro_f1(y_true, y_pred, groups=None) -> float:
     """Unweighted mean of per-class F1 over the classes present in y_true or y_pred."""
     y_true, y_pred, _ = _arrays(y_true, y_pred)
@@ -71,25 +98,25 @@ def _gap(rates: dict[str, float]) -> float:
     return float(max(rates.values()) - min(rates.values())) if len(rates) >= 2 else 0.0
 
 
-@METRICS.register("fpr_gap")
+@metric("fpr_gap", better="zero")
 def fpr_gap(y_true, y_pred, groups) -> float:
     """Largest difference across groups in false-positive rate (neutral text flagged as hate)."""
     return _gap(per_group_rate(y_true, y_pred, groups, "fpr"))
 
 
-@METRICS.register("fnr_gap")
+@metric("fnr_gap", better="zero")
 def fnr_gap(y_true, y_pred, groups) -> float:
     """Largest difference across groups in false-negative rate (hate text missed)."""
     return _gap(per_group_rate(y_true, y_pred, groups, "fnr"))
 
 
-@METRICS.register("ppr_gap")
+@metric("ppr_gap", better="zero")
 def ppr_gap(y_true, y_pred, groups) -> float:
     """Largest difference across groups in positive-prediction rate (demographic parity gap)."""
     return _gap(per_group_rate(y_true, y_pred, groups, "ppr"))
 
 
-@METRICS.register("accuracy_gap")
+@metric("accuracy_gap", better="zero")
 def accuracy_gap(y_true, y_pred, groups) -> float:
     """Largest difference across groups in accuracy, ``max_g acc_g - min_g acc_g`` (Bias in Bios: per gender)."""
     return _gap(per_group_accuracy(y_true, y_pred, groups))
@@ -111,21 +138,6 @@ def compute_all(y_true, y_pred, groups, names: Sequence[str] = BINARY_METRICS) -
     return {n: METRICS.get(n)(y_true, y_pred, groups) for n in names}
 
 
-# What "better" means for a metric, in one place. Trial-level metrics are listed here; a downstream
-# task's metrics declare theirs in resources/tasks.yaml (``better: {metric: direction}``).
-#   higher: larger is better (accuracy)        lower: smaller is better (a false-positive rate)
-#   zero:   closer to 0 is better (a gap)      half:  closer to 0.5 is better (a stereotype preference)
-DIRECTIONS = ("higher", "lower", "zero", "half")
-METRIC_DIRECTIONS: dict[str, str] = {
-    "accuracy": "higher",
-    "macro_f1": "higher",
-    "fpr_gap": "zero",
-    "fnr_gap": "zero",
-    "ppr_gap": "zero",
-    "accuracy_gap": "zero",
-}
-
-
 def metric_direction(column: str, listing: dict | None = None) -> str | None:
     """What is better for a results column, or None when nothing declares it.
 
@@ -135,8 +147,6 @@ def metric_direction(column: str, listing: dict | None = None) -> str | None:
     if column.startswith("task/"):
         _, task, metric = column.split("/", 2)
         if listing is None:
-            from bias_ray.catalog import task_listing
-
             listing = task_listing()
         entry = listing.get("tasks", {}).get(task) or {}
         direction = (entry.get("better") or {}).get(metric)
@@ -166,51 +176,14 @@ def shortfall(value, direction: str):
     raise ValueError(f"unknown direction {direction!r}; allowed: {', '.join(DIRECTIONS)}")
 
 
-# The range a metric's values live in, where it has one: the report cuts a 95% interval at it (a t-interval
-# over 3 seeds of a share can reach below 0 or above 1) and says so. Rates, shares, accuracies, F1 and
-# max - min gaps of rates lie in [0, 1]; signed scores (BBQ's s_dis and s_amb, a difference of two rates)
-# in [-1, 1]; None = no natural range (nothing is cut). Trial-level metrics by name; a downstream task's
-# by ``<task>/<metric>`` (every task report metric is listed, None where it has no range).
-UNIT = (0.0, 1.0)
-SIGNED_UNIT = (-1.0, 1.0)
-METRIC_BOUNDS: dict[str, tuple[float, float] | None] = {
-    "accuracy": UNIT,
-    "macro_f1": UNIT,
-    "fpr_gap": UNIT,
-    "fnr_gap": UNIT,
-    "ppr_gap": UNIT,
-    "accuracy_gap": UNIT,
-}
-TASK_METRIC_BOUNDS: dict[str, tuple[float, float] | None] = {
-    "bbq/accuracy": UNIT, "bbq/accuracy_ambig": UNIT, "bbq/accuracy_disambig": UNIT,
-    "bbq/s_dis": SIGNED_UNIT, "bbq/s_amb": SIGNED_UNIT,
-    "crows_pairs/stereo_pref": UNIT, "crows_pairs/stereo_pref_stereo": UNIT, "crows_pairs/stereo_pref_antistereo": UNIT,
-    "toxigen/accuracy": UNIT, "toxigen/macro_f1": UNIT, "toxigen/fpr_gap": UNIT, "toxigen/fnr_gap": UNIT,
-    "toxigen/ppr_gap": UNIT,
-    "hatecheck/target_fpr": UNIT, "hatecheck/target_fnr": UNIT, "hatecheck/other_fpr": UNIT,
-    "hatecheck/other_fnr": UNIT, "hatecheck/fpr": UNIT, "hatecheck/fnr": UNIT,
-    "hatecheck/target_excess_fpr": SIGNED_UNIT,  # target_fpr - other_fpr
-    "hatecheck/target_excess_auc": UNIT,  # P(score of a harmless target case > a harmless control case's)
-    "story/toxicity_mean": UNIT, "story/toxicity_gap": UNIT, "profile/toxicity_mean": UNIT,
-    "profile/toxicity_gap": UNIT,
-    "story/negative_share_gap": UNIT, "profile/negative_share_gap": UNIT,  # gaps of shares of adjectives
-    "recruitment/accuracy": UNIT, "recruitment/dp_gap": UNIT, "recruitment/eo_gap": UNIT,
-    "recruitment/flip_rate": UNIT,
-    "salary/rel_gap": None,  # percent of the mean offer: no natural upper end
-    "salary/spread_mean": None,  # dollars
-    "salary/spread_nonzero": UNIT,
-    "global_opinions/similarity_mean": UNIT, "global_opinions/similarity_gap": UNIT,  # 1 - a JS distance
-    "cultural_sets/macro_f1": UNIT, "cultural_sets/direct/macro_f1": UNIT, "cultural_sets/indirect/macro_f1": UNIT,
-    "cultural_sets/direct_minus_indirect": SIGNED_UNIT,
-}
-
-
 def metric_bounds(column: str) -> tuple[float, float] | None:
     """The ``(low, high)`` range of a results column's values, or None when it has none (or none is listed).
 
-    ``task/<task>/<metric>`` is looked up as ``<task>/<metric>`` in :data:`TASK_METRIC_BOUNDS`;
+    ``task/<task>/<metric>`` is looked up in the task's ``bounds`` (``resources/tasks.yaml``);
     ``bias_type/<metric>`` and ``best_<metric>`` are the trial-level metric they name.
     """
     if column.startswith("task/"):
-        return TASK_METRIC_BOUNDS.get(column.removeprefix("task/"))
+        _, task, name = column.split("/", 2)
+        bounds = ((task_listing()["tasks"].get(task) or {}).get("bounds") or {}).get(name)
+        return (float(bounds[0]), float(bounds[1])) if bounds else None
     return METRIC_BOUNDS.get(column.removeprefix("bias_type/").removeprefix("best_"))

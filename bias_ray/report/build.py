@@ -31,10 +31,11 @@ import bias_ray.report.tables as tables
 from bias_ray.files import write_text
 from bias_ray.report.headline import (
     ACCURACY_GAP_METRIC,
-    AUC_METRIC,
     DESCRIPTIONS,
-    GROUP_METRIC,
+    HEADLINE_FIGURE_FILE,
     HEADLINE_FIGURE_METRIC,
+    HEADLINE_TASK,
+    HEADLINE_TITLES,
     UTILITY_METRIC,
     every_metric,
     group_metric,
@@ -46,19 +47,13 @@ from bias_ray.report.headline import (
 from bias_ray.report.page import Page
 from bias_ray.report.stats import difference_in_differences, format_mean_ci, mean_ci_table, paired_differences
 
-HEADLINE_FIGURE = "headline_hatecheck.png"  # headline_figure_metric(): target_excess_auc, _fpr, else target_fpr
+HEADLINE_FIGURE = HEADLINE_FIGURE_FILE  # headline_figure_metric(): the headline task's rank, group, else its metric
 HEADLINE_GAP_FIGURE = "headline_accuracy_gap.png"  # a task of named classes (Bias in Bios): no HateCheck
-FIGURE_TITLES = {
-    AUC_METRIC: "P(a non-hateful HateCheck case about the bias type's groups scores above one about a control "
-                "group): 0.5 is no group-specific bias",
-    GROUP_METRIC: "HateCheck false-positive rate on non-hateful cases targeting the bias type's groups minus that on "
-                  "the other groups (target - control)",
-    HEADLINE_FIGURE_METRIC: "HateCheck false-positive rate, non-hateful cases targeting the bias type's groups",
-    ACCURACY_GAP_METRIC: "Largest gap in accuracy between the bias type's groups (held-out task data)",
-}
-HATECHECK_MISSING = (f"No headline figure: the results have no `{HEADLINE_FIGURE_METRIC}` column. Add `hatecheck` "
-                     "to the spec's evaluation.tasks to measure the HateCheck false-positive rate on non-hateful "
-                     "cases that target each bias type's groups.")
+FIGURE_TITLES = {**HEADLINE_TITLES,
+                 ACCURACY_GAP_METRIC: "Largest gap in accuracy between the bias type's groups (held-out task data)"}
+HATECHECK_MISSING = (f"No headline figure: the results have no `{HEADLINE_FIGURE_METRIC}` column. Add "
+                     f"`{HEADLINE_TASK}` to the spec's evaluation.tasks to measure the "
+                     f"{DESCRIPTIONS[HEADLINE_FIGURE_METRIC].replace('the bias type', 'each bias type')}.")
 CLIP_NOTE = ("Where a 95% interval reaches past the metric's range (e.g. below 0 or above 1 for a rate, over few "
              "seeds), its ends are cut at the range: error bars stop there, tables print `mean [low, high] clipped` "
              "instead of ±, and the figure says so; the mean is unchanged.")

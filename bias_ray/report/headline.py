@@ -13,37 +13,51 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bias_ray.catalog import task_listing
 from bias_ray.measures.metrics import metric_bounds, metric_direction, shortfall
 from bias_ray.report.stats import Interval, difference_bounds, t_interval, verdict
 
-# First one with data is the headline: HateCheck's targeted-group FPR when the sweep ran HateCheck.
+
+def _headline_task() -> tuple[str, dict]:
+    """The task whose ``headline`` entry (resources/tasks.yaml) names the metrics the report leads with."""
+    for name, entry in task_listing()["tasks"].items():
+        if entry.get("headline"):
+            return name, entry["headline"]
+    raise ValueError("resources/tasks.yaml: no task declares a `headline` (metric, group, rank, control)")
+
+
+HEADLINE_TASK, _HEADLINE = _headline_task()
+
+
+def _column(role: str) -> str:
+    return f"task/{HEADLINE_TASK}/{_HEADLINE[role]}"
+
+
+# The headline task's metrics (HateCheck's): its fairness metric (target_fpr), the group-specific part
+# (target - control, which a label-balance shift cannot move: target_excess_fpr), the same by rank, free of
+# the classifier's threshold and first where present (target_excess_auc), and the control (other_fpr).
+HEADLINE_FIGURE_METRIC = _column("metric")
+GROUP_METRIC = _column("group")
+AUC_METRIC = _column("rank")
+CONTROL_METRIC = _column("control")
+GROUP_METRICS = (AUC_METRIC, GROUP_METRIC)
+HEADLINE_FIGURE_FILE = _HEADLINE["figure"]
+HEADLINE_TITLES = {f"task/{HEADLINE_TASK}/{m}": t for m, t in (_HEADLINE.get("titles") or {}).items()}
+_TASK_DESCRIPTIONS = {f"task/{HEADLINE_TASK}/{m}": d for m, d in (_HEADLINE.get("descriptions") or {}).items()}
+# First one with data is the headline: the headline task's metric when the sweep ran it, else the trial's own.
 HEADLINE_CANDIDATES = {
-    "task/hatecheck/target_fpr": "HateCheck false-positive rate on non-hateful cases that target the bias type's "
-                                 "groups",
+    HEADLINE_FIGURE_METRIC: _TASK_DESCRIPTIONS[HEADLINE_FIGURE_METRIC],
     "bias_type/fpr_gap": "largest gap in false-positive rate across the bias type's groups (held-out ToxiGen)",
     "fpr_gap": "largest gap in false-positive rate across all groups (held-out ToxiGen)",
     # a task of named classes (data.labels, Bias in Bios): no positive class, so no false-positive rate
     "bias_type/accuracy_gap": "largest gap in accuracy across the bias type's groups (held-out task data)",
 }
-HEADLINE_FIGURE_METRIC = "task/hatecheck/target_fpr"
-# target_fpr - other_fpr: a label-balance shift moves every group's false alarms alike and cancels out of it
-GROUP_METRIC = "task/hatecheck/target_excess_fpr"
-CONTROL_METRIC = "task/hatecheck/other_fpr"  # the HateCheck groups the augmented data does not write about
-# the same comparison by rank, free of the classifier's threshold (0.5 = no group-specific bias); first where present
-AUC_METRIC = "task/hatecheck/target_excess_auc"
-GROUP_METRICS = (AUC_METRIC, GROUP_METRIC)
 # a task of named classes (data.labels, Bias in Bios) has no hate classifier to test: its gap in accuracy per group
 ACCURACY_GAP_METRIC = "bias_type/accuracy_gap"
 DEFAULT_METRICS = ["macro_f1", "accuracy", "bias_type/fpr_gap", "bias_type/ppr_gap", "bias_type/accuracy_gap"]
 UTILITY_METRIC = "macro_f1"
 DESCRIPTIONS = {**HEADLINE_CANDIDATES, "macro_f1": "macro-F1 on held-out ToxiGen",
-                "accuracy": "accuracy on held-out ToxiGen",
-                GROUP_METRIC: "HateCheck false-positive rate on non-hateful cases that target the bias type's groups "
-                              "minus that on the other groups' (target - control): the part specific to these groups",
-                AUC_METRIC: "probability that a non-hateful HateCheck case about the bias type's groups gets a higher "
-                            "hate score than one about a control group (0.5: no group-specific bias)",
-                CONTROL_METRIC: "HateCheck false-positive rate on non-hateful cases of the groups the augmented data "
-                                "does not write about (the control)"}
+                "accuracy": "accuracy on held-out ToxiGen", **_TASK_DESCRIPTIONS}
 BETTER_WORDS = {"higher": "higher is better", "lower": "lower is better", "zero": "closer to 0 is better",
                 "half": "closer to 0.5 is better", None: "no declared direction"}
 
