@@ -5,16 +5,50 @@ package and decorate it with ``@REGISTRY.register("name")``. The home imports ev
 own folder (:func:`import_plugins`), so no list of modules is kept by hand. The first lookup imports
 the home, so code that only checks names (the spec) needs nothing but this light module and never
 imports the plug-in packages itself.
+
+Your own plug-ins live in your own package: name its modules in ``$BIAS_RAY_PLUGINS`` (comma-separated)
+or as ``bias_ray.plugins`` entry points, and every registry imports them with its home. A task also
+needs its listing entry: a ``tasks.yaml`` beside the plug-in module, in the layout of
+``resources/tasks.yaml`` (:func:`bias_ray.catalog.task_listing` merges it).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+
+PLUGINS_ENV = "BIAS_RAY_PLUGINS"  # your own plug-in modules, comma-separated (e.g. my_lab.mitigations)
+ENTRY_POINT_GROUP = "bias_ray.plugins"  # or an installed package's entry points in this group
+_external_loaded = False
+
+
+def external_plugin_modules() -> list[str]:
+    """The modules of your own plug-ins: ``$BIAS_RAY_PLUGINS``, then the ``bias_ray.plugins`` entry points."""
+    from importlib.metadata import entry_points
+
+    named = [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+    return list(dict.fromkeys(named + [ep.value.split(":")[0] for ep in entry_points(group=ENTRY_POINT_GROUP)]))
+
+
+def load_external_plugins() -> None:
+    """Import your own plug-in modules once, so their ``@REGISTRY.register`` run like the built-in ones'."""
+    global _external_loaded
+    if _external_loaded:
+        return
+    _external_loaded = True
+    for module in external_plugin_modules():
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            _external_loaded = False
+            raise ImportError(f"plug-in module {module!r} ({PLUGINS_ENV} or a {ENTRY_POINT_GROUP} entry point) "
+                              f"cannot be imported: {err}; put its package on PYTHONPATH or install it") from err
 
 
 class Registry(Generic[T]):
@@ -33,6 +67,7 @@ class Registry(Generic[T]):
         self._home_loaded = True  # set first: the home's own plug-ins look names up while it imports
         try:
             importlib.import_module(self.home)
+            load_external_plugins()
         except BaseException:
             self._home_loaded = False
             raise

@@ -63,7 +63,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # before a local Ray starts: its workers inherit it
     if address:
-        env_vars = {k: os.environ[k] for k in ("PYTHONPATH", "BIAS_RAY_DATA", "WANDB_MODE") if k in os.environ}
+        env_vars = {k: os.environ[k] for k in ("PYTHONPATH", "BIAS_RAY_DATA", "WANDB_MODE", "BIAS_RAY_PLUGINS")
+                    if k in os.environ}
         env_vars.update(hub_env())
         env_vars["TOKENIZERS_PARALLELISM"] = "false"
         options = {"runtime_env": {"env_vars": env_vars}}

@@ -110,11 +110,12 @@ class Task(ABC):
 
 
 def _import_task_modules() -> None:
-    for name, entry in task_listing()["tasks"].items():
-        importlib.import_module(f"{__name__}.{entry['module']}")
-        if name not in TASKS:
-            raise ValueError(f"{TASKS_FILE}: task {name!r} is listed but module {entry['module']!r} does not "
-                             f"register it; add @TASKS.register({name!r}) to the task class")
+    """Import every listed task's module. A plug-in's module may import this package while it runs (and find
+    itself half imported), so whether each registered its task is checked when a task is built."""
+    for entry in task_listing()["tasks"].values():
+        # a built-in task's module is in this folder; a plug-in's names its own module (my_lab.tasks.fairness)
+        module = entry["module"]
+        importlib.import_module(module if "." in module else f"{__name__}.{module}")
 
 
 def build_task(name: str, overrides: dict[str, Any] | None = None) -> Task:
@@ -122,6 +123,9 @@ def build_task(name: str, overrides: dict[str, Any] | None = None) -> Task:
     entry = task_listing()["tasks"].get(name)
     if entry is None:
         raise KeyError(f"task {name!r} is not listed in {TASKS_FILE}; available: {', '.join(TASKS.names())}")
+    if name not in TASKS:
+        raise ValueError(f"task {name!r} is listed but module {entry['module']!r} does not register it; add "
+                         f"@TASKS.register({name!r}) to the task class")
     return TASKS.get(name)(name, **{**entry.get("options", {}), **(overrides or {})})
 
 
