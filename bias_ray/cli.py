@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bias_ray.spec import SpecError, SweepSpec, load_spec
+from bias_ray.spec import RunLayout, SpecError, SweepSpec, load_spec, serves_model_by_name
 
 app = typer.Typer(help="Distributed sweeps for studying and mitigating bias inheritance.", no_args_is_help=True)
 models_app = typer.Typer(help="Build or inspect local models (no model hub needed).", no_args_is_help=True)
@@ -59,7 +59,7 @@ def _prepare_models(spec: SweepSpec) -> None:
     from bias_ray.models.ensure import prepare_models
 
     # a hub id is resolved here once (models/hub.py), before any work; an imported set needs no generator
-    skip_generator = spec.generation.engine == "http" or is_imported(spec.augmented_dir)
+    skip_generator = serves_model_by_name(spec.generation.engine) or is_imported(spec.augmented_dir)
     prepare_models(spec, ["student"] if skip_generator else ["generator", "student"], status=console.status)
 
 
@@ -494,7 +494,7 @@ def report(
     if wandb == "auto":
         from bias_ray.tracking import wandb_mode
 
-        wandb = wandb_mode("auto") if (run_dir / "wandb").is_dir() else "disabled"
+        wandb = wandb_mode("auto") if RunLayout(run_dir).wandb_dir.is_dir() else "disabled"
     if not run_dir.is_dir():
         console.print(f"[red]{run_dir}: no such run folder; pass a spec's output_dir[/red]")
         raise typer.Exit(2)

@@ -134,7 +134,7 @@ def analyze(spec, max_rows: int | None = 2000) -> Path:
     ev = spec.evaluation
     clf = toxigen_classifier(str(spec.data.resolved_root), ev.encoder, ev.classifier_epochs, ev.classifier_l2,
                              spec.data.test_fraction)
-    out = spec.run_dir / "analysis"
+    out = spec.layout.analysis_dir
     out.mkdir(parents=True, exist_ok=True)
     per_type: dict[str, Comparison] = {}
     for bias in spec.bias_type_specs:

@@ -26,7 +26,7 @@ from bias_ray.data.loaders import load_bbq_template_statements, load_crows_pairs
 from bias_ray.framings import check_framed_template, is_framed, slot_classes, variants
 from bias_ray.generate.seeded_draws import choose
 from bias_ray.models.identity import model_identity
-from bias_ray.spec import RESOURCES, SweepSpec
+from bias_ray.spec import RESOURCES, SweepSpec, serves_model_by_name
 
 DEFAULT_TEMPLATE = RESOURCES / "prompts" / "toxigen_statements.yaml"
 PROMPT_COLUMNS = ["sample_id", "index", "prompt", "bias_type", "group", "stance", "label", "seed_ids",
@@ -110,7 +110,7 @@ def settings_fingerprint(spec: SweepSpec, template: dict[str, Any], by_path: boo
 
 def generator_identity(spec: SweepSpec, by_path: bool = False) -> str:
     """The generator as sample ids name it: a local folder by its content, a hub id or served name by itself."""
-    if by_path or spec.generation.engine == "http":  # an http generator is a served model's name
+    if by_path or serves_model_by_name(spec.generation.engine):  # an http generator is a served model's name
         return spec.models.generator
     return model_identity(spec.models.generator)
 

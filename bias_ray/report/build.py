@@ -46,6 +46,7 @@ from bias_ray.report.headline import (
 )
 from bias_ray.report.page import Page
 from bias_ray.report.stats import difference_in_differences, format_mean_ci, mean_ci_table, paired_differences
+from bias_ray.spec.layout import RunLayout
 
 HEADLINE_FIGURE = HEADLINE_FIGURE_FILE  # headline_figure_metric(): the headline task's rank, group, else its metric
 HEADLINE_GAP_FIGURE = "headline_accuracy_gap.png"  # a task of named classes (Bias in Bios): no HateCheck
@@ -76,7 +77,7 @@ def build_report(run_dir: str | Path, metrics: list[str] | None = None, wandb: s
     """Write ``report.md``, ``report.html`` and PNG plots under ``run_dir/report``; log tables to W&B if asked."""
     run_dir = Path(run_dir)
     table = run_files.load_results(run_dir)
-    out = run_dir / "report"
+    out = RunLayout(run_dir).report_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / HEADLINE_FIGURE).unlink(missing_ok=True)  # a figure of an earlier build must not outlive its column
     failed = table["error"].notna() if "error" in table else pd.Series(False, index=table.index)
@@ -293,7 +294,7 @@ def log_to_wandb(run_dir: Path, tables: dict[str, pd.DataFrame], images: list[Pa
 
     from bias_ray.tracking import start_run
 
-    run = start_run(mode, run_dir / "wandb", project, f"report-{run_dir.name}", "report")
+    run = start_run(mode, RunLayout(run_dir).wandb_dir, project, f"report-{run_dir.name}", "report")
     try:
         run.log({f"report/{k}": wandb.Table(dataframe=v.reset_index(drop=True).astype(
             {c: str for c in v.columns if v[c].dtype == object})) for k, v in tables.items() if not v.empty})

@@ -18,6 +18,7 @@ from bias_ray.report.figures import _plt, safe_name, seeds_note
 from bias_ray.report.headline import report_metrics
 from bias_ray.report.stats import mean_ci_table, t_interval
 from bias_ray.report.tables import markdown_table
+from bias_ray.spec.layout import RunLayout
 
 CELL = ["round", "bias_type", "bias_ratio", "mitigation"]
 
@@ -26,7 +27,7 @@ def rounds_table(round_dirs: list[Path]) -> pd.DataFrame:
     """Every round's ``results.parquet`` with its round number (1-based, in the order given)."""
     frames = []
     for k, d in enumerate(round_dirs, start=1):
-        path = Path(d) / "results.parquet"
+        path = RunLayout(Path(d)).results_path
         if not path.is_file():
             raise FileNotFoundError(f"round {k}: {path} is missing; run the round (bias-ray run resumes it)")
         frames.append(pd.read_parquet(path).assign(round=k))
@@ -65,7 +66,7 @@ def plot_metric_vs_round(table: pd.DataFrame, metric: str, out: Path) -> Path:
 
 def build_rounds_report(run_dir: Path, round_dirs: list[Path]) -> Path:
     """``<run_dir>/rounds/``: ``results.parquet`` (every round), ``summary.csv`` and one figure per metric."""
-    out = Path(run_dir) / "rounds"
+    out = RunLayout(Path(run_dir)).rounds_dir
     out.mkdir(parents=True, exist_ok=True)
     table = rounds_table(round_dirs)
     write_frame(table, out / "results.parquet")

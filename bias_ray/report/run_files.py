@@ -14,14 +14,14 @@ from typing import Any
 import pandas as pd
 
 from bias_ray.files import write_json
+from bias_ray.spec.layout import RunLayout
 
 GRID = ["bias_type", "bias_ratio", "mitigation", "seed"]
-RUN_SPEC = "spec.json"  # the resolved spec of the run's last `bias-ray run` / `sweep`, beside results.parquet
 
 
 def load_results(run_dir: Path) -> pd.DataFrame:
     """``results.parquet`` of a finished sweep, checked for the grid columns."""
-    results = run_dir / "results.parquet"
+    results = RunLayout(run_dir).results_path
     if not results.exists():
         raise FileNotFoundError(f"{results} is missing: run `bias-ray sweep SPEC` first")
     table = pd.read_parquet(results)
@@ -39,7 +39,7 @@ def record_spec(spec) -> Path:
     """Write the resolved spec into its run folder, so the report can say what ran (models, data, settings)."""
     from bias_ray.spec import dump_spec
 
-    path = spec.run_dir / RUN_SPEC
+    path = spec.layout.spec_json
     write_json(path, dump_spec(spec))
     return path
 
@@ -49,11 +49,11 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 
 def read_spec(run_dir: Path) -> dict[str, Any] | None:
-    return _json(run_dir / RUN_SPEC)
+    return _json(RunLayout(run_dir).spec_json)
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any] | None:
-    return _json(run_dir / "data" / "augmented" / "manifest.json")
+    return _json(RunLayout(run_dir).manifest)
 
 
 @dataclass
@@ -67,7 +67,7 @@ class Analysis:
 
 
 def read_analysis(run_dir: Path) -> Analysis:
-    folder = run_dir / "analysis"
+    folder = RunLayout(run_dir).analysis_dir
     if not (folder / "summary.csv").is_file():
         return Analysis(None)
     probes = folder / "group_probes.csv"

@@ -557,6 +557,6 @@ def run_sweep(spec: SweepSpec, resume: bool = False, trainable=None, extra_callb
     table = with_copied_cells(results_table(grid, spec), spec)
     write_results(table, spec.results_path)
     summary = early_stop_summary(table)
-    write_json(spec.run_dir / "sweep_summary.json", summary)
+    write_json(spec.layout.sweep_summary, summary)
     log_grid_table(spec, table)
     return table

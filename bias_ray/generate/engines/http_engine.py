@@ -161,6 +161,16 @@ def ray_llm_config(spec, key: str | None):
 class HttpEngine:
     """Completions from an OpenAI-compatible server, through Ray Data LLM or the httpx client."""
 
+    serves_model_by_name = True  # models.generator is the served model's name, not local weights
+
+    @staticmethod
+    def check_settings(generation) -> str | None:
+        """What the spec's generation section lacks for this engine (None: nothing)."""
+        if not generation.endpoint:
+            return ("engine http needs generation.endpoint, the base URL of an OpenAI-compatible server "
+                    "(e.g. http://127.0.0.1:8000/v1)")
+        return None
+
     def apply(self, ds, spec):
         g = spec.generation
         key = api_key(spec)

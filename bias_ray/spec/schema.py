@@ -1,8 +1,8 @@
-"""The sweep spec: one YAML file, validated by pydantic, is the single source of truth for a run.
+"""The sweep spec's schema: the pydantic models of every section and the checks of their content.
 
-Every command loads the spec through :func:`load_spec`, which rejects a bad spec before any work
-starts with a :class:`SpecError` that names the field path, the bad value and what is allowed.
-Relative paths in a spec resolve against the current working directory.
+What a spec names on this machine (files, models, data) is checked in :mod:`bias_ray.spec.checks`;
+where a run writes is :mod:`bias_ray.spec.layout`. Plug-in names (engines, mitigations, tasks) are
+checked against their registries, and an engine's own settings by the engine (``check_settings``).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bias_ray.catalog import PACKAGE_DIR, RESOURCES, bias_type_catalog  # noqa: F401  (RESOURCES re-exported)
 from bias_ray.registry import ENGINES, MITIGATIONS, TASKS
+from bias_ray.spec.layout import RunLayout
 
 SCHEDULER_NAMES = ("none", "asha", "hyperband", "median")
 GRID_AXES = ("bias_type", "bias_ratio", "mitigation", "seed")  # the sweep's grid keys (train/sweep.py's GRID_KEYS)
@@ -48,6 +49,15 @@ def _registered(name: str, registry: Any) -> str:
     if name not in registry:
         raise ValueError(f"unknown {registry.kind} {name!r}; allowed: {', '.join(registry.names())}")
     return name
+
+
+def serves_model_by_name(engine: str | None) -> bool:
+    """Whether ``engine`` generates with a model it serves by name (an OpenAI-compatible endpoint), so
+    ``models.generator`` names no local weights (the engine class's ``serves_model_by_name``)."""
+    try:
+        return bool(getattr(ENGINES.get(str(engine)), "serves_model_by_name", False))
+    except KeyError:  # an unknown engine: its own error names it
+        return False
 
 
 class _Strict(BaseModel):
@@ -180,27 +190,6 @@ class DataSpec(_Strict):
         return (self.root or default_data_root()).expanduser().resolve()
 
 
-def _check_task_data(spec: SweepSpec, source: str) -> None:
-    """Read the user's task data once, now: a bad file or a bias-type group it lacks stops the spec."""
-    if spec.data.task == "toxigen":
-        return
-    from bias_ray.data.custom import DataError, load_task_data
-
-    try:
-        rows = load_task_data(spec.data)
-    except DataError as err:
-        raise SpecError(f"{source}: data: {err}") from None
-    present = set(rows["group"])
-    for bias in spec.bias_type_specs:
-        if bias.framing:  # a framed template writes its own people: the real data need not name the groups
-            continue
-        absent = [g for g in bias.groups if g not in present]
-        if absent:
-            raise SpecError(
-                f"{source}: bias_types: {bias.name!r} names group(s) {absent} that the task data "
-                f"({spec.data.path}) has no row of; its groups: {', '.join(sorted(present))}. "
-                "Define the bias type inline with your data's groups, e.g. {name: x, groups: [a, b]}"
-            )
 # ---------------------------------------------------------------- end of data
 
 
@@ -271,9 +260,9 @@ class GenerationSpec(_Strict):
 
     @model_validator(mode="after")
     def _engine_settings(self) -> GenerationSpec:
-        if self.engine == "http" and not self.endpoint:
-            raise ValueError("engine http needs generation.endpoint, the base URL of an OpenAI-compatible server "
-                             "(e.g. http://127.0.0.1:8000/v1)")
+        check = getattr(ENGINES.get(self.engine), "check_settings", None)  # what the engine itself needs
+        if check is not None and (problem := check(self)):
+            raise ValueError(problem)
         if self.api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
             raise ValueError(f"api_key_env must name an environment variable (got {self.api_key_env!r}), "
                              "not hold the key itself")
@@ -568,7 +557,7 @@ class SweepSpec(_Strict):
     bias_ratios: list[float] = Field(min_length=1)
     mitigations: list[str | MitigationSpec] = Field(min_length=1)
     seeds: list[int] = Field(default=[0], min_length=1)
-    generation: GenerationSpec = GenerationSpec()
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)  # built when a spec is (its engine is looked up)
     training: TrainingSpec = TrainingSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
     resources: ResourcesSpec = ResourcesSpec()
@@ -723,8 +712,9 @@ class SweepSpec(_Strict):
         if self.training.student_kind != "causal_lm":
             problems.append("training.student_kind must be causal_lm (the fine-tuned student writes the next "
                             "round's data; a classifier cannot)")
-        if self.generation.engine == "http":
-            problems.append("generation.engine http serves a fixed model; use transformers or vllm")
+        if serves_model_by_name(self.generation.engine):
+            problems.append(f"generation.engine {self.generation.engine} serves a fixed model; use transformers or "
+                            "vllm")
         c = self.rounds.carry
         if c.bias_type is not None and c.bias_type not in [b.name for b in self.bias_type_specs]:
             problems.append(f"rounds.carry.bias_type {c.bias_type!r} is not a grid cell "
@@ -750,11 +740,13 @@ class SweepSpec(_Strict):
 
     def round_dir(self, k: int) -> Path:
         """Round ``k``'s run folder: round 1 is this run's own; round k >= 2 ``<run_dir>/rounds/round-k``."""
-        return self.run_dir if k == 1 else self.run_dir / "rounds" / f"round-{k}"
+        return self.layout.round_dir(k)
 
     def for_round(self, k: int, generator: str) -> SweepSpec:
         """The spec of round ``k`` >= 2: this one, with round k-1's carried student as the generator, its own
         folder and name, and one round (a round never starts rounds of its own)."""
+        from bias_ray.spec import dump_spec, parse_spec
+
         data = dump_spec(self)
         data.update(name=f"{self.name}-round{k}", output_dir=str(self.round_dir(k)))
         data["models"]["generator"] = str(generator)
@@ -790,200 +782,33 @@ class SweepSpec(_Strict):
     def grid_size(self) -> int:
         return len(self.bias_ratios) * len(self.bias_types) * self.mitigation_configs * len(self.seeds)
 
-    # Output layout: one folder per run, documented in README.md.
+    # Output layout: one folder per run (bias_ray/spec/layout.py, documented in README.md).
     @property
     def run_dir(self) -> Path:
         return self.output_dir.expanduser().resolve()
 
     @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.run_dir)
+
+    @property
     def augmented_dir(self) -> Path:
-        return self.run_dir / "data" / "augmented"
+        return self.layout.augmented_dir
 
     @property
     def tune_dir(self) -> Path:
-        return self.run_dir / "tune"
+        return self.layout.tune_dir
 
     @property
     def results_path(self) -> Path:
-        return self.run_dir / "results.parquet"
+        return self.layout.results_path
 
     @property
     def report_dir(self) -> Path:
-        return self.run_dir / "report"
+        return self.layout.report_dir
 
     @property
     def wandb_dir(self) -> Path:
-        return self.run_dir / "wandb"
+        return self.layout.wandb_dir
 
 
-def _format_errors(source: str, err: ValidationError, extra: list[str] | None = None) -> str:
-    extra = extra or []
-    errors = err.errors()
-    # a list of `name | {name, params}` fails both ways; the plain-string branch's "not a string" is noise
-    # beside the mapping branch's own error, and union tags (str, function-after[...]) are not spec paths
-    def path(e: dict) -> tuple:
-        return tuple(p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "int", "float"))))
-    detailed = {path(e)[:2] for e in errors if e["type"] != "string_type"}
-    errors = [e for e in errors if not (e["type"] == "string_type" and path(e)[:2] in detailed and len(e["loc"]) > 2)]
-    lines = [f"{source}: the sweep spec is invalid ({len(errors) + len(extra)} problem(s)):"]
-    for e in errors:
-        loc = ".".join(str(p) for p in path(e)) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key; remove it or check its spelling against the documented spec fields"
-        elif e["type"] == "missing":
-            msg = "required field is missing"
-        value = e.get("input")
-        shown = "" if e["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"  - {loc}: {msg}{shown}")
-    lines += [f"  - {p}" for p in extra]
-    return "\n".join(lines)
-
-
-def _data_root_problem(root: Path, task: str) -> str | None:
-    if not root.is_dir():
-        return (f"data.root: folder {root} does not exist; set data.root in the spec or "
-                "BIAS_RAY_DATA to the folder holding bbq/, crows_pairs/ and toxigen/")
-    needed = {"toxigen": root / "toxigen" / "prompts"}
-    if task in needed and not needed[task].is_dir():
-        return f"data.root: {needed[task]} is missing; is {root} the data folder?"
-    return None
-
-
-def _raise_all(problems: list[str], source: str, heading: str = "the sweep spec cannot run") -> None:
-    """One SpecError for every problem found: as it was for one, as a list for several."""
-    if len(problems) == 1:
-        raise SpecError(f"{source}: {problems[0]}")
-    if problems:
-        raise SpecError("\n".join([f"{source}: {heading} ({len(problems)} problems):",
-                                   *[f"  - {p}" for p in problems]]))
-
-
-def check_paths(spec: SweepSpec, source: str = "spec") -> None:
-    """Files the run needs must exist before any work starts; every problem is named at once."""
-    problems: list[str] = []
-    if root_problem := _data_root_problem(spec.data.resolved_root, spec.data.task):
-        problems.append(root_problem)
-    try:
-        _check_task_data(spec, source)
-    except SpecError as err:
-        problems.append(str(err).removeprefix(f"{source}: "))
-    problems += model_checks(spec, here=True)[1]
-    _raise_all(problems, source)
-
-
-def _raw_file_problems(data: dict[str, Any]) -> list[str]:
-    """File problems visible in a spec that does not validate: local model folders and the data folder.
-
-    So one pass over a broken spec names its schema errors and its missing files together."""
-    problems = []
-    models = data.get("models") if isinstance(data.get("models"), dict) else {}
-    for field in ("generator", "student"):
-        value = models.get(field)
-        if not isinstance(value, str) or models.get("build_tiny_if_missing") or not value.startswith(("/", ".", "~")):
-            continue
-        if field == "generator" and isinstance(data.get("generation"), dict) \
-                and data["generation"].get("engine") == "http":
-            continue
-        from bias_ray.models.hub import check_source
-
-        if (problem := check_source(value).problem) is not None:  # the words a valid spec's check uses
-            problems.append(f"models.{field}: {problem}")
-    raw = data.get("data") if isinstance(data.get("data"), dict) else {}
-    root = raw.get("root")
-    if isinstance(root, str) and (problem := _data_root_problem(Path(root).expanduser().resolve(), "")):
-        problems.append(problem)
-    return problems
-
-
-def parse_spec(data: Any, source: str = "spec", check_files: bool = True) -> SweepSpec:
-    if not isinstance(data, dict):
-        raise SpecError(f"{source}: the top level must be a mapping of spec fields, got {type(data).__name__}")
-    try:
-        spec = SweepSpec.model_validate(data)
-    except ValidationError as err:
-        extra = _raw_file_problems(data) if check_files else []
-        raise SpecError(_format_errors(source, err, extra)) from None
-    resolve_paths(spec)
-    if check_files:
-        check_paths(spec, source)
-    return spec
-
-
-def resolve_paths(spec: SweepSpec) -> None:
-    """Make every local path absolute now, so Ray workers (which run elsewhere) see the same files."""
-    from bias_ray.models.hub import source_kind
-
-    spec.output_dir = spec.output_dir.expanduser().resolve()
-    spec.data.root = spec.data.resolved_root
-    data_is_local = spec.data.task == "huggingface" and source_kind(spec.data.path, False) == "folder"
-    if spec.data.task == "file" or data_is_local:
-        spec.data.path = str(Path(spec.data.path).expanduser().resolve())
-    for field in ("generator", "student"):
-        value = getattr(spec.models, field)
-        if field == "generator" and spec.generation.engine == "http":
-            continue  # the served model's name, not a path
-        kind = source_kind(value, spec.models.build_tiny_if_missing)
-        if kind == "packaged":
-            from bias_ray.models.packaged import packaged_path, packaged_problem
-
-            if packaged_problem(value) is None:  # else check_models names what to install
-                value = str(packaged_path(value))
-                kind = source_kind(value)
-        if kind == "folder" or (kind == "gguf" and Path(value).expanduser().exists()):
-            value = str(Path(value).expanduser().resolve())
-        setattr(spec.models, field, value)
-
-
-# ---------------------------------------------------------------- model sources (folder or hub id)
-def model_fields(spec: SweepSpec) -> list[str]:
-    """The model references this spec loads weights from (an http generator is a served name, not one)."""
-    return ["student"] if spec.generation.engine == "http" else ["generator", "student"]
-
-
-def check_models(spec: SweepSpec, source: str = "spec", here: bool = True) -> list[str]:
-    """Say what each model reference is and check it as far as this machine can (see models/hub.py).
-
-    ``here``: the run happens on this machine (missing folders, and hub ids missing from the cache
-    in offline mode, are errors). Off (dry run, submission): those are noted as not checked.
-    Returns one line per model, e.g. ``models.student: hub id owner/name (not checked: ...)``.
-    """
-    notes, problems = model_checks(spec, here)
-    if problems:
-        raise SpecError("\n".join([f"{source}: the sweep spec's models cannot be loaded:",
-                                   *[f"  - {p}" for p in problems]]))
-    return notes
-
-
-def model_checks(spec: SweepSpec, here: bool = True) -> tuple[list[str], list[str]]:
-    """(a note per model, a problem per model that cannot be loaded), each starting with its field path."""
-    from bias_ray.models.hub import check_source
-
-    notes, problems = [], []
-    for field in ("generator", "student"):
-        value = getattr(spec.models, field)
-        if field not in model_fields(spec):
-            notes.append(f"models.{field}: served model {value!r} (checked by the endpoint at run time)")
-            continue
-        found = check_source(value, spec.models.build_tiny_if_missing, here=here)
-        notes.append(f"models.{field}: {found.note}")
-        if found.problem:
-            problems.append(f"models.{field}: {found.problem}")
-    return notes, problems
-
-
-def load_spec(path: str | Path, check_files: bool = True) -> SweepSpec:
-    """Read and validate a YAML sweep spec."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"{path}: no such spec file; pass the path of a YAML spec such as sweeps/quickstart.yaml")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {err}") from None
-    return parse_spec(data, str(path), check_files)
-
-
-def dump_spec(spec: SweepSpec) -> dict[str, Any]:
-    """A plain dict of the spec, JSON/YAML friendly, that :func:`parse_spec` reads back."""
-    return spec.model_dump(mode="json")
