@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bias_ray.spec import RunLayout, SpecError, SweepSpec, load_spec, serves_model_by_name
+from bias_ray.spec import RunLayout, SpecError, SweepSpec, load_spec, round_spec, serves_model_by_name
 
 app = typer.Typer(help="Distributed sweeps for studying and mitigating bias inheritance.", no_args_is_help=True)
 models_app = typer.Typer(help="Build or inspect local models (no model hub needed).", no_args_is_help=True)
@@ -560,7 +560,7 @@ def run(
 
                 with console.status(f"round {k}: merging round {k - 1}'s carried student into the generator"):
                     generator = carry_student(current)
-                current = spec.for_round(k, str(generator))
+                current = round_spec(spec, k, str(generator))
                 console.rule(f"round {k} of {rounds}: generator {generator}")
             out = _run_stages(current, verbose, log_file)
         if rounds > 1:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from bias_ray.spec import SpecError, parse_spec
+from bias_ray.spec import SpecError, parse_spec, round_spec
 from tests.conftest import micro_spec_dict
 
 
@@ -29,7 +29,7 @@ def test_rounds_need_a_student_that_can_write(tmp_path, tiny_model, data_root):
     assert "rounds.carry.bias_ratio 0.7 is not in bias_ratios [0.0, 0.5]" in str(err.value)
     spec = parse_spec(rounds_spec(tmp_path, tiny_model, data_root), check_files=False)
     assert spec.carried_cell(["none"]) == {"bias_type": "religion", "bias_ratio": 0.5, "mitigation": "none", "seed": 0}
-    two = spec.for_round(2, "/models/carried")
+    two = round_spec(spec, 2, "/models/carried")
     assert two.name == "micro-round2" and two.run_dir == spec.run_dir / "rounds" / "round-2"
     assert two.models.generator == "/models/carried" and two.rounds.count == 1
 

@@ -35,7 +35,7 @@ def test_the_8b_spec_is_the_paper_scale_grid(laptop):
     assert [b.name for b in spec.bias_type_specs] == demographic  # the six demographic bias types
     assert spec.bias_ratios == [0.0, 0.1, 0.3, 0.5, 0.7, 0.9] and spec.seeds == [0, 1, 2]
     assert [m.name for m in spec.mitigation_specs] == ["none", "token", "mask", "loss"]
-    # every registered downstream task but the paper's culture tasks, whose data a spec names (sweeps/paper_culture.yaml)
+    # every registered downstream task but the paper's culture tasks, whose data a spec names (paper_culture.yaml)
     assert set(spec.evaluation.tasks) == set(TASKS.names()) - {"global_opinions", "cultural_sets"}
     assert spec.scheduler.name == "asha" and spec.resources.gpus_per_trial >= 1
     p = plan(spec)

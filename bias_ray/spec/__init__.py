@@ -64,7 +64,7 @@ __all__ = [
     "GenerationSpec", "MitigationSpec", "ModelsSpec", "QualitySpec", "ResourcesSpec", "RoundsSpec", "RunLayout",
     "SchedulerSpec", "SpecError", "SweepSpec", "TrackingSpec", "TrainingSpec", "bias_type_catalog", "check_models",
     "check_paths", "default_data_root", "default_encoder_path", "dump_spec", "load_spec", "model_checks",
-    "model_fields", "parse_spec", "resolve_paths", "serves_model_by_name",
+    "model_fields", "parse_spec", "resolve_paths", "round_spec", "serves_model_by_name",
 ]
 
 
@@ -121,3 +121,13 @@ def load_spec(path: str | Path, check_files: bool = True) -> SweepSpec:
 def dump_spec(spec: SweepSpec) -> dict[str, Any]:
     """A plain dict of the spec, JSON/YAML friendly, that :func:`parse_spec` reads back."""
     return spec.model_dump(mode="json")
+
+
+def round_spec(spec: SweepSpec, k: int, generator: str) -> SweepSpec:
+    """The spec of round ``k`` >= 2: ``spec``, with round k-1's carried student as the generator, its own
+    folder and name, and one round (a round never starts rounds of its own)."""
+    data = dump_spec(spec)
+    data.update(name=f"{spec.name}-round{k}", output_dir=str(spec.round_dir(k)))
+    data["models"]["generator"] = str(generator)
+    data["rounds"] = {"count": 1}
+    return parse_spec(data, f"round {k} of {spec.name}", check_files=False)

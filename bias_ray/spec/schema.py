@@ -742,17 +742,6 @@ class SweepSpec(_Strict):
         """Round ``k``'s run folder: round 1 is this run's own; round k >= 2 ``<run_dir>/rounds/round-k``."""
         return self.layout.round_dir(k)
 
-    def for_round(self, k: int, generator: str) -> SweepSpec:
-        """The spec of round ``k`` >= 2: this one, with round k-1's carried student as the generator, its own
-        folder and name, and one round (a round never starts rounds of its own)."""
-        from bias_ray.spec import dump_spec, parse_spec
-
-        data = dump_spec(self)
-        data.update(name=f"{self.name}-round{k}", output_dir=str(self.round_dir(k)))
-        data["models"]["generator"] = str(generator)
-        data["rounds"] = {"count": 1}
-        return parse_spec(data, f"round {k} of {self.name}", check_files=False)
-
     @property
     def bias_type_specs(self) -> list[BiasType]:
         return [b for b in self.bias_types if isinstance(b, BiasType)]
