@@ -115,7 +115,7 @@ def test_vllm_chat_uses_the_chat_template_stage_and_messages(tmp_path, tiny_chat
 
 def test_http_chat_requests_and_replies(tmp_path, tiny_chat_model, data_root):
     spec = _spec(tmp_path, tiny_chat_model, data_root, engine="http", endpoint="http://127.0.0.1:9/v1")
-    assert completions_url(spec.generation.endpoint, chat=True) == "http://127.0.0.1:9/v1/chat/completions"
+    assert completions_url(spec.generation.settings.endpoint, chat=True) == "http://127.0.0.1:9/v1/chat/completions"
     body = make_payload("p", "00000010abcd", payload_settings(spec), chat=True, system_prompt=SYSTEM)
     assert body["messages"] == chat_messages("p", SYSTEM) and "prompt" not in body and body["seed"] == 16
     reply = {"choices": [{"message": {"role": "assistant", "content": " hi"}}], "usage": {"completion_tokens": 2}}

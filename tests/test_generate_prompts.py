@@ -106,9 +106,24 @@ def test_engine_names_come_from_the_registry(tmp_path, data_root):
         _spec(tmp_path, data_root, template=str(tmp_path / "nope.yaml"))
 
 
+def test_an_engines_settings_belong_to_the_engine(tmp_path, data_root):
+    """Each engine checks its own settings (its Params): in generation.options, or at the top of generation."""
+    top = _spec(tmp_path, data_root, engine="http", endpoint="http://h:8/v1", max_retries=5)
+    inside = _spec(tmp_path, data_root, engine="http", options={"endpoint": "http://h:8/v1", "max_retries": 5})
+    assert top.generation.options == inside.generation.options == {"endpoint": "http://h:8/v1", "max_retries": 5}
+    assert top.generation.settings.max_retries == 5 and top.generation.settings.http_client == "ray_llm"
+    with pytest.raises(SpecError, match=r"engine vllm's settings \(generation.options\): endpoint: Extra inputs are "
+                                        r"not permitted \(it takes tensor_parallel_size, max_model_len"):
+        _spec(tmp_path, data_root, engine="vllm", options={"endpoint": "http://h:8/v1"})
+    with pytest.raises(SpecError, match=r"generation.endpoint: unknown key"):  # not a transformers setting
+        _spec(tmp_path, data_root, endpoint="http://h:8/v1")
+    with pytest.raises(SpecError, match=r"\['max_retries'\] given twice"):
+        _spec(tmp_path, data_root, engine="http", endpoint="http://h:8/v1", max_retries=1, options={"max_retries": 2})
+
+
 def test_http_requests_and_replies(tmp_path, data_root, monkeypatch):
     spec = _spec(tmp_path, data_root, engine="http", endpoint="http://127.0.0.1:9/v1/", api_key_env="BR_TEST_KEY")
-    assert completions_url(spec.generation.endpoint) == "http://127.0.0.1:9/v1/completions"
+    assert completions_url(spec.generation.settings.endpoint) == "http://127.0.0.1:9/v1/completions"
     assert completions_url("http://h/v1/completions") == "http://h/v1/completions"
     monkeypatch.delenv("BR_TEST_KEY", raising=False)
     with pytest.raises(RuntimeError, match="BR_TEST_KEY"):

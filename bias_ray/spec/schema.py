@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bias_ray.catalog import PACKAGE_DIR, RESOURCES, bias_type_catalog  # noqa: F401  (RESOURCES re-exported)
 from bias_ray.registry import ENGINES, MITIGATIONS, TASKS
@@ -49,6 +48,13 @@ def _registered(name: str, registry: Any) -> str:
     if name not in registry:
         raise ValueError(f"unknown {registry.kind} {name!r}; allowed: {', '.join(registry.names())}")
     return name
+
+
+def _engine_or_none(name: Any) -> Any:
+    try:
+        return ENGINES.get(str(name))
+    except KeyError:  # an unknown engine: its own error names it
+        return None
 
 
 def serves_model_by_name(engine: str | None) -> bool:
@@ -231,21 +237,41 @@ class GenerationSpec(_Strict):
                               "classifier scores after the job (the manifest's generator_measures.hate_share, with "
                               "its Wilson 95% interval); a bounded sample keeps the measures a small part of a job.")
     quality: QualitySpec = QualitySpec()
-    # http engine
-    endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL, e.g. http://host:8000/v1.")
-    api_key_env: str | None = Field(default=None, description="Env var holding the endpoint's API key.")
-    http_client: Literal["ray_llm", "httpx"] = "ray_llm"
-    max_retries: int = Field(default=3, ge=0)
-    request_timeout_s: float = Field(default=60.0, gt=0)
-    # vllm engine
-    tensor_parallel_size: int = Field(default=1, gt=0)
-    max_model_len: int | None = Field(default=None, gt=0)
-    options: dict[str, Any] = Field(default_factory=dict, description="Engine-specific settings.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="The engine's own settings, checked by the engine's `Params` "
+        "(bias_ray/generate/engines/<engine>_engine.py), e.g. http: endpoint, api_key_env, http_client, max_retries, "
+        "request_timeout_s; vllm: tensor_parallel_size, max_model_len, engine_kwargs; transformers: device, "
+        "cpu_threads. An engine's settings may also stand at the top of `generation` (as before).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_settings_into_options(cls, data: Any) -> Any:
+        """An engine's own settings written at the top of ``generation`` (``endpoint: ...``, every spec before
+        they moved to the engine) go into ``options``, where the engine's ``Params`` check them."""
+        if not isinstance(data, dict):
+            return data
+        own = {k: v for k, v in data.items() if k not in cls.model_fields}
+        if not own:
+            return data
+        params = getattr(_engine_or_none(data.get("engine", "transformers")), "Params", None)
+        declared = set(params.model_fields) if params is not None else set()
+        moved = {k: v for k, v in own.items() if k in declared}
+        repeated = sorted(set(moved) & set(data.get("options") or {}))
+        if repeated:
+            raise ValueError(f"generation: {repeated} given twice, at the top and in options; keep one")
+        rest = {k: v for k, v in data.items() if k not in moved}
+        return {**rest, "options": {**(data.get("options") or {}), **moved}} if moved else data
 
     @field_validator("engine")
     @classmethod
     def _known_engine(cls, v: str) -> str:
         return _registered(v, ENGINES)
+
+    @property
+    def settings(self) -> Any:
+        """The engine's own settings (its ``Params``, from ``options``), with their defaults."""
+        params = getattr(ENGINES.get(self.engine), "Params", None)
+        return params.model_validate(self.options) if params is not None else None
 
     @field_validator("template")
     @classmethod
@@ -260,12 +286,21 @@ class GenerationSpec(_Strict):
 
     @model_validator(mode="after")
     def _engine_settings(self) -> GenerationSpec:
-        check = getattr(ENGINES.get(self.engine), "check_settings", None)  # what the engine itself needs
+        engine = ENGINES.get(self.engine)
+        params = getattr(engine, "Params", None)
+        if params is None and self.options:
+            raise ValueError(f"engine {self.engine} takes no options; remove generation.options")
+        if params is not None:
+            try:
+                params.model_validate(self.options)
+            except ValidationError as err:  # each problem by its key, and what the engine takes
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                                     for e in err.errors())
+                raise ValueError(f"engine {self.engine}'s settings (generation.options): {problems} (it takes "
+                                 f"{', '.join(params.model_fields)})") from None
+        check = getattr(engine, "check_settings", None)  # what the engine itself needs
         if check is not None and (problem := check(self)):
             raise ValueError(problem)
-        if self.api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
-            raise ValueError(f"api_key_env must name an environment variable (got {self.api_key_env!r}), "
-                             "not hold the key itself")
         if self.quality.min_chars > self.quality.max_chars:
             raise ValueError("quality.min_chars is above quality.max_chars")
         if self.system_prompt is not None and not self.chat:

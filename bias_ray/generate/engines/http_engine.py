@@ -13,11 +13,13 @@ and never logged or written.
 from __future__ import annotations
 
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bias_ray.generate.chat import chat_messages
 from bias_ray.generate.engines.base import sample_seed
@@ -34,9 +36,29 @@ def completions_url(endpoint: str, chat: bool = False) -> str:
     return endpoint + ("/chat/completions" if chat else "/completions")
 
 
+class HttpParams(BaseModel):
+    """The http engine's settings (``generation.options``, or the top of ``generation`` as before)."""
+
+    model_config = ConfigDict(extra="forbid")
+    endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL, e.g. http://host:8000/v1.")
+    api_key_env: str | None = Field(default=None, description="Env var holding the endpoint's API key.")
+    http_client: Literal["ray_llm", "httpx"] = "ray_llm"
+    max_retries: int = Field(default=3, ge=0)
+    request_timeout_s: float = Field(default=60.0, gt=0)
+    qps: float | None = Field(default=None, gt=0, description="ray_llm: requests per second at most.")
+    parallel_requests: int = Field(default=8, gt=0, description="httpx: requests in flight per actor.")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _names_a_variable(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError(f"api_key_env must name an environment variable (got {v!r}), not hold the key itself")
+        return v
+
+
 def api_key(spec) -> str | None:
     """The key from the env var the spec names; an unset variable is an error naming it (not a value)."""
-    name = spec.generation.api_key_env
+    name = spec.generation.settings.api_key_env
     if not name:
         return None
     value = os.environ.get(name)
@@ -149,11 +171,11 @@ def ray_llm_config(spec, key: str | None):
     except ImportError as err:
         raise ImportError(f"generation.http_client ray_llm needs Ray Data LLM's HTTP stage ({err}); "
                           "`pip install aiohttp`, or set generation.http_client: httpx") from None
-    g = spec.generation
+    g, own = spec.generation, spec.generation.settings
     return HttpRequestProcessorConfig(
-        url=completions_url(g.endpoint, g.chat), headers={"Authorization": f"Bearer {key}"} if key else {},
-        concurrency=g.concurrency or 1, batch_size=g.batch_size, max_retries=g.max_retries,
-        qps=g.options.get("qps"),
+        url=completions_url(own.endpoint, g.chat), headers={"Authorization": f"Bearer {key}"} if key else {},
+        concurrency=g.concurrency or 1, batch_size=g.batch_size, max_retries=own.max_retries,
+        qps=own.qps,
     )
 
 
@@ -162,20 +184,21 @@ class HttpEngine:
     """Completions from an OpenAI-compatible server, through Ray Data LLM or the httpx client."""
 
     serves_model_by_name = True  # models.generator is the served model's name, not local weights
+    Params = HttpParams
 
     @staticmethod
     def check_settings(generation) -> str | None:
         """What the spec's generation section lacks for this engine (None: nothing)."""
-        if not generation.endpoint:
+        if not generation.settings.endpoint:
             return ("engine http needs generation.endpoint, the base URL of an OpenAI-compatible server "
                     "(e.g. http://127.0.0.1:8000/v1)")
         return None
 
     def apply(self, ds, spec):
-        g = spec.generation
+        g, own = spec.generation, spec.generation.settings
         key = api_key(spec)
         settings = payload_settings(spec)
-        if g.http_client == "ray_llm":
+        if own.http_client == "ray_llm":
             from ray.data.llm import build_processor
 
             processor = build_processor(ray_llm_config(spec, key),
@@ -187,9 +210,10 @@ class HttpEngine:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return ds.map_batches(
             HttpxCompletionClient,
-            fn_constructor_kwargs={"url": completions_url(g.endpoint, g.chat), "headers": headers,
-                                   "settings": settings, "max_retries": g.max_retries, "timeout_s": g.request_timeout_s,
-                                   "parallel": int(g.options.get("parallel_requests", 8)), "chat": g.chat,
+            fn_constructor_kwargs={"url": completions_url(own.endpoint, g.chat), "headers": headers,
+                                   "settings": settings, "max_retries": own.max_retries,
+                                   "timeout_s": own.request_timeout_s, "parallel": own.parallel_requests,
+                                   "chat": g.chat,
                                    "system_prompt": g.system_prompt},
             batch_size=g.batch_size,
             compute=ActorPoolStrategy(size=g.concurrency or 1),

@@ -7,9 +7,10 @@ tokenizer's chat template (generate/chat.py).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from bias_ray.generate.engines.base import cluster_gpus, sample_seed
 from bias_ray.generate.prompts import sampling_params
@@ -133,6 +134,15 @@ class TransformersGenerator:
         return batch
 
 
+class TransformersParams(BaseModel):
+    """The transformers engine's settings (``generation.options``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    device: Literal["auto", "cpu"] = Field(default="auto", description="cpu: never a GPU, even where there is one.")
+    cpu_threads: int | None = Field(default=None, gt=0, description="torch threads per CPU actor; default: its "
+                                    "share of the machine's CPUs.")
+
+
 def engine_settings(spec) -> tuple[dict[str, Any], str, int]:
     """Sampling settings, device and pool size for a spec (shared by the pipeline and the bench).
 
@@ -141,8 +151,8 @@ def engine_settings(spec) -> tuple[dict[str, Any], str, int]:
     """
     from bias_ray.runtime import cpu_budget
 
-    gen = spec.generation
-    gpus = cluster_gpus() if gen.options.get("device", "auto") != "cpu" else 0.0
+    gen, own = spec.generation, spec.generation.settings
+    gpus = cluster_gpus() if own.device != "cpu" else 0.0
     use_gpu = gpus >= 1
     concurrency = gen.concurrency or (int(gpus) if use_gpu else int(cpu_budget()))
     # each CPU actor reserves one CPU (the rest stay free for Ray Data's tasks) but may compute on its share of
@@ -150,7 +160,7 @@ def engine_settings(spec) -> tuple[dict[str, Any], str, int]:
     import ray
 
     total = ray.cluster_resources().get("CPU", 1.0) if ray.is_initialized() else 1.0
-    threads = gen.options.get("cpu_threads") or max(1, int(total // max(1, concurrency)))
+    threads = own.cpu_threads or max(1, int(total // max(1, concurrency)))
     sampling = {**sampling_params(spec), "cpu_threads": int(threads)}
     return sampling, "cuda" if use_gpu else "cpu", concurrency
 
@@ -158,6 +168,8 @@ def engine_settings(spec) -> tuple[dict[str, Any], str, int]:
 @ENGINES.register("transformers")
 class TransformersEngine:
     """Batched HF ``generate`` in a pool of actors sized to the free CPUs (or one per GPU)."""
+
+    Params = TransformersParams
 
     def apply(self, ds, spec):
         from ray.data import ActorPoolStrategy

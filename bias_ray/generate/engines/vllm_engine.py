@@ -13,9 +13,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from bias_ray.generate.chat import chat_messages, check_generator_chat_template
 from bias_ray.generate.engines.base import cluster_gpus, sample_seed
 from bias_ray.registry import ENGINES
+
+
+class VllmParams(BaseModel):
+    """The vllm engine's settings (``generation.options``, or the top of ``generation`` as before)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tensor_parallel_size: int = Field(default=1, gt=0, description="GPUs per replica.")
+    max_model_len: int | None = Field(default=None, gt=0)
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="More of vLLM's engine arguments.")
+    accelerator_type: str | None = Field(default=None, description="Ray's accelerator type for the replicas.")
 
 
 def vllm_config(spec):
@@ -23,22 +35,22 @@ def vllm_config(spec):
     size, max model len."""
     from ray.data.llm import vLLMEngineProcessorConfig
 
-    g = spec.generation
-    engine_kwargs: dict[str, Any] = {"tensor_parallel_size": g.tensor_parallel_size, "dtype": spec.models.dtype}
-    if g.max_model_len:
-        engine_kwargs["max_model_len"] = g.max_model_len
-    engine_kwargs.update(g.options.get("engine_kwargs", {}))
+    g, own = spec.generation, spec.generation.settings
+    engine_kwargs: dict[str, Any] = {"tensor_parallel_size": own.tensor_parallel_size, "dtype": spec.models.dtype}
+    if own.max_model_len:
+        engine_kwargs["max_model_len"] = own.max_model_len
+    engine_kwargs.update(own.engine_kwargs)
     return vLLMEngineProcessorConfig(
         model_source=str(spec.models.generator),
         engine_kwargs=engine_kwargs,
         # default: as many replicas as the cluster's GPUs hold (tensor_parallel_size GPUs each)
-        concurrency=g.concurrency or max(1, int(cluster_gpus() // g.tensor_parallel_size)),
+        concurrency=g.concurrency or max(1, int(cluster_gpus() // own.tensor_parallel_size)),
         batch_size=g.batch_size,
         chat_template_stage=g.chat,
         tokenize_stage=True,
         detokenize_stage=True,
         should_continue_on_error=True,
-        accelerator_type=g.options.get("accelerator_type"),
+        accelerator_type=own.accelerator_type,
     )
 
 
@@ -70,6 +82,8 @@ def vllm_sampling(spec) -> dict[str, Any]:
 
 @ENGINES.register("vllm")
 class VLLMEngine:
+    Params = VllmParams
+
     def apply(self, ds, spec):
         from ray.data.llm import build_processor
 
