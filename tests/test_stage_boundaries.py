@@ -159,3 +159,15 @@ def test_importing_a_stage_loads_no_stage_it_must_not_use(stage):
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
     forbidden = set(STAGES) - {stage} - ALLOWED.get(stage, set())
     assert not loaded & forbidden, f"importing {package} loaded {sorted(loaded & forbidden)}"
+
+
+def test_the_spec_schema_leaves_files_and_models_to_the_checks():
+    """``spec/schema.py`` validates what a spec says; what it names on this machine (the task data, the model
+    folders and hub ids) is read by ``spec/checks.py`` alone, and no module of the spec package uses a stage."""
+    modules = _modules()
+    schema = {t for t, _ in _imports(modules["bias_ray.spec.schema"], module_level_only=False)}
+    reading = sorted(t for t in schema if _owner(t) in ("data", "models"))
+    assert not reading, f"spec/schema.py imports {reading}; such checks belong in spec/checks.py"
+    package = {t for m, path in modules.items() if m.startswith("bias_ray.spec")
+               for t, _ in _imports(path, module_level_only=False)}
+    assert not {_owner(t) for t in package} & set(STAGES)
