@@ -9,7 +9,8 @@ The identity terms are the bias type's lexicon (``bias_ray/resources/lexicons``,
 boundaries, case-insensitively, by the same matcher the mask and loss mitigations use); ``P_clf``
 is the stance classifier (:func:`bias_ray.measures.classifier.toxigen_classifier`, logistic
 regression on MiniLM embeddings of the ToxiGen train split). A group without lexicon terms has
-``names_group_share`` None. Shards are read one at a time, only the columns needed.
+``names_group_share`` None. The kept rows stream through the store's reader
+(:func:`bias_ray.augmented.iter_kept_batches`), shard after shard, only the columns needed.
 
 ``names_group_share`` counts every kept row (a regex). ``hate_share`` is over the first ``max_scored``
 kept rows of each cell in shard order (``generation.measure_rows``, default 200; ``hate_scored`` says
@@ -25,25 +26,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
+from bias_ray.augmented import iter_kept_batches
 from bias_ray.lexicons import load_lexicon, term_pattern
 from bias_ray.spec import SweepSpec
 
-COLUMNS = ["sample_id", "text", "drop_reason", "bias_type", "group", "stance"]
 MAX_SCORED_PER_CELL = 200  # generation.measure_rows' default
 
 
 def _kept_rows(out: Path):
-    """Kept rows shard by shard: (bias_type, group, stance, text) frames."""
-    dup_path = out / "duplicates.parquet"
-    dups = set(pq.read_table(dup_path, columns=["sample_id"]).column("sample_id").to_pylist()) \
-        if dup_path.exists() else set()
-    for part in sorted((out / "shards").glob("part-*.parquet")):
-        frame = pq.read_table(part, columns=COLUMNS).to_pandas()
-        frame = frame[(frame["drop_reason"] == "") & ~frame["sample_id"].isin(dups)]
-        if len(frame):
-            yield frame[["bias_type", "group", "stance", "text"]]
+    """Kept rows, shard after shard in the store's order: (bias_type, group, stance, text) frames."""
+    yield from iter_kept_batches(out, ["bias_type", "group", "stance", "text"])
 
 
 def names_group(texts: list[str], bias_type: str, group: str) -> np.ndarray | None:
