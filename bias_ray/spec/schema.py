@@ -12,10 +12,9 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bias_ray.catalog import PACKAGE_DIR, RESOURCES, bias_type_catalog  # noqa: F401  (RESOURCES re-exported)
+from bias_ray.catalog import PACKAGE_DIR, RESOURCES, bias_type_catalog, task_listing  # noqa: F401  (RESOURCES re-exported)
 from bias_ray.registry import ENGINES, MITIGATIONS, TASKS
 from bias_ray.spec.layout import RunLayout
 
@@ -60,10 +59,7 @@ def _engine_or_none(name: Any) -> Any:
 def serves_model_by_name(engine: str | None) -> bool:
     """Whether ``engine`` generates with a model it serves by name (an OpenAI-compatible endpoint), so
     ``models.generator`` names no local weights (the engine class's ``serves_model_by_name``)."""
-    try:
-        return bool(getattr(ENGINES.get(str(engine)), "serves_model_by_name", False))
-    except KeyError:  # an unknown engine: its own error names it
-        return False
+    return bool(getattr(_engine_or_none(engine), "serves_model_by_name", False))
 
 
 class _Strict(BaseModel):
@@ -689,7 +685,7 @@ class SweepSpec(_Strict):
         template = read_template(self.generation.template)
         for dimension in dict.fromkeys(b.dimension_name for b in self.bias_type_specs):
             slot_classes(template, dimension, classes)
-        listed = (yaml.safe_load((RESOURCES / "tasks.yaml").read_text()) or {}).get("tasks", {})
+        listed = task_listing()["tasks"]
         hate = [t for t in self.evaluation.tasks if (listed.get(t) or {}).get("kind") == "classifier"]
         if hate and self.evaluation.in_trials:
             raise ValueError(f"evaluation.tasks {hate} score the trial's classifier as a hate classifier (label 1 = "
@@ -730,7 +726,7 @@ class SweepSpec(_Strict):
             raise ValueError("training.fsdp with models.dtype float16 needs a sharded gradient scaler, which "
                              "bias-ray does not build; use bfloat16 (or float32)")
         if self.evaluation.in_trials:
-            listed = (yaml.safe_load((RESOURCES / "tasks.yaml").read_text()) or {}).get("tasks", {})
+            listed = task_listing()["tasks"]
             scored = [t for t in self.evaluation.tasks if (listed.get(t) or {}).get("kind") != "classifier"]
             if scored:
                 raise ValueError(f"training.fsdp: the tasks {', '.join(scored)} score a language model, which a trial "

@@ -108,19 +108,16 @@ class GlobalOpinionsTask(Task):
 
     def predict(self, lm, rows: pd.DataFrame, ctx: TaskContext) -> pd.DataFrame:
         template = self.options.get("prompt", "{question}\n{options}\nAnswer: (")
-        prompts, letters, owner = [], [], []
-        for i, r in enumerate(rows.itertuples()):
+        prompts, letters = [], []
+        for r in rows.itertuples():
             lettered = "\n".join(f"({string.ascii_uppercase[k]}) {o}" for k, o in enumerate(r.options))
             prompt = template.format(question=r.question, options=lettered)
             for k in range(len(r.options)):
                 prompts.append(prompt)
                 letters.append(string.ascii_uppercase[k])
-                owner.append(i)
         sums, _ = lm.loglik(prompts, letters)
-        owner = np.array(owner)
         model = []
-        for i in range(len(rows)):
-            s = sums[owner == i]
+        for s in np.split(sums, np.cumsum([len(o) for o in rows["options"]])[:-1]):  # each question's letters
             e = np.exp(s - s.max())
             model.append((e / e.sum()).tolist())
         out = rows.copy()
