@@ -47,8 +47,8 @@ _TASK_DESCRIPTIONS = {f"task/{HEADLINE_TASK}/{m}": d for m, d in (_HEADLINE.get(
 # First one with data is the headline: the headline task's metric when the sweep ran it, else the trial's own.
 HEADLINE_CANDIDATES = {
     HEADLINE_FIGURE_METRIC: _TASK_DESCRIPTIONS[HEADLINE_FIGURE_METRIC],
-    "bias_type/fpr_gap": "largest gap in false-positive rate across the bias type's groups (held-out ToxiGen)",
-    "fpr_gap": "largest gap in false-positive rate across all groups (held-out ToxiGen)",
+    "bias_type/fpr_gap": "largest gap in false-positive rate across the bias type's groups (held-out task data)",
+    "fpr_gap": "largest gap in false-positive rate across all groups (held-out task data)",
     # a task of named classes (data.labels, Bias in Bios): no positive class, so no false-positive rate
     "bias_type/accuracy_gap": "largest gap in accuracy across the bias type's groups (held-out task data)",
 }
@@ -56,8 +56,8 @@ HEADLINE_CANDIDATES = {
 ACCURACY_GAP_METRIC = "bias_type/accuracy_gap"
 DEFAULT_METRICS = ["macro_f1", "accuracy", "bias_type/fpr_gap", "bias_type/ppr_gap", "bias_type/accuracy_gap"]
 UTILITY_METRIC = "macro_f1"
-DESCRIPTIONS = {**HEADLINE_CANDIDATES, "macro_f1": "macro-F1 on held-out ToxiGen",
-                "accuracy": "accuracy on held-out ToxiGen", **_TASK_DESCRIPTIONS}
+DESCRIPTIONS = {**HEADLINE_CANDIDATES, "macro_f1": "macro-F1 on the held-out rows of the fine-tuning task",
+                "accuracy": "accuracy on the held-out rows of the fine-tuning task", **_TASK_DESCRIPTIONS}
 BETTER_WORDS = {"higher": "higher is better", "lower": "lower is better", "zero": "closer to 0 is better",
                 "half": "closer to 0.5 is better", None: "no declared direction"}
 
