@@ -38,10 +38,9 @@ def _load(spec_path: Path, here: bool = True, planned_mix: bool = True) -> Sweep
         check_student_tasks(spec)
         if here and spec.evaluation.tasks:  # a task's own data (GlobalOpinionQA, the cultural sets) must be here
             from bias_ray.evaluate.tasks import check_task_data
+            from bias_ray.spec.checks import raise_all
 
-            if problems := check_task_data(spec):
-                raise SpecError(f"{spec_path}: " + (problems[0] if len(problems) == 1 else
-                                                    "".join(f"\n  - {p}" for p in problems)))
+            raise_all(check_task_data(spec), str(spec_path))
         if here and planned_mix and spec.training.mix_labels == "real" \
                 and not (spec.augmented_dir / "manifest.json").exists():
             from bias_ray.generate.prompts import planned_label_shares

@@ -46,7 +46,7 @@ def _data_root_problem(root: Path, task: str) -> str | None:
     return None
 
 
-def _raise_all(problems: list[str], source: str, heading: str = "the sweep spec cannot run") -> None:
+def raise_all(problems: list[str], source: str, heading: str = "the sweep spec cannot run") -> None:
     """One SpecError for every problem found: as it was for one, as a list for several."""
     if len(problems) == 1:
         raise SpecError(f"{source}: {problems[0]}")
@@ -65,7 +65,7 @@ def check_paths(spec: SweepSpec, source: str = "spec") -> None:
     except SpecError as err:
         problems.append(str(err).removeprefix(f"{source}: "))
     problems += model_checks(spec, here=True)[1]
-    _raise_all(problems, source)
+    raise_all(problems, source)
 
 
 def raw_file_problems(data: dict[str, Any]) -> list[str]:
