@@ -155,7 +155,7 @@ def old_trial_data(spec, bias_type: str, ratio: float, seed: int):
 
 def old_finalize(out: Path) -> dict:
     """The old finalize's reads and duplicate search: six columns of every shard into one frame."""
-    from bias_ray.generate.quality import find_duplicates
+    from bias_ray.augmented.finalize import find_duplicates
 
     cols = ["sample_id", "text", "drop_reason", "generated_tokens", "engine_s", "device"]
     parts = sorted((out / "shards").glob("part-*.parquet"))

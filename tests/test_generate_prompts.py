@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bias_ray.augmented.finalize import find_duplicates
 from bias_ray.data.loaders import load_toxigen
 from bias_ray.generate.engines.http_engine import (
     api_key,
@@ -15,7 +16,7 @@ from bias_ray.generate.engines.http_engine import (
     payload_settings,
 )
 from bias_ray.generate.prompts import build_prompts, load_template, make_plan
-from bias_ray.generate.quality import clean_generation, drop_reason, find_duplicates
+from bias_ray.generate.quality import clean_generation, drop_reason
 from bias_ray.spec import QualitySpec, SpecError, parse_spec
 from tests.conftest import micro_spec_dict
 

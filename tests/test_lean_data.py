@@ -21,12 +21,13 @@ from bias_ray.augmented import (
     SHARD_COLUMNS,
     augmented_rows,
     augmented_strata,
+    finalize,
     iter_kept_batches,
     load_augmented,
 )
+from bias_ray.augmented.finalize import find_duplicates
 from bias_ray.generate import pipeline
 from bias_ray.generate.pipeline import _finalize, generate
-from bias_ray.generate.quality import find_duplicates
 from bias_ray.mix import mix
 from bias_ray.spec import parse_spec
 from bias_ray.train.trainable import trial_data
@@ -83,8 +84,8 @@ def _finished(spec, rows, shard_rows=97, quarantine=None, rows_per_pass=1_000_00
     total = len(rows) + (0 if quarantine is None else len(quarantine))
     job = {"engine": "null", "model": "m", "sampling": {"temperature": 1.0}, "template_id": "t", "template_version": 2}
     if monkeypatch is not None:
-        real = pipeline.stream_duplicates
-        monkeypatch.setattr(pipeline, "stream_duplicates",
+        real = finalize.stream_duplicates
+        monkeypatch.setattr(finalize, "stream_duplicates",
                             lambda parts, hashes, dest: real(parts, hashes, dest, rows_per_pass=rows_per_pass))
     return out, _finalize(spec, SimpleNamespace(total=total), job, {})
 

@@ -2,6 +2,8 @@
 
 :mod:`~bias_ray.augmented.store` holds its on-disk format (layout, shard columns, the row
 directory, the manifest) and the atomic writes that generation and import make;
+:mod:`~bias_ray.augmented.finalize` counts a finished job's shards, drops exact duplicates and
+writes the row directory;
 :mod:`~bias_ray.augmented.read` holds the column- and row-pruned readers the other stages use.
 A layer below the stages: it imports none of them.
 """

@@ -1,8 +1,9 @@
 """The store of augmented data: its on-disk format, atomic writes, the row directory, the manifest.
 
 The contract between the stages: generation (:mod:`bias_ray.generate.pipeline`) and import
-(:mod:`bias_ray.generate.imported`) write through this module; mix, train and analysis read through
-:mod:`bias_ray.augmented.read`. Layout under ``spec.augmented_dir``::
+(:mod:`bias_ray.generate.imported`) write through this module and close a job with
+:mod:`bias_ray.augmented.finalize`; mix, train and analysis read through :mod:`bias_ray.augmented.read`.
+Layout under ``spec.augmented_dir``::
 
     job.json              what this folder holds (settings fingerprint, requested prompts)
     shards/part-*.parquet generated rows (kept and filtered, with ``drop_reason``), lean: the

@@ -33,6 +33,7 @@ import pyarrow.fs as pafs
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from bias_ray.augmented.finalize import stream_duplicates, text_hashes
 from bias_ray.augmented.store import (
     ROW_DIRECTORY,
     SHARD_ROW_GROUP_ROWS,
@@ -43,7 +44,7 @@ from bias_ray.augmented.store import (
     part_files,
 )
 from bias_ray.data.loaders import stable_id
-from bias_ray.generate.quality import drop_reasons, stream_duplicates, text_hashes
+from bias_ray.generate.quality import drop_reasons
 from bias_ray.spec import QualitySpec, SweepSpec
 
 # shards named apart from a generation job's, sized like a large job's

@@ -9,8 +9,9 @@ after a ``kill -9`` each shard is either whole or absent. A rerun reads the samp
 committed (shards + quarantine), builds prompts only for the others, and a finished job
 (complete manifest, same fingerprint) is left as it is.
 
-Memory does not grow with the job after generation either: the finalize streams the shards one
-at a time (counts, text hashes for duplicates), and the readers
+Memory does not grow with the job after generation either: the store's finalize
+(:mod:`bias_ray.augmented.finalize`) streams the shards one at a time (counts, text hashes for
+duplicates), and the readers
 (:func:`bias_ray.augmented.load_augmented`, :func:`~bias_ray.augmented.augmented_strata`,
 :func:`~bias_ray.augmented.augmented_rows`) push bias-type and index filters and a column
 projection into pyarrow, so a trial reads its bias type's rows and the columns it uses.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -31,24 +31,21 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from bias_ray.augmented.finalize import scan_shards
 from bias_ray.augmented.store import (
-    ROW_DIRECTORY,
     SHARD_COLUMNS,
     SHARD_ROW_GROUP_ROWS,
-    RowDirectory,
     atomic_write_json,
     atomic_write_parquet,
     committed_indices,
     finished_job,
     manifest_is_import,
-    part_files,
 )
 from bias_ray.data.custom import task_data_summary
 from bias_ray.generate.engines import ENGINES
 from bias_ray.generate.prompts import PromptPlan, make_plan, sampling_params, settings_fingerprint
-from bias_ray.generate.quality import clean_generations, drop_reasons, stream_duplicates, text_hashes
+from bias_ray.generate.quality import clean_generations, drop_reasons
 from bias_ray.generate.recovery import check_folder, read_json, set_aside, shard_name
 from bias_ray.spec import GenerationSpec, QualitySpec, SweepSpec
 
@@ -273,98 +270,23 @@ def _in_shards(blocks: Iterable[pa.Table], shard_rows: int, arrived: Callable[[p
         yield pa.concat_tables(pending)
 
 
-class _ShardTotals:
-    """Counters over the shards, fed one shard at a time: memory is one shard plus 8 bytes a kept row."""
-
-    def __init__(self, total: int) -> None:
-        self.seen = np.zeros(total, dtype=bool)  # prompt index -> has an outcome on disk
-        self.repeated = self.out_of_range = self.rows = self.tokens = 0
-        self.engine_s = self.gpu_s = 0.0
-        self.devices: set[str] = set()
-        self.drops: dict[str, int] = {}
-        self.kept_hashes: list[np.ndarray] = []
-
-    def mark(self, index: np.ndarray) -> None:
-        """Record the prompt indices of one file; count repeats and indices outside the plan."""
-        index = np.asarray(index, dtype=np.int64)
-        inside = (index >= 0) & (index < len(self.seen))
-        self.out_of_range += int((~inside).sum())
-        index = index[inside]
-        self.repeated += int(self.seen[index].sum()) + int(len(index) - len(np.unique(index)))
-        self.seen[index] = True
-
-    def add_shard(self, table: pa.Table) -> None:
-        self.mark(table.column("index").to_numpy())
-        self.rows += table.num_rows
-        self.tokens += int(pc.sum(table.column("generated_tokens")).as_py() or 0)
-        engine_s = table.column("engine_s")
-        self.engine_s += float(pc.sum(engine_s).as_py() or 0.0)
-        device = table.column("device")
-        on_gpu = pc.starts_with(device, "cuda")
-        self.gpu_s += float(pc.sum(pc.filter(engine_s, on_gpu)).as_py() or 0.0)
-        self.devices.update(pc.unique(device).to_pylist())
-        reasons = pc.value_counts(table.column("drop_reason")).to_pylist()
-        for item in reasons:
-            if item["values"]:
-                self.drops[item["values"]] = self.drops.get(item["values"], 0) + int(item["counts"])
-        kept = pc.equal(table.column("drop_reason"), "")
-        self.kept_hashes.append(text_hashes(pc.filter(table.column("text"), kept)))
-
-
 def _finalize(spec: SweepSpec, plan: PromptPlan, job: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     """Check completeness, drop exact duplicates, write the manifest (last, atomically).
 
-    Streams: one shard in memory at a time, plus a bit per prompt, 8 bytes per kept row (text
-    hashes) and the row directory's ~28 bytes per kept row (:class:`RowDirectory`).
+    The counting, duplicates and row directory are the store's (:mod:`bias_ray.augmented.finalize`,
+    streaming: one shard in memory at a time); this adds the job's settings and the last run's throughput.
     """
     out = spec.augmented_dir
-    parts = part_files(out / "shards")
-    totals, directory = _ShardTotals(plan.total), RowDirectory()
-    for part in parts:
-        shard = pq.ParquetFile(part)
-        table = shard.read(columns=["index", "text", "drop_reason", "generated_tokens", "engine_s", "device",
-                                    "label", "group", "bias_type"])
-        totals.add_shard(table)
-        directory.add_shard(table, part, shard.metadata)
-        shard.close()
-    quarantined, reasons = 0, {}
-    for part in part_files(out / "quarantine"):
-        table = pq.read_table(part, columns=["index", "reason"])
-        totals.mark(table.column("index").to_numpy())
-        quarantined += table.num_rows
-        # "malformed response (...): ..." / "engine error: ..." -> counted by the part before the details
-        for reason in table.column("reason").to_pylist():
-            key = re.split(r"[:(]", str(reason), maxsplit=1)[0].strip()
-            reasons[key] = reasons.get(key, 0) + 1
-    missing = int((~totals.seen).sum())
-    repeated = totals.repeated + totals.out_of_range
-    if repeated or missing or totals.rows + quarantined != plan.total:
-        raise GenerationJobError(f"{out}: {missing} requested samples missing and {repeated} repeated after the run; "
-                                 "rerun `bias-ray generate` to resume (this should not happen: please report it)")
-    dedup = spec.generation.quality.dedup
-    dup_index = stream_duplicates(parts if dedup else [], totals.kept_hashes if dedup else [],
-                                   out / "duplicates.parquet")
-    n_dups = len(dup_index)
-    totals.kept_hashes = []
-    directory.write(out / ROW_DIRECTORY, dup_index)
-    dropped = dict(totals.drops)
-    if n_dups:
-        dropped["duplicate"] = n_dups
+    scan = scan_shards(out, plan.total)
+    if not scan.complete:
+        raise GenerationJobError(f"{out}: {scan.missing} requested samples missing and {scan.repeated} repeated after "
+                                 "the run; rerun `bias-ray generate` to resume (this should not happen: please "
+                                 "report it)")
     run_tokens, run_wall = run.get("generated_tokens", 0), run.get("wall_s", 0.0)
     manifest = {
         **job,
         "status": "complete",
-        "rows": int(totals.rows - sum(dropped.values())),
-        "prompts": plan.total,
-        "generated": int(totals.rows),
-        "dropped": {k: int(v) for k, v in sorted(dropped.items())},
-        "quarantined": int(quarantined),
-        "quarantine_reasons": {k: int(v) for k, v in sorted(reasons.items())},
-        "generated_tokens": int(totals.tokens),
-        "engine_seconds": round(totals.engine_s, 3),
-        "gpu_seconds": round(totals.gpu_s, 3),
-        "devices": sorted(totals.devices),
-        "shards": len(parts),
+        **scan.commit(out, spec.generation.quality.dedup),
         "last_run": {
             "prompts": run.get("prompts", 0),
             "generated_tokens": run_tokens,

@@ -1,24 +1,16 @@
-"""Quality filters on generated rows: cleaning, length and refusal checks, exact duplicates.
+"""Quality filters on generated rows: cleaning, length and refusal checks.
 
 Row filters give each row a ``drop_reason`` ("" = kept) so the manifest can count what was
-dropped and why; duplicates are found over the whole job once it is complete, keeping the
-smallest sample id of each text so the result does not depend on the order shards finished
-(:func:`stream_duplicates` writes them to the store's ``duplicates.parquet``, for the finalize of
-a generation job and for an import).
+dropped and why. Exact duplicates are found over the whole job once it is complete, by the
+store's finalize (:mod:`bias_ray.augmented.finalize`).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from bias_ray.augmented.store import commit_file
 from bias_ray.spec import QualitySpec
 
 # the characters ``str.strip()`` removes (``str.isspace``), for the same cleaning on Arrow arrays
@@ -89,59 +81,3 @@ def drop_reasons(texts: pa.Array | pa.ChunkedArray, quality: QualitySpec) -> pa.
     code[chars < quality.min_chars] = 2
     code[empty] = 1
     return pa.array(DROP_REASONS, pa.string()).take(pa.array(code))
-
-
-def find_duplicates(rows: pd.DataFrame) -> pd.DataFrame:
-    """``sample_id, duplicate_of`` for kept rows whose text repeats an earlier (smaller id) kept row."""
-    kept = rows.loc[rows["drop_reason"] == "", ["sample_id", "text"]].sort_values(["text", "sample_id"])
-    first = kept.groupby("text", sort=False)["sample_id"].transform("first")
-    dup = kept[kept["sample_id"] != first]
-    return pd.DataFrame({"sample_id": dup["sample_id"].to_numpy(), "duplicate_of": first[dup.index].to_numpy()})
-
-
-def text_hashes(texts: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """64-bit hashes of texts (pandas' SipHash): equal texts hash equal; a collision only costs a re-check."""
-    return pd.util.hash_array(np.asarray(texts.to_numpy(zero_copy_only=False), dtype=object), categorize=False)
-
-
-def stream_duplicates(parts: list[Path], hashes: list[np.ndarray], dest: Path,
-                       rows_per_pass: int = 1_000_000) -> np.ndarray:
-    """Write ``duplicates.parquet`` (atomically) from the shards; returns the duplicates' indices.
-
-    ``hashes[k]`` are the text hashes of shard ``k``'s kept rows, in order. Only kept rows whose
-    hash occurs more than once are candidates. They are read back in passes over the shards that
-    hold some, each pass taking the candidates of one range of hash values (about
-    ``rows_per_pass`` rows), and :func:`find_duplicates` compares their exact texts: the same rows
-    are dropped as a whole-job comparison would drop, in memory bounded by a pass.
-    """
-    values, counts = np.unique(np.concatenate(hashes) if hashes else np.zeros(0, np.uint64), return_counts=True)
-    repeated = values[counts > 1]
-    del values, counts
-    passes = max(1, -(-int(len(repeated) * 2) // rows_per_pass))  # >= 2 rows per repeated hash
-    # hash ranges (sorted, exact bounds) holding about equal numbers of candidates
-    edges = repeated[np.linspace(0, len(repeated) - 1, passes + 1).astype(np.int64)] if len(repeated) else []
-    schema = pa.schema([("sample_id", pa.string()), ("duplicate_of", pa.string()), ("index", pa.int64())])
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    written: list[np.ndarray] = []
-    with pq.ParquetWriter(tmp, schema) as writer:
-        for k in range(passes if len(repeated) else 0):
-            last = k == passes - 1
-            wanted = repeated[(repeated >= edges[k]) & ((repeated <= edges[-1]) if last else (repeated < edges[k + 1]))]
-            found = []
-            for part, part_hashes in zip(parts, hashes):
-                hit = np.isin(part_hashes, wanted)
-                if hit.any():
-                    table = pq.read_table(part, columns=["sample_id", "index", "text", "drop_reason"])
-                    table = table.filter(pc.equal(table.column("drop_reason"), "")).filter(pa.array(hit))
-                    found.append(table.to_pandas())
-            if not found:
-                continue
-            rows = pd.concat(found, ignore_index=True)
-            dups = find_duplicates(rows)
-            dups["index"] = dups["sample_id"].map(rows.set_index("sample_id")["index"]).astype(np.int64)
-            writer.write_table(pa.Table.from_pandas(dups[["sample_id", "duplicate_of", "index"]], schema=schema,
-                                                    preserve_index=False))
-            written.append(dups["index"].to_numpy())
-    commit_file(tmp, dest)
-    return np.concatenate(written) if written else np.zeros(0, dtype=np.int64)
-
