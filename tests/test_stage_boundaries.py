@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -162,12 +163,16 @@ def test_importing_a_stage_loads_no_stage_it_must_not_use(stage):
 
 
 def test_the_spec_schema_leaves_files_and_models_to_the_checks():
-    """``spec/schema.py`` validates what a spec says; what it names on this machine (the task data, the model
-    folders and hub ids) is read by ``spec/checks.py`` alone, and no module of the spec package uses a stage."""
+    """``spec/schema.py`` validates what a spec says; what it names on this machine (the task data, the prompt
+    template, the model folders and hub ids) is read by ``spec/checks.py`` alone, and no module of the spec
+    package uses a stage."""
     modules = _modules()
     schema = {t for t, _ in _imports(modules["bias_ray.spec.schema"], module_level_only=False)}
-    reading = sorted(t for t in schema if _owner(t) in ("data", "models"))
+    reading = sorted(t for t in schema if _owner(t) in ("data", "models", "framings"))
     assert not reading, f"spec/schema.py imports {reading}; such checks belong in spec/checks.py"
+    source = modules["bias_ray.spec.schema"].read_text()
+    reads = re.findall(r"\.(?:is_file|exists|read_text|read_bytes)\(|\bopen\(", source)
+    assert not reads, f"spec/schema.py reads files ({reads}); such checks belong in spec/checks.py"
     package = {t for m, path in modules.items() if m.startswith("bias_ray.spec")
                for t, _ in _imports(path, module_level_only=False)}
     assert not {_owner(t) for t in package} & set(STAGES)

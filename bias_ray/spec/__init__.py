@@ -5,7 +5,7 @@ starts with a :class:`SpecError` that names the field path, the bad value and wh
 Relative paths in a spec resolve against the current working directory.
 
 The package: :mod:`~bias_ray.spec.schema` (the pydantic models and the checks of their content),
-:mod:`~bias_ray.spec.checks` (the checks that read files: task data, data folder, models) and
+:mod:`~bias_ray.spec.checks` (the checks that read files: prompt template, task data, data folder, models) and
 :mod:`~bias_ray.spec.layout` (the run folder's layout, :class:`RunLayout`); parsing, loading and
 dumping are here.
 """
@@ -23,8 +23,10 @@ from bias_ray.spec.checks import (
     check_paths,
     model_checks,
     model_fields,
+    raise_all,
     raw_file_problems,
     resolve_paths,
+    template_problems,
 )
 from bias_ray.spec.layout import RunLayout
 from bias_ray.spec.schema import (
@@ -101,6 +103,7 @@ def parse_spec(data: Any, source: str = "spec", check_files: bool = True) -> Swe
         extra = raw_file_problems(data) if check_files else []
         raise SpecError(_format_errors(source, err, extra)) from None
     resolve_paths(spec)
+    raise_all(template_problems(spec), source, "the sweep spec is invalid")
     if check_files:
         check_paths(spec, source)
     return spec

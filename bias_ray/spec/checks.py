@@ -1,5 +1,5 @@
 """The spec's checks that read files and the environment, run before any work: the task data, the data
-folder, the model sources, and the absolute paths every Ray worker must see.
+folder, the prompt template, the model sources, and the absolute paths every Ray worker must see.
 
 :mod:`bias_ray.spec.schema` validates a spec's content; these check what it names on this machine.
 :func:`bias_ray.spec.parse_spec` runs them (``check_files``), and the CLI before a run.
@@ -46,6 +46,31 @@ def _data_root_problem(root: Path, task: str) -> str | None:
     return None
 
 
+def template_problems(spec: SweepSpec) -> list[str]:
+    """The prompt template exists; with ``framings``, it has the spec's framings, dimensions and groups; with
+    named classes (``data.labels``), each slot of a dimension names a class. A small YAML of the spec's own,
+    so :func:`~bias_ray.spec.parse_spec` reads it always, with or without ``check_files``."""
+    from bias_ray.framings import check_framings, read_template, slot_classes
+
+    template = spec.generation.template
+    if template is None:
+        return []
+    if not template.is_file():
+        return [f"generation.template: prompt template {template} does not exist; give a YAML file like "
+                "bias_ray/resources/prompts/toxigen_statements.yaml or leave template unset"]
+    if not spec.framings:
+        return []
+    try:
+        check_framings(template, spec.framings, spec.bias_type_specs)
+        if spec.data.labels:
+            framed = read_template(template)
+            for dimension in dict.fromkeys(b.dimension_name for b in spec.bias_type_specs):
+                slot_classes(framed, dimension, spec.data.labels)
+    except ValueError as err:
+        return [str(err)]
+    return []
+
+
 def raise_all(problems: list[str], source: str, heading: str = "the sweep spec cannot run") -> None:
     """One SpecError for every problem found: as it was for one, as a list for several."""
     if len(problems) == 1:
@@ -69,7 +94,8 @@ def check_paths(spec: SweepSpec, source: str = "spec") -> None:
 
 
 def raw_file_problems(data: dict[str, Any]) -> list[str]:
-    """File problems visible in a spec that does not validate: local model folders and the data folder.
+    """File problems visible in a spec that does not validate: local model folders, the prompt template and
+    the data folder.
 
     So one pass over a broken spec names its schema errors and its missing files together."""
     problems = []
@@ -85,6 +111,10 @@ def raw_file_problems(data: dict[str, Any]) -> list[str]:
 
         if (problem := check_source(value).problem) is not None:  # the words a valid spec's check uses
             problems.append(f"models.{field}: {problem}")
+    generation = data.get("generation") if isinstance(data.get("generation"), dict) else {}
+    template = generation.get("template")
+    if isinstance(template, str) and not Path(template).expanduser().is_file():
+        problems.append(f"generation.template: prompt template {template} does not exist")
     raw = data.get("data") if isinstance(data.get("data"), dict) else {}
     root = raw.get("root")
     if isinstance(root, str) and (problem := _data_root_problem(Path(root).expanduser().resolve(), "")):
@@ -97,6 +127,8 @@ def resolve_paths(spec: SweepSpec) -> None:
     from bias_ray.models.hub import source_kind
 
     spec.output_dir = spec.output_dir.expanduser().resolve()
+    if spec.generation.template is not None:
+        spec.generation.template = spec.generation.template.expanduser().resolve()
     spec.data.root = spec.data.resolved_root
     data_is_local = spec.data.task == "huggingface" and source_kind(spec.data.path, False) == "folder"
     if spec.data.task == "file" or data_is_local:

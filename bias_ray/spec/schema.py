@@ -269,17 +269,6 @@ class GenerationSpec(_Strict):
         params = getattr(ENGINES.get(self.engine), "Params", None)
         return params.model_validate(self.options) if params is not None else None
 
-    @field_validator("template")
-    @classmethod
-    def _template_exists(cls, v: Path | None) -> Path | None:
-        if v is None:
-            return v
-        v = v.expanduser().resolve()  # absolute now, like every other path (workers run elsewhere)
-        if not v.is_file():
-            raise ValueError(f"prompt template {v} does not exist; give a YAML file like "
-                             "bias_ray/resources/prompts/toxigen_statements.yaml or leave template unset")
-        return v
-
     @model_validator(mode="after")
     def _engine_settings(self) -> GenerationSpec:
         engine = ENGINES.get(self.engine)
@@ -643,8 +632,6 @@ class SweepSpec(_Strict):
     def _cross_framings(self) -> SweepSpec:
         """``framings`` x bias types: each bias type becomes one cell per framing (a dumped spec, whose
         bias types carry their framing already, is left as it is)."""
-        from bias_ray.framings import check_framings
-
         if not self.framings:
             if any(b.framing for b in self.bias_type_specs):
                 raise ValueError("a bias type has a `framing` but the spec lists no framings; list them under "
@@ -662,16 +649,14 @@ class SweepSpec(_Strict):
             for framing in self.framings:
                 crossed.append(b.model_copy(update={"name": f"{b.name}.{framing}", "framing": framing,
                                                     "dimension": b.dimension_name}))
-        self.bias_types = crossed
-        check_framings(self.generation.template, self.framings, self.bias_type_specs)
+        self.bias_types = crossed  # the template's framings, dimensions and groups: spec/checks.py
         return self
 
     @model_validator(mode="after")
     def _named_classes_fit(self) -> SweepSpec:
         """A task of named classes (``data.labels``): augmented rows take their slot's class, so they need
-        framings whose slots are classes; the student answers one of K words; classifier tasks need hate/not."""
-        from bias_ray.framings import read_template, slot_classes
-
+        framings (spec/checks.py checks that each slot of the template names a class); the student answers one
+        of K words; classifier tasks need hate/not."""
         classes = self.data.labels
         words = self.training.label_words
         if words is not None and len(words) != len(classes or [0, 1]):
@@ -682,9 +667,6 @@ class SweepSpec(_Strict):
         if not self.framings:
             raise ValueError("data.labels (a task of named classes) labels each augmented row with the class its "
                              "framing writes about (the occupation of a biography); list `framings:` in the spec")
-        template = read_template(self.generation.template)
-        for dimension in dict.fromkeys(b.dimension_name for b in self.bias_type_specs):
-            slot_classes(template, dimension, classes)
         listed = task_listing()["tasks"]
         hate = [t for t in self.evaluation.tasks if (listed.get(t) or {}).get("kind") == "classifier"]
         if hate and self.evaluation.in_trials:
