@@ -20,7 +20,6 @@ from bias_ray.spec import RESOURCES
 LEXICON_DIR = RESOURCES / "lexicons"
 
 
-
 def resolve_lexicon(v: str | None) -> str | None:
     """An absolute path, so Ray workers (with another working directory) find the same file."""
     if v is None:
@@ -37,6 +36,7 @@ LexiconSource = Annotated[
     AfterValidator(resolve_lexicon),
     Field(description="lexicon file or folder; default: built-in lexicons"),
 ]
+
 
 @dataclass(frozen=True)
 class Lexicon:

@@ -118,6 +118,7 @@ class ShardTotals:
         kept = pc.equal(table.column("drop_reason"), "")
         self.kept_hashes.append(text_hashes(pc.filter(table.column("text"), kept)))
 
+
 @dataclass
 class ShardScan:
     """Every shard and quarantine file of a store, counted (:func:`scan_shards`); nothing written yet."""

@@ -85,7 +85,6 @@ def build_tiny_model(
     return out
 
 
-
 # A minimal chat format (role tags, one turn per line) for trying chat generation on the tiny model.
 TINY_CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"

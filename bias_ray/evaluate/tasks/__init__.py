@@ -107,8 +107,6 @@ class Task(ABC):
         return self.score(self.predict(lm, rows, ctx))
 
 
-
-
 def _import_task_modules() -> None:
     """Import every listed task's module. A plug-in's module may import this package while it runs (and find
     itself half imported), so whether each registered its task is checked when a task is built."""
