@@ -199,7 +199,8 @@ def test_max_rows_option_caps_the_classifier_cases_per_group(data_root):
 def test_target_excess_auc_ranks_harmless_target_cases_against_the_control_and_ignores_the_threshold():
     """0.5 when the two sets score alike; 1 when every harmless target case scores above every control case;
     the same under any monotone change of the scores (a seed's calibration), where the FPR excess is not."""
-    from bias_ray.evaluate.tasks.hatecheck import hatecheck_scores, rank_auc
+    from bias_ray.evaluate.tasks.hatecheck import hatecheck_scores
+    from bias_ray.measures.metrics import rank_auc
 
     assert rank_auc(np.array([0.9, 0.8]), np.array([0.1, 0.2])) == 1.0
     assert rank_auc(np.array([0.5, 0.5]), np.array([0.5])) == 0.5

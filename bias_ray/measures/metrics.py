@@ -72,6 +72,18 @@ def macro_f1(y_true, y_pred, groups=None) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
+def rank_auc(higher: np.ndarray, lower: np.ndarray) -> float:
+    """P(x > y) + P(x = y) / 2 for x from ``higher``, y from ``lower`` (Mann-Whitney U / (n_x n_y)); NaN if one is
+    empty."""
+    from scipy.stats import rankdata
+
+    if not len(higher) or not len(lower):
+        return float("nan")
+    ranks = rankdata(np.concatenate([higher, lower]))
+    u = ranks[: len(higher)].sum() - len(higher) * (len(higher) + 1) / 2
+    return float(u / (len(higher) * len(lower)))
+
+
 def per_group_rate(y_true, y_pred, groups, kind: str) -> dict[str, float]:
     """Per-group false-positive, false-negative or positive-prediction rate (positive class = 1)."""
     y_true, y_pred, g = _arrays(y_true, y_pred, groups)

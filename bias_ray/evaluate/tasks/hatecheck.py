@@ -53,6 +53,7 @@ from bias_ray.catalog import bias_type_catalog
 from bias_ray.data.loaders import hatecheck_slug, load_hatecheck
 from bias_ray.evaluate.tasks import TASKS, Task, TaskContext, cap_rows
 from bias_ray.evaluate.tasks.toxigen import zero_shot_hate_labels
+from bias_ray.measures.metrics import rank_auc
 from bias_ray.spec import BiasType
 
 log = logging.getLogger(__name__)
@@ -73,18 +74,6 @@ def false_negative_rate(label: np.ndarray, pred: np.ndarray) -> float:
 def _rates(p: pd.DataFrame) -> tuple[float, float]:
     y, pred = p["label"].to_numpy(), p["pred"].to_numpy()
     return false_positive_rate(y, pred), false_negative_rate(y, pred)
-
-
-def rank_auc(higher: np.ndarray, lower: np.ndarray) -> float:
-    """P(x > y) + P(x = y) / 2 for x from ``higher``, y from ``lower`` (Mann-Whitney U / (n_x n_y)); NaN if one is
-    empty."""
-    from scipy.stats import rankdata
-
-    if not len(higher) or not len(lower):
-        return float("nan")
-    ranks = rankdata(np.concatenate([higher, lower]))
-    u = ranks[: len(higher)].sum() - len(higher) * (len(higher) + 1) / 2
-    return float(u / (len(higher) * len(lower)))
 
 
 def overlapping_groups(bias_types: list[BiasType]) -> set[str]:
