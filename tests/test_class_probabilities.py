@@ -24,3 +24,20 @@ def test_rows_come_back_in_order_whatever_the_batching(tmp_path, tiny_model, dat
     assert not np.allclose(alone, alone[0])  # the rows differ, so an order mix-up would show
     np.testing.assert_array_equal(predict(model, student, TEXTS, batch_size=3), alone.argmax(-1))
     assert class_probabilities(model, student, []).shape == (0, 2)
+
+
+@pytest.mark.timeout(120)
+def test_held_out_scores_come_from_the_same_probabilities_as_the_labels(tmp_path, tiny_model, data_root):
+    import pandas as pd
+    from sklearn.metrics import f1_score, log_loss, roc_auc_score
+
+    from bias_ray.train.trainable import evaluate_rows
+
+    _, _, student, model = make(tmp_path, tiny_model, data_root, "none")
+    test = pd.DataFrame({"text": TEXTS, "label": [0, 1, 0, 1, 1, 0], "group": ["a", "b", "a", "b", "a", "b"]})
+    p = class_probabilities(model, student, TEXTS)
+    out = evaluate_rows(model, student, test, ["a", "b"])
+    assert out["roc_auc"] == pytest.approx(roc_auc_score(test["label"], p[:, 1]))
+    assert out["log_loss"] == pytest.approx(log_loss(test["label"], p, labels=[0, 1]), rel=1e-6)
+    assert out["macro_f1"] == pytest.approx(f1_score(test["label"], p.argmax(-1), average="macro", zero_division=0))
+    assert "bias_type/roc_auc" not in out  # the scores are the scheduler's signal, not a group gap

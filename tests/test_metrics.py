@@ -29,3 +29,28 @@ def test_group_without_negatives_is_left_out_and_bad_input_fails():
         compute_all([0, 1], [0], ["a", "a"])
     with pytest.raises(ValueError, match="unknown rate"):
         per_group_rate(Y, P, G, "tpr")
+
+
+def test_score_metrics_against_scikit_learn_and_their_edges():
+    import numpy as np
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from bias_ray.measures.metrics import compute_scores, metric_direction
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    s = np.clip(0.3 * y + rng.random(200) * 0.7, 0, 1).round(2)  # rounded: ties, counted as half
+    p = np.stack([1 - s, s], axis=1)
+    out = compute_scores(y, p)
+    assert out["roc_auc"] == pytest.approx(roc_auc_score(y, s))
+    assert out["log_loss"] == pytest.approx(log_loss(y, np.clip(p, 1e-12, 1)), rel=1e-9)
+    three = rng.dirichlet([1, 1, 1], 50)
+    labels = rng.integers(0, 3, 50)
+    assert compute_scores(labels, three, ["log_loss"])["log_loss"] == pytest.approx(log_loss(labels, three,
+                                                                                            labels=[0, 1, 2]))
+    assert np.isnan(compute_scores([1, 1], [[0.2, 0.8], [0.4, 0.6]])["roc_auc"])  # one class: no ranking
+    assert np.isnan(compute_scores([0, 2], [[0.2, 0.8], [0.4, 0.6]])["log_loss"])  # label outside the classes
+    assert compute_scores([0], [[1.0, 0.0]])["log_loss"] == 0.0
+    assert metric_direction("roc_auc") == "higher" and metric_direction("log_loss") == "lower"
+    with pytest.raises(ValueError, match="one row per label"):
+        compute_scores([0, 1], [[0.5, 0.5]])

@@ -150,6 +150,68 @@ def compute_all(y_true, y_pred, groups, names: Sequence[str] = BINARY_METRICS) -
     return {n: METRICS.get(n)(y_true, y_pred, groups) for n in names}
 
 
+# Score metrics read the class probabilities ``p`` (``[N, C]``, rows summing to 1) instead of the labels. A
+# student early in training predicts one class for every row, so every label metric of every trial ties
+# (macro-F1 0.371 on the quickstart's held-out rows for the first 8 of 32 steps) while the probabilities
+# already rank rows and trials: an early-stopping scheduler can compare trials on these from the first report
+# (scheduler.metric: roc_auc or log_loss; docs/results.md, "Speed with the real student").
+ScoreMetric = Callable[[np.ndarray, np.ndarray], float]
+SCORE_METRICS: Registry[ScoreMetric] = Registry("score metric")
+
+
+def score_metric(name: str, better: str, bounds: tuple[float, float] | None = UNIT
+                 ) -> Callable[[ScoreMetric], ScoreMetric]:
+    """Register a trial-level metric of ``(y_true, p)`` with its direction and range, as :func:`metric` does."""
+    if better not in DIRECTIONS:
+        raise ValueError(f"metric {name!r}: better={better!r}; allowed: {', '.join(DIRECTIONS)}")
+    register = SCORE_METRICS.register(name)
+
+    def decorator(fn: ScoreMetric) -> ScoreMetric:
+        METRIC_DIRECTIONS[name], METRIC_BOUNDS[name] = better, bounds
+        return register(fn)
+    return decorator
+
+
+def _scored(y_true: Sequence, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y_true, p = np.asarray(y_true), np.asarray(p, dtype=float)
+    if p.ndim != 2 or len(p) != len(y_true):
+        raise ValueError(f"p must be [rows, classes] with one row per label; got {p.shape} for {len(y_true)} labels")
+    return y_true, p
+
+
+@score_metric("roc_auc", better="higher")
+def roc_auc(y_true, p) -> float:
+    """ROC AUC of ``P(label 1)`` (a 0/1 task): ``P(s_i > s_j) + P(s_i = s_j) / 2`` over a positive row ``i`` and
+    a negative row ``j``, ``s = p[:, 1]`` (:func:`rank_auc`); 0.5 = no ranking, NaN without both labels."""
+    y_true, p = _scored(y_true, p)
+    s = p[:, 1]
+    return rank_auc(s[y_true == 1], s[y_true == 0])
+
+
+@score_metric("log_loss", better="lower", bounds=None)
+def log_loss(y_true, p) -> float:
+    """Mean cross-entropy of the true class, ``-1/N sum_i log max(p[i, y_i], 1e-12)``: the held-out loss (0 is a
+    certain and right classifier; ``log C`` a uniform one). NaN for a label outside ``0..C-1``."""
+    y_true, p = _scored(y_true, p)
+    if not len(y_true):
+        return float("nan")
+    try:
+        y = y_true.astype(np.int64)
+    except (TypeError, ValueError):
+        return float("nan")
+    if (y != y_true).any() or (y < 0).any() or (y >= p.shape[1]).any():
+        return float("nan")
+    return float(-np.mean(np.log(np.maximum(p[np.arange(len(y)), y], 1e-12))))
+
+
+BINARY_SCORE_METRICS = ("roc_auc", "log_loss")
+MULTICLASS_SCORE_METRICS = ("log_loss",)
+
+
+def compute_scores(y_true, p, names: Sequence[str] = BINARY_SCORE_METRICS) -> dict[str, float]:
+    return {n: SCORE_METRICS.get(n)(y_true, p) for n in names}
+
+
 def metric_direction(column: str, listing: dict | None = None) -> str | None:
     """What is better for a results column, or None when nothing declares it.
 

@@ -22,7 +22,15 @@ import numpy as np
 import pandas as pd
 
 from bias_ray.files import note_aside, put_aside
-from bias_ray.measures.metrics import BINARY_METRICS, MULTICLASS_METRICS, compute_all, per_group_accuracy
+from bias_ray.measures.metrics import (
+    BINARY_METRICS,
+    BINARY_SCORE_METRICS,
+    MULTICLASS_METRICS,
+    MULTICLASS_SCORE_METRICS,
+    compute_all,
+    compute_scores,
+    per_group_accuracy,
+)
 from bias_ray.mix import STRATA, assemble_mix, mix_counts, mix_plan
 from bias_ray.mix.checks import real_rows
 from bias_ray.models.precision import grad_scaler
@@ -156,16 +164,20 @@ def evaluate_rows(model, student: StudentIO, test: pd.DataFrame, groups: list[st
                   named_classes: bool = False) -> dict[str, float]:
     """Task metrics on all test rows; fairness gaps across the bias type's groups and across all.
 
+    Every task also gets the held-out ``log_loss``, and a 0/1 task ``roc_auc`` (score metrics of the class
+    probabilities, which rank trials before their predicted labels move; measures/metrics.py).
     A 0/1 task gets the rate gaps (FPR, FNR, positive predictions); a task of named classes
     (``named_classes``, data.labels: Bias in Bios' occupations) the accuracy gap, and each group of the
     test rows its accuracy (``accuracy/<group>``, the paper's accuracy per gender, in every grid cell:
     a culture cell's student is still read by gender on Bias in Bios).
     """
-    y_pred = predict(model, student, test["text"].astype(str).tolist())
+    probs = class_probabilities(model, student, test["text"].astype(str).tolist())
+    y_pred = probs.argmax(-1)
     y_true = test["label"].to_numpy()
     g = test["group"].to_numpy()
     names = MULTICLASS_METRICS if named_classes else BINARY_METRICS
     out = compute_all(y_true, y_pred, g, names)
+    out.update(compute_scores(y_true, probs, MULTICLASS_SCORE_METRICS if named_classes else BINARY_SCORE_METRICS))
     in_type = np.isin(g, groups)
     if in_type.sum():
         for name, value in compute_all(y_true[in_type], y_pred[in_type], g[in_type], names).items():
