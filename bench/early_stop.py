@@ -10,7 +10,9 @@ The ASHA settings default to the ones ``bench/early_stop_signal.py``'s diagnosis
 (docs/early_stopping.md): a linearly decayed learning rate (``training.lr_schedule``), rungs per
 mitigation (``scheduler.group_by``) and a stop margin of one standard error of a difference of two
 evaluations of a rate on ``max_eval_rows`` rows, ``1 / sqrt(2 n)``; ``--lr-schedule constant
---group-by --stop-margin 0`` is plain ASHA at a constant rate (the settings before). From the full
+--group-by --stop-margin 0`` is plain ASHA at a constant rate (the settings before). ``--metric roc_auc`` (or
+``log_loss --mode min``) stops trials on a score metric of the class probabilities instead of macro-F1, which ties
+while the students still predict one class; the pick is the best final macro-F1 either way. From the full
 grid's per-report histories it also prints, per seed, the Spearman correlation between each
 report's metric and the final one, and whether the grid's best config by the last evaluation is
 the best by the one before (when not, the best is decided by evaluation noise).
@@ -101,7 +103,7 @@ def bench_spec(out: Path, scheduler: dict, seed: int = 0, runs: Path | None = No
         "training": {"train_size": real.get("train_size", 320), "epochs": epochs, "batch_size": 16,
                      "learning_rate": real.get("lr", 0.003), "max_length": real.get("max_length", 64),
                      "eval_every": eval_every, "max_eval_rows": max_eval_rows, "lr_schedule": lr_schedule},
-        "scheduler": {"metric": "macro_f1", "mode": "max", **scheduler},
+        "scheduler": {"metric": "macro_f1", "mode": "max", **scheduler},  # the bench passes its --metric
         "resources": {"cpus_per_trial": 1, "max_concurrent_trials": real.get("concurrent", 1)},
         "tracking": {"wandb": wandb},
         "evaluation": {"tasks": []},  # the scheduler compares trials on the primary metric alone
@@ -117,15 +119,17 @@ def trial_histories(table: pd.DataFrame, metric: str) -> list[dict]:
     return out
 
 
-def rank_correlations(histories: list[dict]) -> list[float | None]:
-    """Spearman rho, over trials, between the metric at report i (i = 1..T) and at the last report."""
+def rank_correlations(histories: list[dict], final: list[float] | None = None, sign: float = 1.0
+                      ) -> list[float | None]:
+    """Spearman rho, over trials, between the metric at report i (i = 1..T) and ``final`` (default: the metric at
+    the last report), with the metric times ``sign`` (-1 for a metric where lower is better)."""
     from scipy.stats import spearmanr
 
     length = min(len(h["history"]) for h in histories)
-    final = [h["history"][-1] for h in histories]
+    final = final if final is not None else [h["history"][-1] for h in histories]
     rhos = []
     for i in range(length):
-        rho = float(spearmanr([h["history"][i] for h in histories], final).statistic)
+        rho = float(spearmanr([sign * h["history"][i] for h in histories], final).statistic)
         rhos.append(None if math.isnan(rho) else round(rho, 3))  # NaN: a report where every trial ties
     return rhos
 
@@ -170,11 +174,12 @@ def real_settings(args) -> dict | None:
 def run_seed(out: Path, seed: int, args) -> dict:
     """The full grid and ASHA for one seed, on the augmented set generated once under ``out``."""
     asha_scheduler = {"name": "asha", "grace_period": args.grace_period, "reduction_factor": args.reduction_factor,
-            "group_by": args.group_by, "stop_margin": args.stop_margin}
+            "group_by": args.group_by, "stop_margin": args.stop_margin, "metric": args.metric, "mode": args.mode}
     specs = {name: parse_spec(bench_spec(out, sched, seed, out / f"seed{seed}", args.lr_schedule, args.epochs,
                                          args.eval_every, args.max_eval_rows, args.wandb, real_settings(args)),
                               check_files=False)
-             for name, sched in {"none": {"name": "none"}, "asha": asha_scheduler}.items()}
+             for name, sched in {"none": {"name": "none", "metric": args.metric, "mode": args.mode},
+                                 "asha": asha_scheduler}.items()}
     tables, walls, parts, loads = {}, {}, {}, {}
     for name, spec in specs.items():
         loads[name] = {"before": os.getloadavg()}
@@ -194,6 +199,10 @@ def run_seed(out: Path, seed: int, args) -> dict:
     best = {name: best_config(t) for name, t in tables.items()}
     same = all(best["none"][k] == best["asha"][k] for k in GRID_KEYS)
     histories = trial_histories(tables["none"], "macro_f1")
+    # how well the scheduler's metric at each report ranks the trials by their final macro-F1 (the pick's metric)
+    stop_histories = histories if args.metric == "macro_f1" else trial_histories(tables["none"], args.metric)
+    stop_rho = rank_correlations(stop_histories, [h["history"][-1] for h in histories],
+                                 sign=1.0 if args.mode == "max" else -1.0)
     full_ranked = tables["none"].sort_values("macro_f1", ascending=False).reset_index(drop=True)
     asha_pick = full_ranked[(full_ranked[GRID_KEYS] == pd.Series({k: best["asha"][k] for k in GRID_KEYS})).all(axis=1)]
     return {
@@ -225,6 +234,9 @@ def run_seed(out: Path, seed: int, args) -> dict:
         "asha_pick_within_one_se": bool(full_ranked["macro_f1"].iloc[0] - asha_pick["macro_f1"].iloc[0]
                                         <= 1 / math.sqrt(2 * args.max_eval_rows)),
         "full_grid_rank_correlation_by_report": rank_correlations(histories),
+        "scheduler_metric": args.metric,
+        "full_grid_scheduler_metric_rank_correlation_by_report": stop_rho,
+        "full_grid_scheduler_metric_histories": stop_histories,
         "full_grid_best_stable_over_last_two_reports": best_is_stable(histories),
         "full_grid_histories": histories,
         "target_met": bool(share <= 0.40 and wall_share <= 0.50 and same),
@@ -248,6 +260,9 @@ def main() -> None:
     ap.add_argument("--max-eval-rows", type=int, default=MAX_EVAL_ROWS, help="training.max_eval_rows")
     ap.add_argument("--wandb", default="disabled", choices=["disabled", "offline"],
                     help="tracking.wandb (offline: a W&B run per trial, as a sweep logs by default)")
+    ap.add_argument("--metric", default="macro_f1",
+                    help="the scheduler's metric (e.g. roc_auc, log_loss); the pick is always the best macro_f1")
+    ap.add_argument("--mode", default="max", choices=["max", "min"], help="the scheduler metric's better side")
     ap.add_argument("--stop-margin", type=float, default=None,
                     help="scheduler.stop_margin; default 1/sqrt(2 max_eval_rows), one standard error of a difference")
     ap.add_argument("--json", type=Path, help="also write the figures here (default: <out>/early_stop.json)")
@@ -311,6 +326,9 @@ def main() -> None:
               f"(macro_f1 {r['asha_pick_full_grid_macro_f1']:.3f}, {r['asha_pick_shortfall']:.3f} below the best: "
               f"{'within' if r['asha_pick_within_one_se'] else 'outside'} one standard error); load {r['load_avg']}")
         print(f"    rho(report i, final) over the full grid's trials: {r['full_grid_rank_correlation_by_report']}")
+        if r["scheduler_metric"] != "macro_f1":
+            print(f"    rho({r['scheduler_metric']} at report i, final macro_f1): "
+                  f"{r['full_grid_scheduler_metric_rank_correlation_by_report']}")
         print(f"    start-up per trial, full grid: {r['startup_full_grid']}")
         print(f"    start-up per trial, ASHA:      {r['startup_asha']}")
     print(f"ASHA wall share over {len(runs)} seeds: mean {figures['asha_wall_share_mean']:.1%}, range "
