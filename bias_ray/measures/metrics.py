@@ -32,16 +32,21 @@ METRIC_DIRECTIONS: dict[str, str] = {}
 METRIC_BOUNDS: dict[str, tuple[float, float] | None] = {}
 
 
-def metric(name: str, better: str, bounds: tuple[float, float] | None = UNIT) -> Callable[[Metric], Metric]:
-    """Register a trial-level metric with what is better for it and its range (one place for all three)."""
+def _declared(registry: Registry, name: str, better: str, bounds: tuple[float, float] | None) -> Callable:
+    """A decorator registering ``name`` in ``registry`` with its direction and range."""
     if better not in DIRECTIONS:
         raise ValueError(f"metric {name!r}: better={better!r}; allowed: {', '.join(DIRECTIONS)}")
-    register = METRICS.register(name)
+    register = registry.register(name)
 
-    def decorator(fn: Metric) -> Metric:
+    def decorator(fn):
         METRIC_DIRECTIONS[name], METRIC_BOUNDS[name] = better, bounds
         return register(fn)
     return decorator
+
+
+def metric(name: str, better: str, bounds: tuple[float, float] | None = UNIT) -> Callable[[Metric], Metric]:
+    """Register a trial-level metric with what is better for it and its range (one place for all three)."""
+    return _declared(METRICS, name, better, bounds)
 
 
 def _arrays(y_true: Sequence, y_pred: Sequence, groups: Sequence | None = None):
@@ -162,14 +167,7 @@ SCORE_METRICS: Registry[ScoreMetric] = Registry("score metric")
 def score_metric(name: str, better: str, bounds: tuple[float, float] | None = UNIT
                  ) -> Callable[[ScoreMetric], ScoreMetric]:
     """Register a trial-level metric of ``(y_true, p)`` with its direction and range, as :func:`metric` does."""
-    if better not in DIRECTIONS:
-        raise ValueError(f"metric {name!r}: better={better!r}; allowed: {', '.join(DIRECTIONS)}")
-    register = SCORE_METRICS.register(name)
-
-    def decorator(fn: ScoreMetric) -> ScoreMetric:
-        METRIC_DIRECTIONS[name], METRIC_BOUNDS[name] = better, bounds
-        return register(fn)
-    return decorator
+    return _declared(SCORE_METRICS, name, better, bounds)
 
 
 def _scored(y_true: Sequence, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
