@@ -157,9 +157,9 @@ def compute_all(y_true, y_pred, groups, names: Sequence[str] = BINARY_METRICS) -
 
 # Score metrics read the class probabilities ``p`` (``[N, C]``, rows summing to 1) instead of the labels. A
 # student early in training predicts one class for every row, so every label metric of every trial ties
-# (macro-F1 0.371 on the quickstart's held-out rows for the first 8 of 32 steps) while the probabilities
-# already rank rows and trials: an early-stopping scheduler can compare trials on these from the first report
-# (scheduler.metric: roc_auc or log_loss; docs/results.md, "Speed with the real student").
+# (macro-F1 0.371 in all 16 cells of the study's gender grid at their first two reports, 8 of 32 steps) while
+# the probabilities already rank rows and trials: an early-stopping scheduler can compare trials on these from
+# the first report (scheduler.metric: roc_auc or log_loss; docs/early_stopping.md, "Stopping on roc_auc").
 ScoreMetric = Callable[[np.ndarray, np.ndarray], float]
 SCORE_METRICS: Registry[ScoreMetric] = Registry("score metric")
 
