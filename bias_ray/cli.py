@@ -28,7 +28,7 @@ def _load(spec_path: Path, here: bool = True, planned_mix: bool = True) -> Sweep
     the generation plan writes let the mix reach every ratio (an import brings its own labels: off).
     """
     from bias_ray.spec import check_models
-    from bias_ray.train.sweep import check_student_tasks, expand_spec
+    from bias_ray.train.sweep import check_scheduler_metric, check_student_tasks, expand_spec
 
     try:
         spec = load_spec(spec_path, check_files=here)
@@ -36,6 +36,7 @@ def _load(spec_path: Path, here: bool = True, planned_mix: bool = True) -> Sweep
             check_models(spec, str(spec_path), here=False)
         expand_spec(spec)  # a bad point of a mitigation grid is a bad spec too: reject it before any work
         check_student_tasks(spec)
+        check_scheduler_metric(spec)
         if here and spec.evaluation.tasks:  # a task's own data (GlobalOpinionQA, the cultural sets) must be here
             from bias_ray.evaluate.tasks import check_task_data
             from bias_ray.spec.checks import raise_all

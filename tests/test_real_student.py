@@ -74,3 +74,24 @@ def test_a_minilm_trial_trains_and_runs_hatecheck_on_its_classifier(tmp_path, ti
     # max_rows 70 over 8 groups (7 targets and the untargeted cases): 8 cases each, not all 3,728
     assert out["task/hatecheck/n"] == 64 and out["task/hatecheck/trained_classifier"] == 1
     assert 0 <= out["task/hatecheck/fpr"] <= 1
+
+
+def test_a_scheduler_metric_the_trials_cannot_give_or_read_backwards_is_refused(tmp_path, tiny_model, data_root):
+    from bias_ray.train.sweep import check_scheduler_metric
+
+    d = micro_spec_dict(tmp_path, tiny_model, data_root)
+    d["scheduler"] = {"name": "asha", "metric": "roc_auc", "mode": "max"}
+    check_scheduler_metric(parse_spec(d, check_files=False))  # a 0/1 task: fine
+    d["scheduler"]["mode"] = "min"
+    with pytest.raises(SpecError, match=r"roc_auc: higher is better, but scheduler.mode is min.*mode: max"):
+        check_scheduler_metric(parse_spec(d, check_files=False))
+    d["scheduler"] = {"name": "asha", "metric": "log_loss", "mode": "max"}
+    with pytest.raises(SpecError, match=r"log_loss: lower is better.*set scheduler.mode: min"):
+        check_scheduler_metric(parse_spec(d, check_files=False))
+    d["scheduler"] = {"name": "none", "metric": "log_loss", "mode": "max"}
+    check_scheduler_metric(parse_spec(d, check_files=False))  # no scheduler: the metric only names the best
+    d["scheduler"] = {"name": "asha", "metric": "roc_auc", "mode": "max"}
+    spec = parse_spec(d, check_files=False)
+    spec.data.labels = ["nurse", "surgeon", "teacher"]  # a task of named classes
+    with pytest.raises(SpecError, match=r"roc_auc ranks P\(label 1\) of a 0/1 task, but data.labels names 3 classes"):
+        check_scheduler_metric(spec)

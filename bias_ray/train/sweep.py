@@ -83,6 +83,28 @@ def check_student_tasks(spec: SweepSpec) -> None:
             "causal-LM student (e.g. packaged:smollm2-135m-instruct)")
 
 
+def check_scheduler_metric(spec: SweepSpec) -> None:
+    """Refuse, before any work, a scheduler metric that the trials cannot give or that the mode reads backwards.
+
+    ``roc_auc`` ranks P(label 1), so it needs a 0/1 task (with ``data.labels`` it is NaN in every report); a metric
+    that declares its direction (``measures.metrics``) must be maximised when higher is better and minimised when
+    lower is, or the scheduler would stop the best trials.
+    """
+    from bias_ray.measures.metrics import metric_direction
+
+    s = spec.scheduler
+    if s.name == "none":
+        return
+    if s.metric.removeprefix("best_") == "roc_auc" and spec.data.labels:
+        raise SpecError(
+            f"scheduler.metric roc_auc ranks P(label 1) of a 0/1 task, but data.labels names {len(spec.data.labels)} "
+            "classes; use log_loss (scheduler.mode: min) or macro_f1 (mode: max)")
+    wanted = {"higher": "max", "lower": "min"}.get(metric_direction(s.metric) or "")
+    if wanted and s.mode != wanted:
+        raise SpecError(f"scheduler.metric {s.metric}: {metric_direction(s.metric)} is better, but scheduler.mode is "
+                        f"{s.mode}, so the scheduler would stop the best trials; set scheduler.mode: {wanted}")
+
+
 def grid_cells(spec: SweepSpec) -> list[dict[str, Any]]:
     """Every trial of the (expanded) grid as a plain dict of the grid keys."""
     spec = expand_spec(spec)
@@ -550,6 +572,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, trainable=None, extra_callb
     init_ray()
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     check_student_tasks(spec)
+    check_scheduler_metric(spec)
     if spec.training.mix_labels != "pooled":
         check_mixes(spec)
     tuner = build_tuner(spec, resume=resume, trainable=trainable, extra_callbacks=extra_callbacks, verbose=verbose)
